@@ -1,0 +1,52 @@
+# Everything a newcomer needs: `make reproduce` (the full study) and `make test`.
+# Both create .venv from this project's own files; only Python >= 3.11 and make are assumed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+CORES  ?= 1
+
+.PHONY: setup test lint reproduce quick smoke report bench clean-results help
+
+help:
+	@echo "make reproduce   set up .venv and run the full study (snakemake --cores $(CORES))"
+	@echo "make test        set up .venv and run the test suite"
+	@echo "make quick       a shorter study (config/quick.yaml)"
+	@echo "make report      build results/report.html from the finished results"
+	@echo "make bench       print the package's own performance figures"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "imgread needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src workflow/scripts tests
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --cores 1
+
+reproduce: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+quick: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml
+
+smoke: setup
+	$(BIN)/snakemake --cores 2 --configfile config/smoke.yaml
+
+report: setup
+	$(BIN)/snakemake --cores 1 --report results/report.html
+
+bench: setup
+	$(BIN)/python -m imgread.bench
+
+clean-results:
+	rm -rf results/datasets results/trials results/tables results/figures results/logs results/report.html

@@ -1,0 +1,5 @@
+"""Entry point for ``python -m imgread``."""
+
+from imgread.cli import main
+
+raise SystemExit(main())

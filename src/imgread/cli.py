@@ -1,0 +1,225 @@
+"""Command line: ``imgread`` / ``python -m imgread``.
+
+User errors (a wrong path, option or value) print one line naming what is wrong and exit 2,
+without a traceback; an interrupted command exits 130 (SIGINT) or 143 (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from imgread import cache as cachectl
+from imgread import dataset
+from imgread.errors import TrialError, UserError, VerificationError
+from imgread.readers import PHASES, VARIANTS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors: same style, exit 2
+        self.print_usage(sys.stderr)
+        self.exit(2, f"imgread: error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = _Parser(
+        prog="imgread",
+        description="Measure how fast images are read from disk and decoded in Python.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    ds = sub.add_parser("dataset", help="create a dataset (generate synthetic JPEGs, or sample yours)")
+    ds_sub = ds.add_subparsers(dest="dataset_command", required=True, metavar="ACTION", parser_class=_Parser)
+
+    gen = ds_sub.add_parser(
+        "generate",
+        help="generate a deterministic synthetic JPEG dataset",
+        description="Generate photo-like JPEGs (1/f textures, edges, grain) with a manifest.csv. "
+        "The folder must be new, empty, or a previous imgread dataset (which is replaced).",
+    )
+    gen.add_argument("--out", required=True, metavar="DIR", help="folder to write the dataset to")
+    gen.add_argument("--count", type=_positive, default=dataset.DEFAULT_COUNT, metavar="N",
+                     help="number of images (default %(default)s)")
+    gen.add_argument("--width", type=_positive, default=dataset.DEFAULT_WIDTH, metavar="W",
+                     help="image width in pixels (default %(default)s, a 12 MP phone photo)")
+    gen.add_argument("--height", type=_positive, default=dataset.DEFAULT_HEIGHT, metavar="H",
+                     help="image height in pixels (default %(default)s)")
+    gen.add_argument("--target-bytes", type=_positive, default=dataset.DEFAULT_TARGET_BYTES,
+                     metavar="B", help="mean file size to reach by choosing the JPEG quality, "
+                     "each file within +-10%% (default %(default)s)")
+    gen.add_argument("--seed", type=_non_negative, default=dataset.DEFAULT_SEED, metavar="S",
+                     help="random seed: the same seed gives the same files (default %(default)s)")
+    gen.add_argument("--workers", type=_positive, default=None, metavar="P",
+                     help="processes to use (default: all cores)")
+
+    smp = ds_sub.add_parser(
+        "sample",
+        help="copy a seeded sample of your own images into a dataset folder",
+        description="Pick N images from SOURCE (recursive; .jpg/.jpeg, optionally .png) by seed, "
+        "decode each once to check it, and copy it into OUT. SOURCE is only ever read.",
+    )
+    smp.add_argument("--source", required=True, metavar="DIR", help="your image folder (read only)")
+    smp.add_argument("--out", required=True, metavar="DIR", help="folder to copy the sample to")
+    smp.add_argument("--count", type=_positive, required=True, metavar="N", help="images to take")
+    smp.add_argument("--seed", type=_non_negative, default=dataset.DEFAULT_SEED, metavar="S",
+                     help="random seed for the choice and order (default %(default)s)")
+    smp.add_argument("--include-png", action="store_true", help="also take .png files")
+    smp.add_argument("--on-invalid", choices=("skip", "fail"), default="skip",
+                     help="what an unreadable file does: skip it (listed in skipped.csv) or "
+                     "fail the command (default %(default)s)")
+
+    fl = sub.add_parser(
+        "flush",
+        help="evict files from the page cache and print the resident fraction after",
+        description="Evict files from the page cache. PATH is a file, a folder (recursive) or a "
+        "manifest.csv (its images). Prints the fraction of their pages still resident.",
+    )
+    fl.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or manifest.csv")
+    fl.add_argument("--method", choices=[m for m in cachectl.METHODS if m != "none"],
+                    default="fadvise", help="fadvise: posix_fadvise(DONTNEED) per file (default); "
+                    "drop_caches: sync + /proc/sys/vm/drop_caches (root); saturate: write and read "
+                    "a large temporary file (the study's method)")
+    fl.add_argument("--saturate-bytes", type=_positive, default=cachectl.DEFAULT_SATURATE_BYTES,
+                    metavar="B", help="size of the saturate file (default %(default)s)")
+    fl.add_argument("--saturate-dir", default=None, metavar="DIR",
+                    help="folder for the saturate file (default: the system temp folder)")
+
+    rs = sub.add_parser(
+        "residency",
+        help="print the fraction of files' pages in the page cache",
+        description="Print the fraction of the files' pages resident in the page cache "
+        "(mincore). PATH is a file, a folder (recursive) or a manifest.csv.",
+    )
+    rs.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or manifest.csv")
+
+    names = sorted({name for (_, name) in VARIANTS})
+    tr = sub.add_parser(
+        "trial",
+        help="run one timed trial and write its record as JSON",
+        description="Run one trial: prepare the cache (cold for load, warm for decode), verify "
+        "it, time exactly the work, check it against the manifest, write one JSON record. "
+        "Variants: " + "; ".join(f"{p}/{n}: {v.description}" for (p, n), v in VARIANTS.items()),
+    )
+    tr.add_argument("--manifest", required=True, metavar="FILE", help="the dataset's manifest.csv")
+    tr.add_argument("--phase", required=True, choices=PHASES, help="load: read compressed bytes "
+                    "from a cold cache; decode: Pillow decode to RGB from a warm cache")
+    tr.add_argument("--variant", required=True, choices=names, help="reader variant (see above)")
+    tr.add_argument("--n", type=_positive, required=True, metavar="N",
+                    help="number of images: the manifest's first N")
+    tr.add_argument("--workers", type=_positive, default=1, metavar="W",
+                    help="threads or processes of a parallel variant (default 1)")
+    tr.add_argument("--repetition", type=_non_negative, default=0, metavar="R",
+                    help="repetition index, recorded (default 0)")
+    tr.add_argument("--cache-method", choices=cachectl.METHODS, default=cachectl.DEFAULT_METHOD,
+                    help="how the load phase makes the cache cold (default %(default)s)")
+    tr.add_argument("--max-resident-fraction", type=_fraction,
+                    default=cachectl.DEFAULT_MAX_RESIDENT_FRACTION, metavar="F",
+                    help="fail a cold trial if more than this is resident (default %(default)s)")
+    tr.add_argument("--saturate-bytes", type=_positive, default=cachectl.DEFAULT_SATURATE_BYTES,
+                    metavar="B", help="size of the saturate file (default %(default)s)")
+    tr.add_argument("--saturate-dir", default=None, metavar="DIR",
+                    help="folder for the saturate file (default: the system temp folder)")
+    tr.add_argument("--out", required=True, metavar="FILE.json", help="where to write the record")
+    return parser
+
+
+def _fraction_text(fraction: float | None) -> str:
+    if fraction is None:
+        return "unknown (mincore/fadvise unavailable on this platform)"
+    return f"{fraction:.4f}"
+
+
+def _cmd(args) -> int:
+    if args.command == "dataset" and args.dataset_command == "generate":
+        params = dataset.GenerateParams(
+            count=args.count, width=args.width, height=args.height,
+            target_bytes=args.target_bytes, seed=args.seed,
+        )
+        manifest = dataset.generate(args.out, params, workers=args.workers)
+        print(manifest)
+    elif args.command == "dataset":
+        manifest = dataset.sample(
+            args.source, args.out, args.count, seed=args.seed,
+            include_png=args.include_png, on_invalid=args.on_invalid,
+        )
+        print(manifest)
+    elif args.command == "flush":
+        paths = cachectl.expand_paths(args.paths)
+        fraction = cachectl.flush(
+            paths, args.method, saturate_bytes=args.saturate_bytes, saturate_dir=args.saturate_dir
+        )
+        print(f"resident fraction after {args.method}: {_fraction_text(fraction)} "
+              f"({len(paths)} files)")
+    elif args.command == "residency":
+        paths = cachectl.expand_paths(args.paths)
+        print(f"resident fraction: {_fraction_text(cachectl.resident_fraction(paths))} "
+              f"({len(paths)} files)")
+    elif args.command == "trial":
+        from imgread.trial import TrialSpec, run_trial, write_record
+
+        spec = TrialSpec(
+            manifest=args.manifest, phase=args.phase, variant=args.variant, n_images=args.n,
+            workers=args.workers, repetition=args.repetition, cache_method=args.cache_method,
+            max_resident_fraction=args.max_resident_fraction,
+            saturate_bytes=args.saturate_bytes, saturate_dir=args.saturate_dir,
+        )
+        record = run_trial(spec)
+        write_record(record, args.out)
+        print(f"{spec.describe()}: {record.seconds:.4f} s (+{record.startup_seconds:.4f} s "
+              f"start-up), resident before {_fraction_text(record.resident_fraction_before)}")
+    return 0
+
+
+def _raise_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # runs finally-blocks: temporary files are removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        return _cmd(args)
+    except UserError as exc:
+        print(f"imgread: error: {exc}", file=sys.stderr)
+        return 2
+    except (TrialError, VerificationError) as exc:
+        print(f"imgread: trial failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("imgread: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,91 @@
+"""Small helpers shared by the package: atomic writes and a progress line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds.
+
+    A reader (or Snakemake) never sees a half-written file under the final name, even if the
+    process is killed mid-write: the temporary name is hidden and removed on any exception.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically (temporary file, then rename)."""
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def write_text_atomic(dest: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``dest`` atomically."""
+    write_bytes_atomic(dest, text.encode("utf-8"))
+
+
+class Progress:
+    """A progress line on stderr: count, percentage, rate and ETA, throttled to a few updates/s.
+
+    On a terminal it redraws one line; in a log (not a tty) it prints a line every 10 %.
+    """
+
+    def __init__(self, total: int, label: str, stream=None, enabled: bool = True):
+        self.total = max(int(total), 0)
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.done = 0
+        self.t0 = time.monotonic()
+        self._last = 0.0
+        self._last_decile = -1
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more items done and redraw if due."""
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self._tty:
+            if now - self._last >= 0.2 or self.done >= self.total:
+                self._last = now
+                self.stream.write("\r" + self._line(now))
+                if self.done >= self.total:
+                    self.stream.write("\n")
+                self.stream.flush()
+        else:
+            decile = (10 * self.done) // self.total if self.total else 10
+            if decile != self._last_decile:
+                self._last_decile = decile
+                self.stream.write(self._line(now) + "\n")
+                self.stream.flush()
+
+    def _line(self, now: float) -> str:
+        elapsed = now - self.t0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        return (
+            f"{self.label}: {self.done}/{self.total} ({pct:5.1f} %), "
+            f"{rate:.1f}/s, elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
+        )
