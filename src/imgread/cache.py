@@ -39,7 +39,11 @@ def _load_libc():
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.mmap.restype = ctypes.c_void_p
         libc.mmap.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
             ctypes.c_long,
         ]
         libc.munmap.restype = ctypes.c_int
@@ -163,8 +167,9 @@ def check_saturate_room(size_bytes: int, folder: str | os.PathLike | None) -> Pa
     free = shutil.disk_usage(folder).free
     if free < size_bytes + SATURATE_HEADROOM_BYTES:
         raise UserError(
-            f"cache method 'saturate' needs {size_bytes / 1e9:.2f} GB (+{SATURATE_HEADROOM_BYTES >> 20}"
-            f" MiB headroom) free in {folder}, but only {free / 1e9:.2f} GB is free; "
+            f"cache method 'saturate' needs {size_bytes / 1e9:.2f} GB "
+            f"(+{SATURATE_HEADROOM_BYTES >> 20} MiB headroom) free in {folder}, "
+            f"but only {free / 1e9:.2f} GB is free; "
             "lower saturate_bytes or choose another saturate_dir"
         )
     return folder

@@ -58,10 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imgread",
         description="Measure how fast images are read from disk and decoded in Python.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
-    ds = sub.add_parser("dataset", help="create a dataset (generate synthetic JPEGs, or sample yours)")
-    ds_sub = ds.add_subparsers(dest="dataset_command", required=True, metavar="ACTION", parser_class=_Parser)
+    ds = sub.add_parser(
+        "dataset", help="create a dataset (generate synthetic JPEGs, or sample yours)"
+    )
+    ds_sub = ds.add_subparsers(
+        dest="dataset_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
 
     gen = ds_sub.add_parser(
         "generate",
@@ -70,19 +76,49 @@ def build_parser() -> argparse.ArgumentParser:
         "The folder must be new, empty, or a previous imgread dataset (which is replaced).",
     )
     gen.add_argument("--out", required=True, metavar="DIR", help="folder to write the dataset to")
-    gen.add_argument("--count", type=_positive, default=dataset.DEFAULT_COUNT, metavar="N",
-                     help="number of images (default %(default)s)")
-    gen.add_argument("--width", type=_positive, default=dataset.DEFAULT_WIDTH, metavar="W",
-                     help="image width in pixels (default %(default)s, a 12 MP phone photo)")
-    gen.add_argument("--height", type=_positive, default=dataset.DEFAULT_HEIGHT, metavar="H",
-                     help="image height in pixels (default %(default)s)")
-    gen.add_argument("--target-bytes", type=_positive, default=dataset.DEFAULT_TARGET_BYTES,
-                     metavar="B", help="mean file size to reach by choosing the JPEG quality, "
-                     "each file within +-10%% (default %(default)s)")
-    gen.add_argument("--seed", type=_non_negative, default=dataset.DEFAULT_SEED, metavar="S",
-                     help="random seed: the same seed gives the same files (default %(default)s)")
-    gen.add_argument("--workers", type=_positive, default=None, metavar="P",
-                     help="processes to use (default: all cores)")
+    gen.add_argument(
+        "--count",
+        type=_positive,
+        default=dataset.DEFAULT_COUNT,
+        metavar="N",
+        help="number of images (default %(default)s)",
+    )
+    gen.add_argument(
+        "--width",
+        type=_positive,
+        default=dataset.DEFAULT_WIDTH,
+        metavar="W",
+        help="image width in pixels (default %(default)s, a 12 MP phone photo)",
+    )
+    gen.add_argument(
+        "--height",
+        type=_positive,
+        default=dataset.DEFAULT_HEIGHT,
+        metavar="H",
+        help="image height in pixels (default %(default)s)",
+    )
+    gen.add_argument(
+        "--target-bytes",
+        type=_positive,
+        default=dataset.DEFAULT_TARGET_BYTES,
+        metavar="B",
+        help="mean file size to reach by choosing the JPEG quality, "
+        "each file within +-10%% (default %(default)s)",
+    )
+    gen.add_argument(
+        "--seed",
+        type=_non_negative,
+        default=dataset.DEFAULT_SEED,
+        metavar="S",
+        help="random seed: the same seed gives the same files (default %(default)s)",
+    )
+    gen.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        metavar="P",
+        help="processes to use (default: all cores)",
+    )
 
     smp = ds_sub.add_parser(
         "sample",
@@ -93,12 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--source", required=True, metavar="DIR", help="your image folder (read only)")
     smp.add_argument("--out", required=True, metavar="DIR", help="folder to copy the sample to")
     smp.add_argument("--count", type=_positive, required=True, metavar="N", help="images to take")
-    smp.add_argument("--seed", type=_non_negative, default=dataset.DEFAULT_SEED, metavar="S",
-                     help="random seed for the choice and order (default %(default)s)")
+    smp.add_argument(
+        "--seed",
+        type=_non_negative,
+        default=dataset.DEFAULT_SEED,
+        metavar="S",
+        help="random seed for the choice and order (default %(default)s)",
+    )
     smp.add_argument("--include-png", action="store_true", help="also take .png files")
-    smp.add_argument("--on-invalid", choices=("skip", "fail"), default="skip",
-                     help="what an unreadable file does: skip it (listed in skipped.csv) or "
-                     "fail the command (default %(default)s)")
+    smp.add_argument(
+        "--on-invalid",
+        choices=("skip", "fail"),
+        default="skip",
+        help="what an unreadable file does: skip it (listed in skipped.csv) or "
+        "fail the command (default %(default)s)",
+    )
 
     fl = sub.add_parser(
         "flush",
@@ -107,14 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
         "manifest.csv (its images). Prints the fraction of their pages still resident.",
     )
     fl.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or manifest.csv")
-    fl.add_argument("--method", choices=[m for m in cachectl.METHODS if m != "none"],
-                    default="fadvise", help="fadvise: posix_fadvise(DONTNEED) per file (default); "
-                    "drop_caches: sync + /proc/sys/vm/drop_caches (root); saturate: write and read "
-                    "a large temporary file (the study's method)")
-    fl.add_argument("--saturate-bytes", type=_positive, default=cachectl.DEFAULT_SATURATE_BYTES,
-                    metavar="B", help="size of the saturate file (default %(default)s)")
-    fl.add_argument("--saturate-dir", default=None, metavar="DIR",
-                    help="folder for the saturate file (default: the system temp folder)")
+    fl.add_argument(
+        "--method",
+        choices=[m for m in cachectl.METHODS if m != "none"],
+        default="fadvise",
+        help="fadvise: posix_fadvise(DONTNEED) per file (default); "
+        "drop_caches: sync + /proc/sys/vm/drop_caches (root); saturate: write and read "
+        "a large temporary file (the study's method)",
+    )
+    fl.add_argument(
+        "--saturate-bytes",
+        type=_positive,
+        default=cachectl.DEFAULT_SATURATE_BYTES,
+        metavar="B",
+        help="size of the saturate file (default %(default)s)",
+    )
+    fl.add_argument(
+        "--saturate-dir",
+        default=None,
+        metavar="DIR",
+        help="folder for the saturate file (default: the system temp folder)",
+    )
 
     rs = sub.add_parser(
         "residency",
@@ -133,24 +191,61 @@ def build_parser() -> argparse.ArgumentParser:
         "Variants: " + "; ".join(f"{p}/{n}: {v.description}" for (p, n), v in VARIANTS.items()),
     )
     tr.add_argument("--manifest", required=True, metavar="FILE", help="the dataset's manifest.csv")
-    tr.add_argument("--phase", required=True, choices=PHASES, help="load: read compressed bytes "
-                    "from a cold cache; decode: Pillow decode to RGB from a warm cache")
+    tr.add_argument(
+        "--phase",
+        required=True,
+        choices=PHASES,
+        help="load: read compressed bytes "
+        "from a cold cache; decode: Pillow decode to RGB from a warm cache",
+    )
     tr.add_argument("--variant", required=True, choices=names, help="reader variant (see above)")
-    tr.add_argument("--n", type=_positive, required=True, metavar="N",
-                    help="number of images: the manifest's first N")
-    tr.add_argument("--workers", type=_positive, default=1, metavar="W",
-                    help="threads or processes of a parallel variant (default 1)")
-    tr.add_argument("--repetition", type=_non_negative, default=0, metavar="R",
-                    help="repetition index, recorded (default 0)")
-    tr.add_argument("--cache-method", choices=cachectl.METHODS, default=cachectl.DEFAULT_METHOD,
-                    help="how the load phase makes the cache cold (default %(default)s)")
-    tr.add_argument("--max-resident-fraction", type=_fraction,
-                    default=cachectl.DEFAULT_MAX_RESIDENT_FRACTION, metavar="F",
-                    help="fail a cold trial if more than this is resident (default %(default)s)")
-    tr.add_argument("--saturate-bytes", type=_positive, default=cachectl.DEFAULT_SATURATE_BYTES,
-                    metavar="B", help="size of the saturate file (default %(default)s)")
-    tr.add_argument("--saturate-dir", default=None, metavar="DIR",
-                    help="folder for the saturate file (default: the system temp folder)")
+    tr.add_argument(
+        "--n",
+        type=_positive,
+        required=True,
+        metavar="N",
+        help="number of images: the manifest's first N",
+    )
+    tr.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="W",
+        help="threads or processes of a parallel variant (default 1)",
+    )
+    tr.add_argument(
+        "--repetition",
+        type=_non_negative,
+        default=0,
+        metavar="R",
+        help="repetition index, recorded (default 0)",
+    )
+    tr.add_argument(
+        "--cache-method",
+        choices=cachectl.METHODS,
+        default=cachectl.DEFAULT_METHOD,
+        help="how the load phase makes the cache cold (default %(default)s)",
+    )
+    tr.add_argument(
+        "--max-resident-fraction",
+        type=_fraction,
+        default=cachectl.DEFAULT_MAX_RESIDENT_FRACTION,
+        metavar="F",
+        help="fail a cold trial if more than this is resident (default %(default)s)",
+    )
+    tr.add_argument(
+        "--saturate-bytes",
+        type=_positive,
+        default=cachectl.DEFAULT_SATURATE_BYTES,
+        metavar="B",
+        help="size of the saturate file (default %(default)s)",
+    )
+    tr.add_argument(
+        "--saturate-dir",
+        default=None,
+        metavar="DIR",
+        help="folder for the saturate file (default: the system temp folder)",
+    )
     tr.add_argument("--out", required=True, metavar="FILE.json", help="where to write the record")
     return parser
 
@@ -164,15 +259,22 @@ def _fraction_text(fraction: float | None) -> str:
 def _cmd(args) -> int:
     if args.command == "dataset" and args.dataset_command == "generate":
         params = dataset.GenerateParams(
-            count=args.count, width=args.width, height=args.height,
-            target_bytes=args.target_bytes, seed=args.seed,
+            count=args.count,
+            width=args.width,
+            height=args.height,
+            target_bytes=args.target_bytes,
+            seed=args.seed,
         )
         manifest = dataset.generate(args.out, params, workers=args.workers)
         print(manifest)
     elif args.command == "dataset":
         manifest = dataset.sample(
-            args.source, args.out, args.count, seed=args.seed,
-            include_png=args.include_png, on_invalid=args.on_invalid,
+            args.source,
+            args.out,
+            args.count,
+            seed=args.seed,
+            include_png=args.include_png,
+            on_invalid=args.on_invalid,
         )
         print(manifest)
     elif args.command == "flush":
@@ -180,25 +282,37 @@ def _cmd(args) -> int:
         fraction = cachectl.flush(
             paths, args.method, saturate_bytes=args.saturate_bytes, saturate_dir=args.saturate_dir
         )
-        print(f"resident fraction after {args.method}: {_fraction_text(fraction)} "
-              f"({len(paths)} files)")
+        print(
+            f"resident fraction after {args.method}: {_fraction_text(fraction)} "
+            f"({len(paths)} files)"
+        )
     elif args.command == "residency":
         paths = cachectl.expand_paths(args.paths)
-        print(f"resident fraction: {_fraction_text(cachectl.resident_fraction(paths))} "
-              f"({len(paths)} files)")
+        print(
+            f"resident fraction: {_fraction_text(cachectl.resident_fraction(paths))} "
+            f"({len(paths)} files)"
+        )
     elif args.command == "trial":
         from imgread.trial import TrialSpec, run_trial, write_record
 
         spec = TrialSpec(
-            manifest=args.manifest, phase=args.phase, variant=args.variant, n_images=args.n,
-            workers=args.workers, repetition=args.repetition, cache_method=args.cache_method,
+            manifest=args.manifest,
+            phase=args.phase,
+            variant=args.variant,
+            n_images=args.n,
+            workers=args.workers,
+            repetition=args.repetition,
+            cache_method=args.cache_method,
             max_resident_fraction=args.max_resident_fraction,
-            saturate_bytes=args.saturate_bytes, saturate_dir=args.saturate_dir,
+            saturate_bytes=args.saturate_bytes,
+            saturate_dir=args.saturate_dir,
         )
         record = run_trial(spec)
         write_record(record, args.out)
-        print(f"{spec.describe()}: {record.seconds:.4f} s (+{record.startup_seconds:.4f} s "
-              f"start-up), resident before {_fraction_text(record.resident_fraction_before)}")
+        print(
+            f"{spec.describe()}: {record.seconds:.4f} s (+{record.startup_seconds:.4f} s "
+            f"start-up), resident before {_fraction_text(record.resident_fraction_before)}"
+        )
     return 0
 
 

@@ -62,7 +62,9 @@ class GenerateParams:
         if self.count < 1:
             raise UserError(f"--count must be at least 1, got {self.count}")
         if self.width < 16 or self.height < 16:
-            raise UserError(f"--width/--height must be at least 16 px, got {self.width}x{self.height}")
+            raise UserError(
+                f"--width/--height must be at least 16 px, got {self.width}x{self.height}"
+            )
         if self.target_bytes < 1000:
             raise UserError(f"--target-bytes must be at least 1000, got {self.target_bytes}")
         if self.seed < 0:
@@ -126,9 +128,7 @@ def make_texture(seed: int, index: int, width: int, height: int) -> np.ndarray:
     rng = np.random.default_rng([seed, index, 0x7E47])
     h, w = max(height // 4, 8), max(width // 4, 8)
     mix = (
-        rng.normal(size=(3, 3)).astype(np.float32) * 0.35
-        + np.eye(3, dtype=np.float32) * 0.6
-        + 0.45
+        rng.normal(size=(3, 3)).astype(np.float32) * 0.35 + np.eye(3, dtype=np.float32) * 0.6 + 0.45
     )
     fields = np.stack([_pink_field(rng, h, w) for _ in range(3)], axis=-1) @ mix.T
     low = np.clip(128 + 42 * fields, 0, 255).astype(np.uint8)
@@ -196,7 +196,9 @@ def _view(v: _Variant, width: int, height: int) -> Image.Image:
     stride = base.shape[1] * 4
     offset = v.dy * stride + v.dx * 4
     buf = base.data.cast("B")[offset:]
-    return Image.frombuffer("RGBX", (width, height), buf, "raw", "RGBX", stride, -1 if v.flip else 1)
+    return Image.frombuffer(
+        "RGBX", (width, height), buf, "raw", "RGBX", stride, -1 if v.flip else 1
+    )
 
 
 def _encode(img: Image.Image, quality: int) -> bytes:
@@ -220,7 +222,16 @@ def _make_one(args) -> tuple[int, str, int, int, int, str, int, int]:
     dest = Path(out_dir) / rel
     write_bytes_atomic(dest, data)
     mtime_ns = os.stat(dest).st_mtime_ns
-    return (index, rel, len(data), width, height, hashlib.sha256(data).hexdigest(), mtime_ns, quality)
+    return (
+        index,
+        rel,
+        len(data),
+        width,
+        height,
+        hashlib.sha256(data).hexdigest(),
+        mtime_ns,
+        quality,
+    )
 
 
 def _mp_context():
@@ -288,8 +299,9 @@ def generate(
     del textures
 
     # Every image gets a distinct (base, offset, flip): distinct by construction.
-    offsets_x = range(0, margin_x + 1, OFFSET_STEP) if margin_x >= OFFSET_STEP else [0]
-    offsets_y = range(0, margin_y + 1, OFFSET_STEP) if margin_y >= OFFSET_STEP else [0]
+    # Exclusive of the margin: a view must have stride x height bytes after its start.
+    offsets_x = range(0, margin_x, OFFSET_STEP)
+    offsets_y = range(0, margin_y, OFFSET_STEP)
     n_cells = len(bases) * len(offsets_x) * len(offsets_y) * 2
     if params.count > n_cells:
         raise UserError(
@@ -308,7 +320,9 @@ def generate(
 
     _init_worker(bases)
     quality = _calibrate_quality(variants, w, h, params.target_bytes)
-    jobs = [(i, variants[i], w, h, quality, params.target_bytes, str(out)) for i in range(params.count)]
+    jobs = [
+        (i, variants[i], w, h, quality, params.target_bytes, str(out)) for i in range(params.count)
+    ]
     order = _shuffled_order(params.count, params.seed)
     position = {int(img): pos for pos, img in enumerate(order)}
     entries: list[ImageEntry] = []
@@ -320,7 +334,9 @@ def generate(
         for index, rel, nbytes, width, height, digest, mtime_ns, q in pool.map(
             _make_one, jobs, chunksize=4
         ):
-            entries.append(ImageEntry(position[index], rel, nbytes, width, height, digest, mtime_ns))
+            entries.append(
+                ImageEntry(position[index], rel, nbytes, width, height, digest, mtime_ns)
+            )
             qualities.append(q)
             bar.update()
     manifest = write_manifest(out, entries)
@@ -437,7 +453,8 @@ def sample(
             if on_invalid == "fail":
                 _write_skipped(out, skipped)
                 raise UserError(
-                    f"invalid image {path}: {result} (on_invalid=fail; use skip to ignore such files)"
+                    f"invalid image {path}: {result} "
+                    "(on_invalid=fail; use skip to ignore such files)"
                 )
             continue
         k = len(entries)
@@ -447,7 +464,12 @@ def sample(
         width, height = result
         entries.append(
             ImageEntry(
-                k, rel, len(data), width, height, hashlib.sha256(data).hexdigest(),
+                k,
+                rel,
+                len(data),
+                width,
+                height,
+                hashlib.sha256(data).hexdigest(),
                 os.stat(dest).st_mtime_ns,
             )
         )

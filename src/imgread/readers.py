@@ -190,18 +190,48 @@ def _register(phase, name, parallel, start, description) -> None:
     VARIANTS[(phase, name)] = Variant(phase, name, parallel, start, description)
 
 
-_register("load", "sequential", False, lambda w: _Sequential(read_bytes),
-          "open/read each file into a BytesIO, one after another (the study's baseline)")
-_register("load", "asyncio", False, lambda w: _Asyncio(),
-          "aiofiles + asyncio.gather over all files (the study's parallel loader)")
-_register("load", "threads", True, lambda w: _Pooled(_thread_pool(w), read_bytes, w),
-          "ThreadPoolExecutor(workers) reading files: several requests in flight on the device")
-_register("decode", "sequential", False, lambda w: _Sequential(decode_pixels),
-          "Pillow open + convert('RGB') of each file, one after another (the study's baseline)")
-_register("decode", "processes", True, lambda w: _Pooled(_process_pool(w), decode_pixels, w),
-          "ProcessPoolExecutor(max_workers=workers), workers decode by path (the study's way)")
-_register("decode", "threads", True, lambda w: _Pooled(_thread_pool(w), decode_pixels, w),
-          "ThreadPoolExecutor(workers): Pillow releases the GIL while decoding")
+_register(
+    "load",
+    "sequential",
+    False,
+    lambda w: _Sequential(read_bytes),
+    "open/read each file into a BytesIO, one after another (the study's baseline)",
+)
+_register(
+    "load",
+    "asyncio",
+    False,
+    lambda w: _Asyncio(),
+    "aiofiles + asyncio.gather over all files (the study's parallel loader)",
+)
+_register(
+    "load",
+    "threads",
+    True,
+    lambda w: _Pooled(_thread_pool(w), read_bytes, w),
+    "ThreadPoolExecutor(workers) reading files: several requests in flight on the device",
+)
+_register(
+    "decode",
+    "sequential",
+    False,
+    lambda w: _Sequential(decode_pixels),
+    "Pillow open + convert('RGB') of each file, one after another (the study's baseline)",
+)
+_register(
+    "decode",
+    "processes",
+    True,
+    lambda w: _Pooled(_process_pool(w), decode_pixels, w),
+    "ProcessPoolExecutor(max_workers=workers), workers decode by path (the study's way)",
+)
+_register(
+    "decode",
+    "threads",
+    True,
+    lambda w: _Pooled(_thread_pool(w), decode_pixels, w),
+    "ThreadPoolExecutor(workers): Pillow releases the GIL while decoding",
+)
 
 
 def variant_names(phase: str) -> list[str]:

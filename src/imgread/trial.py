@@ -19,12 +19,12 @@ import resource
 import socket
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from concurrent.futures.process import BrokenProcessPool
 
 from imgread import cache as cachectl
 from imgread.errors import TrialError, UserError, VerificationError
@@ -162,7 +162,9 @@ def check_unchanged(root: Path, entries: tuple[ImageEntry, ...]) -> None:
             )
 
 
-def verify(phase: str, results: dict, root: Path, entries: tuple[ImageEntry, ...]) -> tuple[int, int, int]:
+def verify(
+    phase: str, results: dict, root: Path, entries: tuple[ImageEntry, ...]
+) -> tuple[int, int, int]:
     """Check a run's results against the manifest; return (images, bytes, pixels)."""
     expected = {str(root / e.path): e for e in entries}
     if set(results) != set(expected):
@@ -203,7 +205,8 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         raise UserError(f"variant {spec.phase}/{spec.variant} is not parallel: workers must be 1")
     if spec.cache_method not in cachectl.METHODS:
         raise UserError(
-            f"unknown cache method {spec.cache_method!r}; choose one of {', '.join(cachectl.METHODS)}"
+            f"unknown cache method {spec.cache_method!r}; "
+            f"choose one of {', '.join(cachectl.METHODS)}"
         )
     manifest = read_manifest(spec.manifest)
     entries = manifest.subset(spec.n_images)
@@ -217,8 +220,11 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
     try:
         if spec.phase == "load":
             resident = cachectl.ensure_cold(
-                paths, spec.cache_method, spec.max_resident_fraction,
-                saturate_bytes=spec.saturate_bytes, saturate_dir=spec.saturate_dir,
+                paths,
+                spec.cache_method,
+                spec.max_resident_fraction,
+                saturate_bytes=spec.saturate_bytes,
+                saturate_dir=spec.saturate_dir,
             )
             state = "unflushed" if spec.cache_method == "none" else "cold"
         else:
