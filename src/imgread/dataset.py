@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import mmap
 import multiprocessing as mp
 import os
 import shutil
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 
 from imgread.errors import UserError
 from imgread.manifest import MANIFEST_NAME, ImageEntry, write_manifest
@@ -119,7 +120,12 @@ def _pink_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def make_texture(seed: int, index: int, width: int, height: int) -> np.ndarray:
-    """One photo-like RGB texture (height x width x 3, uint8): 1/f colour field, edges, grain.
+    """One photo-like RGB texture (height x width x 3, uint8): 1/f colour field, edges, grain."""
+    return np.asarray(_texture_image(seed, index, width, height))
+
+
+def _texture_image(seed: int, index: int, width: int, height: int) -> Image.Image:
+    """:func:`make_texture` as a Pillow image.
 
     The low-frequency field is synthesised at a quarter of the size and upscaled (1/f content
     is scale-free); hard-edged shapes add the edges; per-pixel luminance and chroma grain add
@@ -151,11 +157,13 @@ def make_texture(seed: int, index: int, width: int, height: int) -> np.ndarray:
     tile = GRAIN_TILE
     grain = rng.standard_normal((tile, tile, 1), dtype=np.float32) * 6.0
     grain = grain + rng.standard_normal((tile, tile, 3), dtype=np.float32) * 3.0
-    reps = (-(-height // tile), -(-width // tile), 1)
-    arr = np.asarray(img, dtype=np.int16)
-    arr += np.tile(np.round(grain).astype(np.int16), reps)[:height, :width]
-    np.clip(arr, 0, 255, out=arr)
-    return arr.astype(np.uint8)
+    grain_tile = Image.fromarray(np.clip(np.round(grain) + 128, 0, 255).astype(np.uint8), "RGB")
+    grain_full = Image.new("RGB", (width, height))
+    for y in range(0, height, tile):
+        for x in range(0, width, tile):
+            grain_full.paste(grain_tile, (x, y))
+    # a + (grain + 128) - 128, clipped to 0..255, in C
+    return ImageChops.add(img, grain_full, scale=1.0, offset=-128)
 
 
 def _colour_luts(seed: int, texture: int) -> list[np.ndarray]:
@@ -214,7 +222,7 @@ def _make_one(args) -> tuple[int, str, int, int, int, str, int, int]:
     # A size outside the tolerance is re-encoded at a nudged quality (rare; bounded tries).
     for _ in range(4):
         ratio = len(data) / target
-        if abs(ratio - 1) <= SIZE_TOLERANCE * 0.8:
+        if abs(ratio - 1) <= SIZE_TOLERANCE * 0.95:
             break
         quality = int(np.clip(quality + (-2 if ratio > 1 else 2), 1, 100))
         data = _encode(img, quality)
@@ -240,14 +248,25 @@ def _mp_context():
     return mp.get_context("fork" if "fork" in methods else methods[0])
 
 
-def _texture_job(args) -> np.ndarray:
-    seed, index, width, height = args
-    return make_texture(seed, index, width, height)
+def _texture_job(args) -> int:
+    """Synthesise texture ``t`` and write its N_COLOURS RGBX colour variants into the bases."""
+    seed, t, width, height = args
+    rgb = _texture_image(seed, t, width, height)
+    for k, lut in enumerate(_colour_luts(seed, t)):
+        rgbx = rgb.point(lut.ravel().tolist()).convert("RGBX").tobytes()
+        _BASES[t * N_COLOURS + k].reshape(-1)[:] = np.frombuffer(rgbx, dtype=np.uint8)
+    return t
 
 
 def _calibrate_quality(variants: list[_Variant], width: int, height: int, target: int) -> int:
-    """The JPEG quality whose mean size over a few sample images is closest to ``target``."""
-    samples = [_view(v, width, height) for v in variants[:3]]
+    """The JPEG quality whose mean size over a few sample images is closest to ``target``.
+
+    Measured on centre crops of a quarter of the area (the textures are stationary, so size
+    scales with area) to keep calibration a small part of generation.
+    """
+    box = (width // 4, height // 4, width // 4 + width // 2, height // 4 + height // 2)
+    samples = [_view(v, width, height).crop(box) for v in variants[:3]]
+    scaled_target = target * (box[2] - box[0]) * (box[3] - box[1]) / (width * height)
     lo, hi, best = 1, 100, None
 
     def mean_size(q: int) -> float:
@@ -256,9 +275,9 @@ def _calibrate_quality(variants: list[_Variant], width: int, height: int, target
     while lo <= hi:  # size grows with quality: bisect
         mid = (lo + hi) // 2
         size = mean_size(mid)
-        if best is None or abs(size - target) < abs(best[1] - target):
+        if best is None or abs(size - scaled_target) < abs(best[1] - scaled_target):
             best = (mid, size)
-        if size < target:
+        if size < scaled_target:
             lo = mid + 1
         else:
             hi = mid - 1
@@ -283,20 +302,37 @@ def generate(
         out / INFO_NAME,
         json.dumps({"kind": "generated", "complete": False, **params.__dict__}, indent=2),
     )
+    # The bases live in one shared anonymous mapping made before the pool forks: the workers
+    # synthesise them in parallel and read them back for encoding, with nothing pickled.
+    n_bases = N_TEXTURES * N_COLOURS
+    slot = th * tw * 4
+    shared = mmap.mmap(-1, n_bases * slot)
+    bases = [
+        np.frombuffer(shared, dtype=np.uint8, count=slot, offset=k * slot).reshape(th, tw, 4)
+        for k in range(n_bases)
+    ]
+    _init_worker(bases)
     ctx = _mp_context()
-    with ProcessPoolExecutor(max_workers=min(workers, N_TEXTURES), mp_context=ctx) as pool:
-        textures = list(
-            pool.map(_texture_job, [(params.seed, i, tw, th) for i in range(N_TEXTURES)])
-        )
-    bases = []
-    for t, tex in enumerate(textures):
-        for lut in _colour_luts(params.seed, t):
-            rgbx = np.empty((th, tw, 4), dtype=np.uint8)
-            for c in range(3):
-                rgbx[..., c] = lut[c][tex[..., c]]
-            rgbx[..., 3] = 255
-            bases.append(rgbx)
-    del textures
+    pool = (
+        ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        if ctx.get_start_method() == "fork" and workers > 1
+        else None
+    )
+    try:
+        manifest = _generate_with(pool, out, params, bases, w, h, tw - w, th - h, progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        del bases
+        _init_worker([])
+    return manifest
+
+
+def _generate_with(pool, out, params, bases, w, h, margin_x, margin_y, progress) -> Path:
+    run = pool.map if pool is not None else map
+    list(
+        run(_texture_job, [(params.seed, t, w + margin_x, h + margin_y) for t in range(N_TEXTURES)])
+    )
 
     # Every image gets a distinct (base, offset, flip): distinct by construction.
     # Exclusive of the margin: a view must have stride x height bytes after its start.
@@ -318,7 +354,6 @@ def generate(
         ix, base = cell % len(offsets_x), cell // len(offsets_x)
         variants.append(_Variant(base, offsets_x[ix], offsets_y[iy], bool(flip)))
 
-    _init_worker(bases)
     quality = _calibrate_quality(variants, w, h, params.target_bytes)
     jobs = [
         (i, variants[i], w, h, quality, params.target_bytes, str(out)) for i in range(params.count)
@@ -328,17 +363,11 @@ def generate(
     entries: list[ImageEntry] = []
     qualities = []
     bar = Progress(params.count, f"generate {out}", enabled=progress)
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(bases,)
-    ) as pool:
-        for index, rel, nbytes, width, height, digest, mtime_ns, q in pool.map(
-            _make_one, jobs, chunksize=4
-        ):
-            entries.append(
-                ImageEntry(position[index], rel, nbytes, width, height, digest, mtime_ns)
-            )
-            qualities.append(q)
-            bar.update()
+    results = pool.map(_make_one, jobs, chunksize=4) if pool is not None else map(_make_one, jobs)
+    for index, rel, nbytes, width, height, digest, mtime_ns, q in results:
+        entries.append(ImageEntry(position[index], rel, nbytes, width, height, digest, mtime_ns))
+        qualities.append(q)
+        bar.update()
     manifest = write_manifest(out, entries)
     sizes = np.array([e.bytes for e in entries])
     write_text_atomic(
@@ -505,3 +534,25 @@ def _write_skipped(out: Path, skipped: Iterable[tuple[str, str]]) -> None:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(["source_path", "reason"])
             writer.writerows(skipped)
+
+
+def verify_hashes(manifest_path: str | os.PathLike, progress: bool = True) -> int:
+    """Check every file's size and sha256 against the manifest; return the files checked."""
+    from imgread.manifest import read_manifest
+
+    m = read_manifest(manifest_path)
+    bar = Progress(len(m), f"verify {m.root}", enabled=progress)
+    for e in m.entries:
+        path = m.root / e.path
+        try:
+            with open(path, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        except FileNotFoundError:
+            raise UserError(f"dataset file missing: {path} (listed in the manifest)") from None
+        if digest != e.sha256:
+            raise UserError(
+                f"dataset file changed after the manifest was written: {path} "
+                "(sha256 differs); regenerate or resample the dataset"
+            )
+        bar.update()
+    return len(m)

@@ -1,0 +1,204 @@
+"""Tables from trial records: tidy trials, per-cell summaries, speedup with bootstrap CIs.
+
+All statistics are explicit: n, mean, median, std (ddof=1), min, max and a Student-t 95 %
+confidence interval of the mean time; speedup = mean sequential time / mean variant time at
+the same phase and n, with a percentile bootstrap interval over repetitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+CELL = ["phase", "variant", "n_images", "workers"]
+SUMMARY_COLUMNS = CELL + [
+    "repetitions",
+    "mean_seconds",
+    "median_seconds",
+    "std_seconds",
+    "min_seconds",
+    "max_seconds",
+    "ci_low_seconds",
+    "ci_high_seconds",
+    "mean_startup_seconds",
+    "mean_total_seconds",
+    "mean_mb_per_s",
+    "mean_megapixels_per_s",
+    "mean_images_per_s",
+]
+SPEEDUP_COLUMNS = CELL + [
+    "repetitions",
+    "baseline_repetitions",
+    "speedup",
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "efficiency",
+    "speedup_total",
+    "speedup_total_ci_low",
+    "speedup_total_ci_high",
+    "efficiency_total",
+]
+
+
+def load_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Read trial JSON records into one tidy frame, one row per trial, sorted by cell."""
+    rows = []
+    for p in paths:
+        with open(p, encoding="utf-8") as fh:
+            rows.append(json.load(fh))
+    if not rows:
+        raise ValueError("no trial records to aggregate")
+    df = pd.DataFrame(rows)
+    return df.sort_values(CELL + ["repetition"], kind="stable").reset_index(drop=True)
+
+
+def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean; NaNs with fewer than two values."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean = values.mean()
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
+    return float(mean - half), float(mean + half)
+
+
+def summarize(trials: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """One row per (phase, variant, n_images, workers) with the statistics of its times."""
+    rows = []
+    for key, g in trials.groupby(CELL, sort=True):
+        s = g["seconds"].to_numpy(dtype=float)
+        lo, hi = mean_ci(s, confidence)
+        rows.append(
+            dict(
+                zip(CELL, key, strict=True),
+                repetitions=len(s),
+                mean_seconds=s.mean(),
+                median_seconds=float(np.median(s)),
+                std_seconds=float(s.std(ddof=1)) if len(s) > 1 else float("nan"),
+                min_seconds=s.min(),
+                max_seconds=s.max(),
+                ci_low_seconds=lo,
+                ci_high_seconds=hi,
+                mean_startup_seconds=g["startup_seconds"].mean(),
+                mean_total_seconds=g["total_seconds"].mean(),
+                mean_mb_per_s=g["mb_per_s"].mean(),
+                mean_megapixels_per_s=g["megapixels_per_s"].mean(),
+                mean_images_per_s=g["images_per_s"].mean(),
+            )
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def bootstrap_ratio_ci(
+    baseline: np.ndarray,
+    variant: np.ndarray,
+    resamples: int,
+    confidence: float,
+    rng: np.random.Generator,
+) -> tuple[float, float]:
+    """Percentile interval of mean(baseline)/mean(variant), resampling each independently."""
+    if len(baseline) < 2 or len(variant) < 2 or resamples < 1:
+        return float("nan"), float("nan")
+    b = rng.choice(baseline, size=(resamples, len(baseline)), replace=True).mean(axis=1)
+    v = rng.choice(variant, size=(resamples, len(variant)), replace=True).mean(axis=1)
+    ratios = b / v
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+
+
+def speedup(
+    trials: pd.DataFrame,
+    baseline: str = "sequential",
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Speedup and efficiency of every cell against ``baseline`` at the same phase and n.
+
+    ``speedup`` uses the timed work (``seconds``); ``speedup_total`` uses ``total_seconds``
+    (work + pool start-up), which is what the study timed. Cells without a baseline at their
+    (phase, n) are left out.
+    """
+    rows = []
+    for i, (key, g) in enumerate(trials.groupby(CELL, sort=True)):
+        phase, variant, n, workers = key
+        base = trials[
+            (trials["phase"] == phase) & (trials["variant"] == baseline) & (trials["n_images"] == n)
+        ]
+        if base.empty:
+            continue
+        row = dict(zip(CELL, key, strict=True), repetitions=len(g), baseline_repetitions=len(base))
+        for col, suffix in (("seconds", ""), ("total_seconds", "_total")):
+            b = base[col].to_numpy(dtype=float)
+            v = g[col].to_numpy(dtype=float)
+            rng = np.random.default_rng([seed, i, len(suffix)])
+            s = b.mean() / v.mean()
+            lo, hi = bootstrap_ratio_ci(b, v, resamples, confidence, rng)
+            row[f"speedup{suffix}"] = s
+            row[f"speedup{suffix}_ci_low"] = lo
+            row[f"speedup{suffix}_ci_high"] = hi
+            row[f"efficiency{suffix}"] = s / workers
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SPEEDUP_COLUMNS)
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """Render a frame as a GitHub Markdown table (numbers right-aligned)."""
+
+    def cell(v):
+        if isinstance(v, float | np.floating):
+            return "" if np.isnan(v) else format(v, floatfmt)
+        return str(v)
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    align = (
+        "|"
+        + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns)
+        + "|"
+    )
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, align, *body]) + "\n"
+
+
+def load_table(summary: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
+    """The study's Table 1: sequential vs asyncio load time per n, with speedup."""
+    s = summary[summary["phase"] == "load"]
+    seq = s[s["variant"] == "sequential"].set_index("n_images")["mean_seconds"]
+    aio = s[s["variant"] == "asyncio"].set_index("n_images")["mean_seconds"]
+    sp = speed[(speed["phase"] == "load") & (speed["variant"] == "asyncio")]
+    sp = sp.set_index("n_images")["speedup"]
+    out = pd.DataFrame({"sequential (s)": seq, "asyncio (s)": aio, "speedup": sp}).dropna(how="all")
+    out.index.name = "images"
+    return out.reset_index()
+
+
+def decode_table(summary: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
+    """The study's Table 2: sequential vs processes decode per n and workers.
+
+    Times and speedup include the pool start-up (total_seconds), as the study timed them;
+    the columns without start-up are beside them.
+    """
+    s = summary[summary["phase"] == "decode"]
+    seq = s[s["variant"] == "sequential"].set_index("n_images")["mean_seconds"]
+    proc = s[s["variant"] == "processes"]
+    sp = speed[(speed["phase"] == "decode") & (speed["variant"] == "processes")]
+    merged = proc.merge(sp, on=CELL)
+    out = pd.DataFrame(
+        {
+            "images": merged["n_images"],
+            "processes": merged["workers"],
+            "sequential (s)": merged["n_images"].map(seq),
+            "parallel (s)": merged["mean_total_seconds"],
+            "speedup": merged["speedup_total"],
+            "efficiency": merged["efficiency_total"],
+            "parallel, no start-up (s)": merged["mean_seconds"],
+            "speedup, no start-up": merged["speedup"],
+        }
+    )
+    return out.sort_values(["images", "processes"]).reset_index(drop=True)

@@ -1,0 +1,170 @@
+"""``make bench``: the package's own performance figures, printed (not asserted).
+
+1. decode time of one default 4 MB image (warm, median of repeats);
+2. generating N default images vs the time Pillow needs merely to encode them;
+3. residency before and after ``imgread flush`` on 300 images;
+4. cold-load MB/s of sequential, asyncio and threads(8) on 300 images;
+5. decode speedup of processes and threads at 2 workers on 100 images.
+
+Every trial runs in a fresh process through the CLI, as the workflow runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+from imgread import cache
+from imgread.dataset import INFO_NAME, GenerateParams, generate
+from imgread.manifest import read_manifest
+
+
+def _encode_only(args) -> float:
+    """Decode a generated file (untimed), then time only Pillow's JPEG encode of it."""
+    path, quality = args
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")
+    t0 = time.perf_counter()
+    rgb.save(io.BytesIO(), "JPEG", quality=quality)
+    return time.perf_counter() - t0
+
+
+def _trial(manifest: Path, phase: str, variant: str, n: int, workers: int, rep: int) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        out = Path(tmp.name)
+    try:
+        cmd = [
+            sys.executable,
+            "-m",
+            "imgread",
+            "trial",
+            "--manifest",
+            str(manifest),
+            "--phase",
+            phase,
+            "--variant",
+            variant,
+            "--n",
+            str(n),
+            "--workers",
+            str(workers),
+            "--repetition",
+            str(rep),
+            "--out",
+            str(out),
+        ]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its figures."""
+    ap = argparse.ArgumentParser(
+        prog="python -m imgread.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--out", default="results/bench/dataset", help="dataset folder (replaced)")
+    ap.add_argument("--count", type=int, default=900, help="images to generate (default 900)")
+    ap.add_argument("--repeats", type=int, default=3, help="trials per measurement (default 3)")
+    args = ap.parse_args(argv)
+    cores = os.cpu_count() or 1
+    out = Path(args.out)
+    print(f"# imgread bench on {cores} logical cores, Python {sys.version.split()[0]}")
+
+    # 2 first: it makes the dataset the rest uses.
+    t0 = time.perf_counter()
+    manifest = generate(out, GenerateParams(count=args.count))
+    gen_s = time.perf_counter() - t0
+    info = json.loads((out / INFO_NAME).read_text())
+    m = read_manifest(manifest)
+    jobs = [(str(m.root / e.path), info["jpeg_quality"]) for e in m.entries]
+    with ProcessPoolExecutor(cores) as pool:
+        encode_times = list(pool.map(_encode_only, jobs, chunksize=4))
+    encode_s = sum(encode_times) / cores
+    print(
+        f"\n## generation of {args.count} default images ({info['width']}x{info['height']}, "
+        f"quality {info['jpeg_quality']}, mean {info['mean_bytes'] / 1e6:.2f} MB, "
+        f"range {info['min_bytes'] / 1e6:.2f}-{info['max_bytes'] / 1e6:.2f} MB)"
+    )
+    print(f"generate wall time          {gen_s:8.1f} s")
+    print(
+        f"plain encode time ({cores} cores) {encode_s:8.1f} s  "
+        f"(sum of per-image encode times {sum(encode_times):.1f} s / {cores})"
+    )
+    print(f"ratio                       {gen_s / encode_s:8.2f} x  (target <= 1.5)")
+
+    # 1. decode of one image
+    path = m.root / m.entries[0].path
+    path.read_bytes()
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        with Image.open(path) as img:
+            img.convert("RGB")
+        times.append(time.perf_counter() - t)
+    print(f"\n## decode one default image ({m.entries[0].bytes / 1e6:.2f} MB), warm, 10 repeats")
+    print(f"median {statistics.median(times):.4f} s, min {min(times):.4f} s")
+
+    # 3. residency around a flush
+    n300 = min(300, len(m))
+    paths = m.paths(n300)
+    cache.warm(paths)
+    before = cache.resident_fraction(paths)
+    r = subprocess.run(
+        [sys.executable, "-m", "imgread", "flush", *map(str, paths)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    after = cache.resident_fraction(paths)
+    print(f"\n## residency on {n300} images: before flush {before:.4f}, after {after:.4f}")
+    print(f"imgread flush said: {r.stdout.strip()}")
+
+    # 4. cold load
+    print(f"\n## cold load of {n300} images (fadvise flush, {args.repeats} trials each)")
+    for variant, workers in [("sequential", 1), ("asyncio", 1), ("threads", 8)]:
+        recs = [_trial(manifest, "load", variant, n300, workers, i) for i in range(args.repeats)]
+        mbs = [rec["mb_per_s"] for rec in recs]
+        print(
+            f"{variant:>10}({workers}) median {statistics.median(mbs):8.1f} MB/s  "
+            f"(all: {', '.join(f'{x:.0f}' for x in mbs)}; resident before "
+            f"{max(rec['resident_fraction_before'] for rec in recs):.4f})"
+        )
+
+    # 5. decode speedup at 2 workers
+    n100 = min(100, len(m))
+    print(f"\n## decode of {n100} images, warm, {args.repeats} trials each")
+    seq = statistics.mean(
+        rec["seconds"]
+        for rec in (
+            _trial(manifest, "decode", "sequential", n100, 1, i) for i in range(args.repeats)
+        )
+    )
+    print(f"sequential mean {seq:.3f} s")
+    for variant in ("processes", "threads"):
+        recs = [_trial(manifest, "decode", variant, n100, 2, i) for i in range(args.repeats)]
+        mean = statistics.mean(rec["seconds"] for rec in recs)
+        total = statistics.mean(rec["total_seconds"] for rec in recs)
+        print(
+            f"{variant:>10}(2) mean {mean:.3f} s, speedup {seq / mean:.2f}x "
+            f"(with start-up {total:.3f} s, {seq / total:.2f}x)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

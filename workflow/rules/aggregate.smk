@@ -1,0 +1,17 @@
+rule aggregate:
+    input:
+        trials=trial_files(),
+    output:
+        trials="results/tables/trials.csv",
+        summary="results/tables/summary.csv",
+        speedup="results/tables/speedup.csv",
+        load_md="results/tables/load_table.md",
+        decode_md="results/tables/decode_table.md",
+    log:
+        "results/logs/aggregate.log",
+    conda:
+        "../../envs/imgread.yaml"
+    params:
+        analysis=config["analysis"],
+    script:
+        "../scripts/aggregate.py"

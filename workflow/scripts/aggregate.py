@@ -1,0 +1,37 @@
+"""trials.csv, summary.csv, speedup.csv and the study's two tables as Markdown."""
+
+import sys
+
+import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
+
+from imgread.analysis import (
+    decode_table,
+    load_records,
+    load_table,
+    markdown_table,
+    speedup,
+    summarize,
+)
+from imgread.util import write_text_atomic
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
+out, a = snakemake.output, snakemake.params.analysis  # noqa: F821
+trials = load_records(snakemake.input.trials)  # noqa: F821
+summary = summarize(trials, confidence=a["confidence"])
+speed = speedup(
+    trials, resamples=a["bootstrap_resamples"], confidence=a["confidence"], seed=a["seed"]
+)
+write_text_atomic(out.trials, trials.to_csv(index=False))
+write_text_atomic(out.summary, summary.to_csv(index=False))
+write_text_atomic(out.speedup, speed.to_csv(index=False))
+write_text_atomic(
+    out.load_md,
+    "# Load: sequential vs asyncio (mean of repetitions)\n\n"
+    + markdown_table(load_table(summary, speed)),
+)
+write_text_atomic(
+    out.decode_md,
+    "# Decode: sequential vs processes (mean of repetitions)\n\n"
+    + markdown_table(decode_table(summary, speed)),
+)
+print(f"aggregated {len(trials)} trials into {len(summary)} cells", file=sys.stderr)

@@ -1,0 +1,31 @@
+"""Make the dataset: sample the user's folder if dataset.source is set, else generate."""
+
+import sys
+
+import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
+
+from imgread.dataset import GenerateParams, generate, sample
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
+s = snakemake.params.settings  # noqa: F821
+out = snakemake.output.manifest.rsplit("/", 1)[0]  # noqa: F821
+if s["source"]:
+    sample(
+        s["source"],
+        out,
+        s["count"],
+        seed=s["seed"],
+        include_png=s["include_png"],
+        on_invalid=s["on_invalid"],
+    )
+else:
+    generate(
+        out,
+        GenerateParams(
+            count=s["count"],
+            width=s["width"],
+            height=s["height"],
+            target_bytes=s["target_bytes"],
+            seed=s["seed"],
+        ),
+    )

@@ -1,0 +1,35 @@
+"""One timed trial: the grid cell comes from the output path's wildcards."""
+
+import sys
+
+import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
+
+from imgread.trial import TrialSpec, run_trial, write_record
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
+w, cache = snakemake.wildcards, snakemake.params.cache  # noqa: F821
+spec = TrialSpec(
+    manifest=snakemake.input.manifest,  # noqa: F821
+    phase=w.phase,
+    variant=w.variant,
+    n_images=int(w.n),
+    workers=int(w.w),
+    repetition=int(w.r),
+    **(
+        {}
+        if w.phase == "decode"
+        else {
+            "cache_method": cache["method"],
+            "max_resident_fraction": cache["max_resident_fraction"],
+            "saturate_bytes": cache["saturate_bytes"],
+            "saturate_dir": cache["saturate_dir"],
+        }
+    ),
+)
+record = run_trial(spec)
+write_record(record, snakemake.output[0])  # noqa: F821
+print(
+    f"{spec.describe()}: {record.seconds:.4f} s, start-up {record.startup_seconds:.4f} s, "
+    f"resident before {record.resident_fraction_before}",
+    file=sys.stderr,
+)

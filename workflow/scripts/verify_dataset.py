@@ -1,0 +1,10 @@
+"""Check every dataset file against the manifest's sha256, once per workflow run."""
+
+import sys
+
+import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
+
+from imgread.dataset import verify_hashes
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
+verify_hashes(snakemake.input.manifest)  # noqa: F821
