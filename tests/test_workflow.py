@@ -1,0 +1,216 @@
+"""The whole workflow, end to end, on config/smoke.yaml with the real Snakemake scheduler."""
+
+from __future__ import annotations
+
+import itertools
+import xml.etree.ElementTree as ET
+from datetime import datetime
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from imgread.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
+
+from .workflow_helpers import ROOT, copy_project, snakemake
+
+pytestmark = pytest.mark.workflow
+
+FIGURES = [
+    "load_time",
+    "decode_speedup",
+    "decode_efficiency",
+    "throughput",
+    "published_comparison",
+    "residency",
+]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A copy of the project after `snakemake --cores 2 --configfile config/smoke.yaml`."""
+    work = copy_project(tmp_path_factory.mktemp("wf") / "imgread")
+    snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml")
+    return work
+
+
+@pytest.fixture(scope="module")
+def smoke_config():
+    base = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    smoke = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    base.update({k: v for k, v in smoke.items() if k != "dataset"})
+    return base
+
+
+def expected_cells(config):
+    return {
+        (phase, variant, n, w)
+        for phase, variants in config["phases"].items()
+        for variant, s in variants.items()
+        for n in config["sizes"]
+        for w in s["workers"]
+    }
+
+
+def test_trials_table_has_one_row_per_trial(smoke_run, smoke_config):
+    trials = pd.read_csv(smoke_run / "results/tables/trials.csv")
+    cells = expected_cells(smoke_config)
+    reps = smoke_config["repetitions"]
+    assert len(trials) == len(cells) * reps
+    got = set(
+        zip(
+            trials.phase,
+            trials.variant,
+            trials.n_images,
+            trials.workers,
+            trials.repetition,
+            strict=True,
+        )
+    )
+    assert got == {(*c, r) for c in cells for r in range(reps)}
+    for col in [
+        "seconds",
+        "startup_seconds",
+        "total_seconds",
+        "bytes",
+        "pixels",
+        "mb_per_s",
+        "resident_fraction_before",
+        "started_at",
+        "finished_at",
+        "cpu_model",
+        "pillow",
+    ]:
+        assert col in trials.columns and trials[col].notna().all(), col
+    assert (trials["seconds"] > 0).all()
+
+
+def test_summary_and_speedup_have_their_columns_and_one_row_per_cell(smoke_run, smoke_config):
+    cells = expected_cells(smoke_config)
+    summary = pd.read_csv(smoke_run / "results/tables/summary.csv")
+    speed = pd.read_csv(smoke_run / "results/tables/speedup.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(speed.columns) == SPEEDUP_COLUMNS
+    for table in (summary, speed):
+        keys = list(zip(table.phase, table.variant, table.n_images, table.workers, strict=True))
+        assert len(keys) == len(set(keys)) and set(keys) == cells
+    assert (summary["repetitions"] == smoke_config["repetitions"]).all()
+
+
+def test_summary_and_speedup_equal_what_the_trials_give(smoke_run):
+    trials = pd.read_csv(smoke_run / "results/tables/trials.csv")
+    summary = pd.read_csv(smoke_run / "results/tables/summary.csv")
+    speed = pd.read_csv(smoke_run / "results/tables/speedup.csv")
+    for row in summary.itertuples():
+        t = trials[
+            (trials.phase == row.phase)
+            & (trials.variant == row.variant)
+            & (trials.n_images == row.n_images)
+            & (trials.workers == row.workers)
+        ]
+        assert row.mean_seconds == pytest.approx(t.seconds.mean())
+        assert row.std_seconds == pytest.approx(t.seconds.std(ddof=1))
+        assert row.ci_low_seconds < row.mean_seconds < row.ci_high_seconds
+    for row in speed.itertuples():
+        cell = trials[
+            (trials.phase == row.phase)
+            & (trials.variant == row.variant)
+            & (trials.n_images == row.n_images)
+            & (trials.workers == row.workers)
+        ]
+        base = trials[
+            (trials.phase == row.phase)
+            & (trials.variant == "sequential")
+            & (trials.n_images == row.n_images)
+        ]
+        expected = base.seconds.mean() / cell.seconds.mean()
+        expected_total = base.total_seconds.mean() / cell.total_seconds.mean()
+        assert row.speedup == pytest.approx(expected, rel=1e-9)
+        assert row.efficiency == pytest.approx(expected / row.workers, rel=1e-9)
+        assert row.speedup_total == pytest.approx(expected_total, rel=1e-9)
+        assert row.efficiency_total == pytest.approx(expected_total / row.workers, rel=1e-9)
+        assert row.speedup_ci_low <= row.speedup_ci_high
+
+
+def test_markdown_tables_render_the_studys_two_tables(smoke_run, smoke_config):
+    load = (smoke_run / "results/tables/load_table.md").read_text()
+    decode = (smoke_run / "results/tables/decode_table.md").read_text()
+    assert "| images | sequential (s) | asyncio (s) | speedup |" in load
+    assert "| images | processes | sequential (s) | parallel (s) | speedup | efficiency |" in decode
+    rows = [line for line in decode.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == len(smoke_config["sizes"]) * len(
+        smoke_config["phases"]["decode"]["processes"]["workers"]
+    )
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_figure_exists_as_png_and_svg(smoke_run, name):
+    png = smoke_run / f"results/figures/{name}.png"
+    with Image.open(png) as img:
+        img.verify()
+        assert img.format == "PNG" and img.size[0] > 300 and img.size[1] > 200
+    root = ET.parse(smoke_run / f"results/figures/{name}.svg").getroot()
+    assert root.tag.endswith("svg")
+
+
+def test_cold_trials_were_cold_and_warm_trials_warm(smoke_run):
+    trials = pd.read_csv(smoke_run / "results/tables/trials.csv")
+    load = trials[trials.phase == "load"]
+    assert (load.cache_state == "cold").all()
+    assert (load.resident_fraction_before <= 0.01).all()
+    decode = trials[trials.phase == "decode"]
+    assert (decode.resident_fraction_before >= 0.99).all()
+
+
+def test_no_two_trials_overlapped_in_time(smoke_run):
+    trials = pd.read_csv(smoke_run / "results/tables/trials.csv")
+    spans = sorted(
+        (datetime.fromisoformat(a), datetime.fromisoformat(b))
+        for a, b in zip(trials.started_at, trials.finished_at, strict=True)
+    )
+    for (s1, e1), (s2, e2) in itertools.pairwise(spans):
+        assert e1 <= s2, f"trials overlap: [{s1}, {e1}] and [{s2}, {e2}]"
+
+
+def test_report_builds_on_the_smoke_results(smoke_run):
+    snakemake(
+        smoke_run,
+        "--cores",
+        "1",
+        "--configfile",
+        "config/smoke.yaml",
+        "--report",
+        "results/report.html",
+    )
+    html = (smoke_run / "results/report.html").read_text(errors="replace")
+    assert len(html) > 50_000 and "decode_speedup.png" in html
+
+
+def test_second_run_with_nothing_changed_runs_nothing(smoke_run):
+    proc = snakemake(smoke_run, "--cores", "1", "--configfile", "config/smoke.yaml", "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_lint_and_format_are_clean():
+    proc = snakemake(ROOT, "--lint", "--cores", "1", check=False)
+    assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout
+    import subprocess
+    import sys
+
+    fmt = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert fmt.returncode == 0, fmt.stderr
+
+
+def test_dry_run_of_the_full_config_plans_the_whole_study(tmp_path):
+    work = copy_project(tmp_path / "imgread")
+    proc = snakemake(work, "-n", "--cores", "1")
+    out = proc.stdout + proc.stderr
+    # 6 sizes x 10 repetitions x (1 + 1 + 6 load + 1 + 6 + 6 decode) worker settings
+    assert "trial                           1260" in out
+    assert "aggregate                          1" in out
