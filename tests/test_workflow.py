@@ -214,3 +214,38 @@ def test_dry_run_of_the_full_config_plans_the_whole_study(tmp_path):
     # 6 sizes x 10 repetitions x (1 + 1 + 6 load + 1 + 6 + 6 decode) worker settings
     assert "trial                           1260" in out
     assert "aggregate                          1" in out
+
+
+def _planned_jobs(smoke_run, override: dict) -> dict[str, int]:
+    """Job counts of a dry run of smoke.yaml plus ``override``, read from Snakemake's table."""
+    (smoke_run / "override.yaml").write_text(yaml.safe_dump(override))
+    proc = snakemake(
+        smoke_run, "-n", "--cores", "1", "--configfile", "config/smoke.yaml", "override.yaml"
+    )
+    counts, in_table = {}, False
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+        elif in_table and len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+        elif in_table and parts and parts[0] == "total":
+            break
+    return counts
+
+
+def test_changing_a_figure_setting_reruns_only_the_figures(smoke_run):
+    jobs = _planned_jobs(smoke_run, {"figures": {"dpi": 90}})
+    assert jobs == {**{f"figure_{f}": 1 for f in FIGURES}, "all": 1}
+
+
+def test_adding_a_size_reruns_only_its_trials_and_the_aggregates(smoke_run, smoke_config):
+    sizes = smoke_config["sizes"]
+    jobs = _planned_jobs(smoke_run, {"sizes": [2, *sizes]})
+    settings = sum(len(v["workers"]) for p in smoke_config["phases"].values() for v in p.values())
+    assert jobs == {
+        "trial": settings * smoke_config["repetitions"],
+        "aggregate": 1,
+        **{f"figure_{f}": 1 for f in FIGURES},
+        "all": 1,
+    }

@@ -14,6 +14,7 @@ from imgread import cache as cachectl
 from imgread import dataset
 from imgread.errors import TrialError, UserError, VerificationError
 from imgread.readers import PHASES, VARIANTS
+from imgread.util import exit_on_sigterm
 
 
 class _Parser(argparse.ArgumentParser):
@@ -316,14 +317,11 @@ def _cmd(args) -> int:
     return 0
 
 
-def _raise_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)  # runs finally-blocks: temporary files are removed
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    previous = signal.getsignal(signal.SIGTERM)
+    exit_on_sigterm()
     try:
         return _cmd(args)
     except UserError as exc:

@@ -39,6 +39,49 @@ def trial_grid(config: dict) -> list[Cell]:
     return cells
 
 
+def _field(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def check_schema(config: dict, schema_path: str | os.PathLike) -> None:
+    """Validate against the JSON schema; UserError naming the field, value and what is allowed.
+
+    Snakemake's own ``validate`` (run after this, to fill in defaults) reports the same
+    problems as a long jsonschema dump; this says it in one line.
+    """
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path)))
+    if not errors:
+        return
+    err = errors[0]
+    field = _field(err.absolute_path)
+    sub = err.schema if isinstance(err.schema, dict) else {}
+    if err.validator == "additionalProperties":
+        allowed = sorted(sub.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        raise UserError(f"config '{field}': unknown key(s) {extra}; allowed: {allowed}")
+    allowed = ""
+    if "enum" in sub:
+        allowed = f"; allowed: {sub['enum']}"
+    elif "minimum" in sub or "maximum" in sub:
+        lo, hi = sub.get("minimum"), sub.get("maximum")
+        allowed = "; allowed: " + (
+            f"{lo} to {hi}"
+            if lo is not None and hi is not None
+            else f"at least {lo}"
+            if lo is not None
+            else f"at most {hi}"
+        )
+    raise UserError(f"config '{field}': {err.message}{allowed}")
+
+
 def check_config(config: dict) -> None:
     """Raise UserError for the first problem a schema cannot see."""
     ds = config["dataset"]

@@ -11,6 +11,7 @@ distinct crop offset, colour variant and vertical orientation), handed straight 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -228,7 +229,7 @@ def _make_one(args) -> tuple[int, str, int, int, int, str, int, int]:
         data = _encode(img, quality)
     rel = f"{IMAGES_DIR}/img_{index:05d}.jpg"
     dest = Path(out_dir) / rel
-    write_bytes_atomic(dest, data)
+    _write_image(dest, data)
     mtime_ns = os.stat(dest).st_mtime_ns
     return (
         index,
@@ -240,6 +241,14 @@ def _make_one(args) -> tuple[int, str, int, int, int, str, int, int]:
         mtime_ns,
         quality,
     )
+
+
+def _write_image(dest: Path, data: bytes) -> None:
+    """Write one image atomically; an OSError names the image (a full disk often does not)."""
+    try:
+        write_bytes_atomic(dest, data)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from None
 
 
 def _mp_context():
@@ -320,6 +329,8 @@ def generate(
     )
     try:
         manifest = _generate_with(pool, out, params, bases, w, h, tw - w, th - h, progress)
+    except OSError as exc:
+        raise _write_failed(exc, out) from None
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -387,6 +398,14 @@ def _generate_with(pool, out, params, bases, w, h, margin_x, margin_y, progress)
         ),
     )
     return manifest
+
+
+def _write_failed(exc: OSError, out: Path) -> UserError:
+    where = exc.filename or out
+    hint = "free some space or choose another --out" if exc.errno == errno.ENOSPC else ""
+    return UserError(
+        f"could not write {where}: {exc.strerror or exc}" + (f"; {hint}" if hint else "")
+    )
 
 
 # --------------------------------------------------------------------------- sampling
@@ -464,7 +483,7 @@ def sample(
         if len(entries) == count:
             break
         rel_src = str(path.relative_to(source))
-        real = path.resolve()
+        real = Path(os.path.realpath(path))  # never raises, even on a symlink loop
         if real in seen_real:
             skipped.append((rel_src, "duplicate of another candidate (symlink)"))
             continue
@@ -489,7 +508,10 @@ def sample(
         k = len(entries)
         rel = f"{IMAGES_DIR}/{k:05d}{path.suffix.lower()}"
         dest = out / rel
-        write_bytes_atomic(dest, data)
+        try:
+            _write_image(dest, data)
+        except OSError as exc:
+            raise _write_failed(exc, out) from None
         width, height = result
         entries.append(
             ImageEntry(

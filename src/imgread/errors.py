@@ -15,3 +15,7 @@ class VerificationError(Exception):
 
 class TrialError(Exception):
     """A trial could not produce a valid measurement; the message names the cell."""
+
+
+class ImageDecodeError(Exception):
+    """An image could not be decoded; the message starts with its path."""

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import aiofiles
 from PIL import Image
 
+from imgread.errors import ImageDecodeError
+
 PHASES = ("load", "decode")
 RENDEZVOUS_TIMEOUT_S = 120.0
 
@@ -39,9 +41,12 @@ def read_bytes(path: str) -> io.BytesIO:
 
 def decode_pixels(path: str) -> int:
     """Open and decode one image to RGB, discard it, and return its pixel count."""
-    with Image.open(path) as img:
-        rgb = img.convert("RGB")
-        return rgb.width * rgb.height
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+            return rgb.width * rgb.height
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for bad data
+        raise ImageDecodeError(f"{path}: {type(exc).__name__}: {exc}") from None
 
 
 async def _aio_read(path: str) -> tuple[str, io.BytesIO]:

@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 from imgread import cache as cachectl
-from imgread.errors import TrialError, UserError, VerificationError
+from imgread.errors import ImageDecodeError, TrialError, UserError, VerificationError
 from imgread.manifest import ImageEntry, read_manifest
 from imgread.readers import PHASES, get_variant, process_start_method
 from imgread.util import write_text_atomic
@@ -214,10 +214,11 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
     paths = [str(manifest.root / e.path) for e in entries]
     started_at = _utc_now()
 
-    t0 = time.perf_counter_ns()
-    runner = variant.start(spec.workers)
-    t1 = time.perf_counter_ns()
+    runner = None
     try:
+        t0 = time.perf_counter_ns()
+        runner = variant.start(spec.workers)
+        t1 = time.perf_counter_ns()
         if spec.phase == "load":
             resident = cachectl.ensure_cold(
                 paths,
@@ -239,9 +240,12 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         raise TrialError(
             f"trial {spec.describe()}: a worker process died ({exc}); no time recorded"
         ) from exc
+    except (ImageDecodeError, OSError) as exc:
+        raise TrialError(f"trial {spec.describe()}: {exc}; no time recorded") from exc
     finally:
         t_close = time.perf_counter_ns()
-        runner.close()
+        if runner is not None:
+            runner.close()
         t4 = time.perf_counter_ns()
     images, nbytes, pixels = verify(spec.phase, results, manifest.root, entries)
     del results

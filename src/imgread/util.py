@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -89,3 +90,13 @@ class Progress:
             f"{self.label}: {self.done}/{self.total} ({pct:5.1f} %), "
             f"{rate:.1f}/s, elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
         )
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so that ``finally`` blocks run (temporary files removed,
+    pools shut down) as they do for Ctrl-C. Python's default would end the process at once."""
+    signal.signal(signal.SIGTERM, _exit_on_signal)

@@ -7,12 +7,15 @@ from snakemake.utils import min_version, validate
 # The package lives in src/ of this checkout (rule scripts find it via scripts/imgread_src.py).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from imgread.config import check_config, trial_grid
+from imgread.config import check_config, check_schema, trial_grid
 from imgread.trial import platform_info
 
 min_version("9.0")
 
 
+# One clear line for a bad value, before any job: the schema (with our wording), then
+# Snakemake's validate to fill in defaults, then the checks a schema cannot express.
+check_schema(config, Path(workflow.basedir) / "config/schema.yaml")
 validate(config, "../../config/schema.yaml", set_default=True)
 check_config(config)
 

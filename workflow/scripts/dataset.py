@@ -5,8 +5,10 @@ import sys
 import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 
 from imgread.dataset import GenerateParams, generate, sample
+from imgread.util import exit_on_sigterm
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
+exit_on_sigterm()  # Snakemake stops jobs with SIGTERM: clean up as on Ctrl-C
 s = snakemake.params.settings  # noqa: F821
 out = snakemake.output.manifest.rsplit("/", 1)[0]  # noqa: F821
 if s["source"]:

@@ -5,8 +5,10 @@ import sys
 import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 
 from imgread.trial import TrialSpec, run_trial, write_record
+from imgread.util import exit_on_sigterm
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
+exit_on_sigterm()  # Snakemake stops jobs with SIGTERM: clean up as on Ctrl-C
 w, cache = snakemake.wildcards, snakemake.params.cache  # noqa: F821
 spec = TrialSpec(
     manifest=snakemake.input.manifest,  # noqa: F821

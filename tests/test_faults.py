@@ -1,0 +1,389 @@
+"""Bad input and faults, built for real: messy folders, corrupted and changed files, a killed
+worker, a full disk. (Config errors, interruption and read-only sources: test_robustness.py.)"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgread.dataset import GenerateParams, generate, sample, verify_hashes
+from imgread.errors import TrialError, UserError
+from imgread.manifest import read_manifest
+from imgread.readers import decode_pixels
+from imgread.trial import TrialSpec, run_trial
+
+
+def tree_state(root: Path) -> dict:
+    """Every entry's digest (files), mode and mtime under root, links not followed."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            digest = None
+            if p.is_file() and not p.is_symlink() and st.st_mode & 0o444:
+                try:
+                    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+                except PermissionError:
+                    digest = "unreadable"
+            state[str(p.relative_to(root))] = (digest, st.st_mode, st.st_mtime_ns)
+    return state
+
+
+def _photo(seed: int, size=(64, 48)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    return Image.fromarray(base).resize(size, Image.Resampling.BICUBIC)
+
+
+def make_messy_folder(root: Path) -> dict[str, str]:
+    """A user's folder with everything in it; returns {relative path: 'valid' | reason-ish}."""
+    (root / "nested" / "deeper").mkdir(parents=True)
+    kinds = {}
+
+    def save(rel, img, kind="valid", **kw):
+        img.save(root / rel, **kw)
+        kinds[rel] = kind
+
+    save("plain rgb.jpg", _photo(1), format="JPEG")
+    save("nested/ünïcödé photo.JPEG", _photo(2), format="JPEG")
+    save("nested/deeper/cmyk.jpg", _photo(3).convert("CMYK"), format="JPEG")
+    save("grey.jpg", _photo(4).convert("L"), format="JPEG")
+    save("progressive.jpg", _photo(5), format="JPEG", progressive=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90
+    save("rotated.jpg", _photo(6), format="JPEG", exif=exif.tobytes())
+    save("palette.png", _photo(7).convert("P"), kind="png", format="PNG")
+    good = io.BytesIO()
+    _photo(8).save(good, format="JPEG")
+    (root / "truncated.jpg").write_bytes(good.getvalue()[: len(good.getvalue()) // 3])
+    kinds["truncated.jpg"] = "invalid"
+    (root / "empty.jpg").write_bytes(b"")
+    kinds["empty.jpg"] = "invalid"
+    (root / "notes.jpg").write_text("this is not an image\n")
+    kinds["notes.jpg"] = "invalid"
+    os.symlink("..", root / "nested" / "loop")  # a folder loop: must not be followed
+    os.symlink("self.jpg", root / "self.jpg")  # a file loop: cannot be opened
+    kinds["self.jpg"] = "invalid"
+    _photo(9).save(root / "locked.jpg", format="JPEG")
+    os.chmod(root / "locked.jpg", 0)
+    kinds["locked.jpg"] = "unreadable"  # unreadable only for a non-root user
+    return kinds
+
+
+@pytest.fixture
+def messy(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    kinds = make_messy_folder(src)
+    yield src, kinds
+    os.chmod(src / "locked.jpg", 0o644)
+
+
+def _skipped(out: Path) -> dict[str, str]:
+    with open(out / "skipped.csv", newline="", encoding="utf-8") as fh:
+        return {row["source_path"]: row["reason"] for row in csv.DictReader(fh)}
+
+
+def test_sample_of_a_messy_folder_keeps_every_valid_image_and_lists_the_rest(messy, tmp_path):
+    src, kinds = messy
+    before = tree_state(src)
+    valid = [k for k, v in kinds.items() if v == "valid"] + ["locked.jpg"]  # root can read it
+    if os.geteuid() != 0:
+        valid.remove("locked.jpg")
+    manifest = sample(src, tmp_path / "out", count=len(valid) + 1, include_png=True, progress=False)
+    m = read_manifest(manifest)
+    assert len(m) == len(valid) + 1  # + the palette PNG
+    for e in m.entries:  # CMYK, L and P images are valid and decode to RGB
+        assert decode_pixels(str(m.root / e.path)) == e.width * e.height
+    skipped = _skipped(tmp_path / "out")
+    assert set(skipped) == {k for k, v in kinds.items() if v == "invalid"}
+    assert "empty file" in skipped["empty.jpg"]
+    assert "cannot identify image file" in skipped["notes.jpg"]
+    assert "truncated" in skipped["truncated.jpg"].lower()
+    assert "symbolic links" in skipped["self.jpg"]
+    assert tree_state(src) == before
+
+
+def test_sample_without_png_and_too_few_images_names_how_many_it_found(messy, tmp_path):
+    src, kinds = messy
+    n_valid = sum(v == "valid" for v in kinds.values()) + (os.geteuid() == 0)
+    with pytest.raises(UserError, match=f"found {n_valid} valid images, fewer than the 50"):
+        sample(src, tmp_path / "out", count=50, progress=False)
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+    assert (tmp_path / "out" / "skipped.csv").exists()
+
+
+def test_on_invalid_fail_stops_at_the_first_invalid_file(messy, tmp_path):
+    src, _ = messy
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imgread",
+            "dataset",
+            "sample",
+            "--source",
+            str(src),
+            "--out",
+            str(tmp_path / "out"),
+            "--count",
+            "5",
+            "--on-invalid",
+            "fail",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "invalid image" in r.stderr and "on_invalid=fail" in r.stderr
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_an_unreadable_file_is_skipped_for_a_non_root_user():
+    """chmod 000 stops only non-root users: the sampling runs in a child that drops to uid
+    65534 (when the tests run as root) after importing everything it needs."""
+    top = Path(tempfile.mkdtemp(prefix="imgread-unreadable-"))
+    try:
+        os.chmod(top, 0o777)
+        src = top / "photos"
+        src.mkdir()
+        _photo(1).save(src / "ok.jpg", format="JPEG")
+        _photo(2).save(src / "locked.jpg", format="JPEG")
+        os.chmod(src / "locked.jpg", 0)
+        for p in (src, src / "ok.jpg"):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        out = top / "out"
+        code = (
+            "import os, sys\n"
+            "import numpy.random  # modules imported lazily must load before the uid drop\n"
+            "from PIL import Image\n"
+            "Image.init()\n"
+            "from imgread.dataset import sample\n"
+            "from imgread.errors import UserError\n"
+            "if os.geteuid() == 0:\n    os.setegid(65534); os.seteuid(65534)\n"
+            f"sample({str(src)!r}, {str(out)!r}, count=1, seed=0, progress=False)\n"
+            f"try:\n    sample({str(src)!r}, {str(out)!r}, count=2, progress=False)\n"
+            "except UserError as e:\n    print(e)\n"
+        )
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "found 1 valid images, fewer than the 2" in r.stdout
+        assert _skipped(out) == {"locked.jpg": "cannot read: Permission denied"}
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwX", str(top)], check=False)
+        subprocess.run(["rm", "-rf", str(top)], check=False)
+
+
+@pytest.fixture
+def fresh_dataset(tmp_path):
+    return generate(
+        tmp_path / "ds",
+        GenerateParams(count=6, width=96, height=64, target_bytes=8000),
+        progress=False,
+    )
+
+
+def _corrupt_keeping_size_and_mtime(path: Path) -> None:
+    st = os.stat(path)
+    data = bytearray(path.read_bytes())
+    data[0:2] = b"XX"  # no JPEG start-of-image marker any more
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("variant,workers", [("sequential", 1), ("processes", 2), ("threads", 2)])
+def test_an_image_that_no_longer_decodes_fails_the_trial_naming_it(fresh_dataset, variant, workers):
+    m = read_manifest(fresh_dataset)
+    victim = m.root / m.entries[3].path
+    _corrupt_keeping_size_and_mtime(victim)
+    with pytest.raises(TrialError) as info:
+        run_trial(TrialSpec(str(fresh_dataset), "decode", variant, 6, workers=workers))
+    msg = str(info.value)
+    assert str(victim) in msg and "cannot identify image file" in msg
+    assert f"decode/{variant} n=6 workers={workers}" in msg and "no time recorded" in msg
+
+
+def test_the_cli_writes_no_record_for_a_failed_trial(fresh_dataset, tmp_path):
+    m = read_manifest(fresh_dataset)
+    _corrupt_keeping_size_and_mtime(m.root / m.entries[0].path)
+    out = tmp_path / "rec.json"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imgread",
+            "trial",
+            "--manifest",
+            str(fresh_dataset),
+            "--phase",
+            "decode",
+            "--variant",
+            "sequential",
+            "--n",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1 and "trial failed" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and list(tmp_path.glob(".rec.json*")) == []
+
+
+def test_the_sha256_check_names_a_file_changed_behind_the_manifests_back(fresh_dataset):
+    assert verify_hashes(fresh_dataset, progress=False) == 6
+    m = read_manifest(fresh_dataset)
+    victim = m.root / m.entries[2].path
+    _corrupt_keeping_size_and_mtime(victim)  # the cheap stat check cannot see this
+    with pytest.raises(UserError, match=f"changed after the manifest.*{victim.name}.*sha256"):
+        verify_hashes(fresh_dataset, progress=False)
+
+
+def test_a_file_with_a_new_size_is_refused_by_every_trial(fresh_dataset):
+    m = read_manifest(fresh_dataset)
+    victim = m.root / m.entries[1].path
+    with open(victim, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(UserError, match=f"changed after the manifest.*{victim.name}"):
+        run_trial(TrialSpec(str(fresh_dataset), "decode", "sequential", 3))
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        kids.extend(int(k) for k in text)
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_killed_worker_fails_the_trial_naming_the_cell_and_leaves_no_worker(tmp_path):
+    manifest = generate(
+        tmp_path / "ds",
+        GenerateParams(count=150, width=1024, height=768, target_bytes=200_000),
+        progress=False,
+    )
+    out = tmp_path / "rec.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imgread",
+            "trial",
+            "--manifest",
+            str(manifest),
+            "--phase",
+            "decode",
+            "--variant",
+            "processes",
+            "--n",
+            "150",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2 and proc.poll() is None:
+        workers = [k for k in _children(proc.pid) if _alive(k)]
+        time.sleep(0.01)
+    assert len(workers) >= 2, "the pool never started"
+    time.sleep(0.3)  # let it get into the work
+    os.kill(workers[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "decode/processes n=150 workers=2" in stderr and "worker process died" in stderr
+    assert not out.exists()
+    time.sleep(0.2)
+    assert not [w for w in workers if _alive(w)], "a worker was left running"
+
+
+def _mount_small_fs(path: Path, size: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    return r.returncode == 0
+
+
+def test_generation_on_a_full_disk_stops_clearly_and_leaves_no_partial_image(tmp_path):
+    small = tmp_path / "small"
+    if _mount_small_fs(small, "600k"):
+        try:
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "imgread",
+                    "dataset",
+                    "generate",
+                    "--out",
+                    str(small / "ds"),
+                    "--count",
+                    "40",
+                    "--width",
+                    "320",
+                    "--height",
+                    "240",
+                    "--target-bytes",
+                    "50000",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            files = sorted((small / "ds" / "images").iterdir())
+            names = [p.name for p in files]
+            complete = []
+            for p in files:
+                with Image.open(p) as img:
+                    img.load()  # a partial file would fail here
+                complete.append(p.name)
+        finally:
+            subprocess.run(["umount", "-l", str(small)], check=False)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert "No space left on device" in r.stderr and "free some space" in r.stderr
+        assert "could not write" in r.stderr
+        assert all(not n.startswith(".") for n in names) and complete == names
+        assert not (small / "ds" / "manifest.csv").exists()
+    else:  # no mount here: a real write failure from a file-size limit instead
+        code = (
+            "import resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (30000, 30000))\n"
+            "from imgread.cli import main\n"
+            f"sys.exit(main(['dataset', 'generate', '--out', {str(small)!r}, '--count', '4',"
+            " '--width', '320', '--height', '240', '--target-bytes', '50000', '--workers', '1']))"
+        )
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode == 2 and "could not write" in r.stderr
+        assert [p for p in (small / "images").iterdir()] == []

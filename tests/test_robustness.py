@@ -1,0 +1,282 @@
+"""The workflow under bad configs, real interruptions and a read-only photo folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imgread.dataset import GenerateParams, generate
+
+from .test_faults import tree_state
+from .workflow_helpers import ROOT, copy_project, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return copy_project(tmp_path_factory.mktemp("robust") / "imgread")
+
+
+def _run_with(project: Path, override: dict, *extra: str, check=False):
+    path = project / "override.yaml"
+    path.write_text(yaml.safe_dump(override))
+    return snakemake(
+        project,
+        "--cores",
+        "1",
+        "--configfile",
+        "config/smoke.yaml",
+        "override.yaml",
+        *extra,
+        check=check,
+    )
+
+
+BAD_CONFIGS = {
+    "size zero": ({"sizes": [0, 4]}, "config 'sizes[0]': 0 is less than the minimum of 1"),
+    "size negative": ({"sizes": [-3]}, "config 'sizes[0]': -3 is less than the minimum of 1"),
+    "size larger than the dataset": (
+        {"sizes": [4, 99]},
+        "config 'sizes': 99 is larger than the dataset",
+    ),
+    "workers zero": (
+        {"phases": {"decode": {"threads": {"workers": [0, 2]}}}},
+        "config 'phases.decode.threads.workers[0]': 0 is less than the minimum",
+    ),
+    "workers negative": (
+        {"phases": {"load": {"threads": {"workers": [-2]}}}},
+        "config 'phases.load.threads.workers[0]': -2 is less than the minimum",
+    ),
+    "unknown variant": (
+        {"phases": {"load": {"mmap": {"workers": [1]}}}},
+        "config 'phases.load': unknown key(s) ['mmap']; allowed: "
+        "['asyncio', 'sequential', 'threads']",
+    ),
+    "unknown phase": (
+        {"phases": {"encode": {"sequential": {"workers": [1]}}}},
+        "config 'phases': unknown key(s) ['encode']; allowed: ['decode', 'load']",
+    ),
+    "repetitions zero": (
+        {"repetitions": 0},
+        "config 'repetitions': 0 is less than the minimum of 1",
+    ),
+    "source missing": (
+        {"dataset": {"source": "/no/such/photos"}},
+        "config 'dataset.source': /no/such/photos does not exist",
+    ),
+    "unknown cache method": (
+        {"cache": {"method": "cold"}},
+        "config 'cache.method': 'cold' is not one of",
+    ),
+    "saturate without room": (
+        {"cache": {"method": "saturate", "saturate_bytes": 10**16}},
+        "config 'cache.saturate_bytes': cache method 'saturate' needs",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_a_bad_config_is_rejected_before_any_job(project, case):
+    override, message = BAD_CONFIGS[case]
+    proc = _run_with(project, override)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert message in out, out[-3000:]
+    assert not (project / "results" / "datasets").exists()  # no job ran
+
+
+def test_a_source_folder_without_images_is_rejected_before_any_job(project, tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("no photos here")
+    proc = _run_with(project, {"dataset": {"source": str(tmp_path / "empty")}})
+    assert proc.returncode != 0
+    assert f"config 'dataset.source': {tmp_path / 'empty'} holds no images" in proc.stderr
+    assert not (project / "results" / "datasets").exists()
+
+
+def test_drop_caches_is_rejected_for_a_non_root_user():
+    """The config check runs in a child that drops to uid 65534 after importing, as a real
+    non-root user would run it (the tests may run as root)."""
+    code = (
+        "import os, yaml\n"
+        "from imgread.config import check_config\n"
+        "from imgread.errors import UserError\n"
+        f"cfg = yaml.safe_load(open({str(ROOT / 'config/config.yaml')!r}))\n"
+        "cfg['cache']['method'] = 'drop_caches'\n"
+        "if os.geteuid() == 0:\n    os.seteuid(65534)\n"
+        "try:\n    check_config(cfg)\nexcept UserError as e:\n    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "config 'cache.method': drop_caches needs root" in r.stdout, r.stderr
+
+
+# --------------------------------------------------------------------------- interruption
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """PIDs (other than ours) whose working directory is inside ``folder``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (cwd == str(folder) or cwd.startswith(f"{folder}/")):
+            found.append(int(proc.name))
+    return found
+
+
+def _interrupt_config(saturate_dir: Path) -> dict:
+    return {
+        "dataset": {
+            "name": "intr",
+            "count": 300,
+            "width": 1024,
+            "height": 768,
+            "target_bytes": 150_000,
+        },
+        "sizes": [300],
+        "repetitions": 1,
+        "phases": {
+            "load": {
+                "sequential": {"workers": [1]},
+                "asyncio": {"workers": []},
+                "threads": {"workers": []},
+            },
+            "decode": {
+                "sequential": {"workers": [1]},
+                "processes": {"workers": [2]},
+                "threads": {"workers": []},
+            },
+        },
+        # saturate (with a small file, which cannot make anything cold: the limit is lifted)
+        # so that a temporary file exists to be cleaned up.
+        "cache": {
+            "method": "saturate",
+            "saturate_bytes": 100_000_000,
+            "saturate_dir": str(saturate_dir),
+            "max_resident_fraction": 1.0,
+        },
+    }
+
+
+def _start(project: Path, config: dict) -> subprocess.Popen:
+    (project / "override.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "--configfile",
+            "config/smoke.yaml",
+            "override.yaml",
+        ],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for(condition, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    return False
+
+
+def _trials(project: Path) -> tuple[list[Path], list[Path]]:
+    root = project / "results" / "trials" / "intr"
+    logs = project / "results" / "logs" / "trials" / "intr"
+    done = sorted(root.rglob("*.json")) if root.exists() else []
+    started = sorted(logs.rglob("*.log")) if logs.exists() else []
+    return done, started
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("stage", ["generation", "trial"])
+def test_an_interrupted_run_leaves_nothing_half_done_and_resumes(tmp_path, sig, stage):
+    project = copy_project(tmp_path / "imgread")
+    sat = tmp_path / "saturate"
+    sat.mkdir()
+    config = _interrupt_config(sat)
+    images = project / "results" / "datasets" / "intr" / "images"
+    if stage == "trial":  # make the dataset first, then interrupt during the trials
+        proc = _start(project, config)
+        assert _wait_for(
+            lambda: (
+                len(_trials(project)[0]) >= 1
+                and len(_trials(project)[1]) > len(_trials(project)[0])
+            ),
+            proc,
+        ), "no trial was running to interrupt"
+    else:
+        proc = _start(project, config)
+        assert _wait_for(lambda: images.exists() and len(list(images.iterdir())) >= 20, proc), (
+            "generation was never caught running"
+        )
+    done_before = {p: p.stat().st_mtime_ns for p in _trials(project)[0]}
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, output[-2000:]
+    time.sleep(0.5)
+    assert _processes_in(project) == [], "a job or worker process was left running"
+    assert list(sat.iterdir()) == [], "the saturate file was left on disk"
+    manifest = project / "results" / "datasets" / "intr" / "manifest.csv"
+    if stage == "generation":
+        assert not manifest.exists()
+    for path in _trials(project)[0]:  # whatever is there is a complete record
+        record = json.loads(path.read_text())
+        assert record["seconds"] > 0 and record["images"] == 300
+
+    # Running again resumes, keeps every completed trial and finishes.
+    (project / "override.yaml").write_text(yaml.safe_dump(config))
+    snakemake(project, "--cores", "2", "--configfile", "config/smoke.yaml", "override.yaml")
+    done_after = _trials(project)[0]
+    assert len(done_after) == 3
+    for path, mtime in done_before.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path.name} was rerun"
+    assert list(sat.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- user's data
+
+
+def test_the_smoke_workflow_on_a_read_only_photo_folder_changes_nothing_in_it(tmp_path):
+    project = copy_project(tmp_path / "imgread")
+    src = tmp_path / "my photos"
+    generate(
+        src,
+        GenerateParams(count=10, width=320, height=240, target_bytes=40_000, seed=9),
+        progress=False,
+    )
+    subprocess.run(["chmod", "-R", "a-w", str(src)], check=True)
+    try:
+        before = tree_state(src)
+        (project / "override.yaml").write_text(
+            yaml.safe_dump({"dataset": {"name": "mine", "source": str(src), "count": 8}})
+        )
+        snakemake(project, "--cores", "2", "--configfile", "config/smoke.yaml", "override.yaml")
+        assert tree_state(src) == before
+        assert (project / "results/tables/trials.csv").is_file()
+        assert (project / "results/datasets/mine/manifest.csv").is_file()
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(src)], check=False)
