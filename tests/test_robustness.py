@@ -189,7 +189,15 @@ def _start(project: Path, config: dict) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # as from a terminal: a shell without job control starts background jobs with SIGINT
+        # ignored, and Python keeps an inherited SIG_IGN (then Ctrl-C would do nothing)
+        preexec_fn=_as_from_a_terminal,
     )
+
+
+def _as_from_a_terminal():
+    os.setsid()  # its own process group, as a shell job: Ctrl-C signals the whole group
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(condition, proc, timeout=120.0):
@@ -211,38 +219,61 @@ def _trials(project: Path) -> tuple[list[Path], list[Path]]:
     return done, started
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+# How a run gets stopped. Ctrl-C in a terminal sends SIGINT to the whole foreground process
+# group (Snakemake, the job, its workers); a service manager or `kill -- -PGID` sends SIGTERM
+# to the group; `kill PID` sends SIGTERM to Snakemake alone, which Snakemake treats as
+# "finish the running jobs, start no new ones".
+STOPS = {
+    "ctrl-c (SIGINT to the group)": (signal.SIGINT, True),
+    "SIGTERM to the group": (signal.SIGTERM, True),
+    "SIGTERM to snakemake": (signal.SIGTERM, False),
+}
+
+
+def _gone_within(project: Path, seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := _processes_in(project)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.mark.parametrize("stop", sorted(STOPS))
 @pytest.mark.parametrize("stage", ["generation", "trial"])
-def test_an_interrupted_run_leaves_nothing_half_done_and_resumes(tmp_path, sig, stage):
+def test_an_interrupted_run_leaves_nothing_half_done_and_resumes(tmp_path, stop, stage):
+    from imgread.dataset import verify_hashes
+
+    sig, to_group = STOPS[stop]
     project = copy_project(tmp_path / "imgread")
     sat = tmp_path / "saturate"
     sat.mkdir()
     config = _interrupt_config(sat)
     images = project / "results" / "datasets" / "intr" / "images"
-    if stage == "trial":  # make the dataset first, then interrupt during the trials
-        proc = _start(project, config)
-        assert _wait_for(
+    proc = _start(project, config)
+    if stage == "trial":
+        caught = _wait_for(
             lambda: (
                 len(_trials(project)[0]) >= 1
                 and len(_trials(project)[1]) > len(_trials(project)[0])
             ),
             proc,
-        ), "no trial was running to interrupt"
-    else:
-        proc = _start(project, config)
-        assert _wait_for(lambda: images.exists() and len(list(images.iterdir())) >= 20, proc), (
-            "generation was never caught running"
         )
+    else:
+        caught = _wait_for(lambda: images.exists() and len(list(images.iterdir())) >= 20, proc)
+    assert caught, f"the {stage} was never caught running"
     done_before = {p: p.stat().st_mtime_ns for p in _trials(project)[0]}
-    proc.send_signal(sig)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0, output[-2000:]
-    time.sleep(0.5)
-    assert _processes_in(project) == [], "a job or worker process was left running"
+    if to_group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0 or not to_group, output[-3000:]
+    assert _gone_within(project, 10) == [], "a job or worker process was left running"
     assert list(sat.iterdir()) == [], "the saturate file was left on disk"
     manifest = project / "results" / "datasets" / "intr" / "manifest.csv"
-    if stage == "generation":
-        assert not manifest.exists()
+    if stage == "generation" and to_group:
+        assert not manifest.exists(), output[-3000:]
+    if manifest.exists():  # only ever a complete, consistent dataset
+        assert verify_hashes(manifest, progress=False) == 300
     for path in _trials(project)[0]:  # whatever is there is a complete record
         record = json.loads(path.read_text())
         assert record["seconds"] > 0 and record["images"] == 300
