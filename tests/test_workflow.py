@@ -12,19 +12,11 @@ import yaml
 from PIL import Image
 
 from imgread.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
+from imgread.config import FIGURES
 
 from .workflow_helpers import ROOT, copy_project, snakemake
 
 pytestmark = pytest.mark.workflow
-
-FIGURES = [
-    "load_time",
-    "decode_speedup",
-    "decode_efficiency",
-    "throughput",
-    "published_comparison",
-    "residency",
-]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,17 @@ from imgread import cache as cachectl
 from imgread.errors import UserError
 from imgread.readers import PHASES, VARIANTS, variant_names
 
+# The figures every study draws (imgread.figures has one plotter per name). Kept here, with no
+# plotting imports, because the Snakefile reads it at every parse.
+FIGURES = (
+    "load_time",
+    "decode_speedup",
+    "decode_efficiency",
+    "throughput",
+    "published_comparison",
+    "residency",
+)
+
 
 @dataclass(frozen=True)
 class Cell:

@@ -13,14 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-FIGURES = (
-    "load_time",
-    "decode_speedup",
-    "decode_efficiency",
-    "throughput",
-    "published_comparison",
-    "residency",
-)
+from imgread.config import FIGURES  # noqa: E402
 
 
 def machine_label(trials: pd.DataFrame) -> str:

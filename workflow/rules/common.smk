@@ -7,7 +7,7 @@ from snakemake.utils import min_version, validate
 # The package lives in src/ of this checkout (rule scripts find it via scripts/imgread_src.py).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from imgread.config import check_config, check_schema, trial_grid
+from imgread.config import FIGURES, check_config, check_schema, trial_grid
 from imgread.trial import platform_info
 
 min_version("9.0")
@@ -31,14 +31,7 @@ TABLES = [
     "results/tables/load_table.md",
     "results/tables/decode_table.md",
 ]
-FIGURE_NAMES = [
-    "load_time",
-    "decode_speedup",
-    "decode_efficiency",
-    "throughput",
-    "published_comparison",
-    "residency",
-]
+FIGURE_NAMES = FIGURES  # one list, in the package that draws them
 FIGURE_FILES = [
     f"results/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "svg")
 ]
