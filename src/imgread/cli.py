@@ -32,11 +32,7 @@ def _int_at_least(minimum: int):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"must be at least 1, got {value}"
-                if minimum == 1
-                else f"must be {minimum} or more, got {value}"
-            )
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
 
     return parse
@@ -54,6 +50,22 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
+
+
+def _add_saturate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--saturate-bytes",
+        type=_positive,
+        default=cachectl.DEFAULT_SATURATE_BYTES,
+        metavar="B",
+        help="size of the saturate file (default %(default)s)",
+    )
+    parser.add_argument(
+        "--saturate-dir",
+        default=None,
+        metavar="DIR",
+        help="folder for the saturate file (default: the system temp folder)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,19 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "drop_caches: sync + /proc/sys/vm/drop_caches (root); saturate: write and read "
         "a large temporary file (the study's method)",
     )
-    fl.add_argument(
-        "--saturate-bytes",
-        type=_positive,
-        default=cachectl.DEFAULT_SATURATE_BYTES,
-        metavar="B",
-        help="size of the saturate file (default %(default)s)",
-    )
-    fl.add_argument(
-        "--saturate-dir",
-        default=None,
-        metavar="DIR",
-        help="folder for the saturate file (default: the system temp folder)",
-    )
+    _add_saturate_options(fl)
 
     rs = sub.add_parser(
         "residency",
@@ -237,19 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="fail a cold trial if more than this is resident (default %(default)s)",
     )
-    tr.add_argument(
-        "--saturate-bytes",
-        type=_positive,
-        default=cachectl.DEFAULT_SATURATE_BYTES,
-        metavar="B",
-        help="size of the saturate file (default %(default)s)",
-    )
-    tr.add_argument(
-        "--saturate-dir",
-        default=None,
-        metavar="DIR",
-        help="folder for the saturate file (default: the system temp folder)",
-    )
+    _add_saturate_options(tr)
     tr.add_argument("--out", required=True, metavar="FILE.json", help="where to write the record")
     return parser
 
