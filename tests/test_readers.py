@@ -73,3 +73,17 @@ def test_registry_names_and_unknown_variant_message():
     assert variant_names("decode") == ["sequential", "processes", "threads"]
     with pytest.raises(ValueError, match="choose one of sequential, asyncio, threads"):
         get_variant("load", "processes")
+
+
+def test_asyncio_variant_uses_the_pool_size_asyncio_would_pick():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgread.readers import asyncio_default_workers
+
+    stdlib_default = ThreadPoolExecutor()._max_workers  # what loop.run_in_executor(None) makes
+    assert asyncio_default_workers() == stdlib_default
+    runner = get_variant("load", "asyncio").start(1)
+    try:
+        assert runner.concurrency == stdlib_default
+    finally:
+        runner.close()

@@ -81,20 +81,21 @@ def _prestart(executor: Executor, workers: int, task: Callable[[], int]) -> None
         raise RuntimeError(f"expected {workers} distinct workers, saw {len(idents)}")
 
 
-def _prestart_threads(pool: ThreadPoolExecutor) -> ThreadPoolExecutor:
-    n = pool._max_workers
-    barrier = threading.Barrier(n)
+def _thread_pool(workers: int, prefix: str = "imgread") -> ThreadPoolExecutor:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix)
+    barrier = threading.Barrier(workers)
 
     def rendezvous() -> int:
         barrier.wait(RENDEZVOUS_TIMEOUT_S)
         return threading.get_ident()
 
-    _prestart(pool, n, rendezvous)
+    _prestart(pool, workers, rendezvous)
     return pool
 
 
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    return _prestart_threads(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgread"))
+def asyncio_default_workers() -> int:
+    """The size of the thread pool asyncio creates by default (min(32, cores + 4))."""
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 def process_start_method() -> str:
@@ -159,9 +160,8 @@ class _Asyncio(Runner):
 
     def __init__(self):
         self.loop = asyncio.new_event_loop()
-        pool = _prestart_threads(ThreadPoolExecutor(thread_name_prefix="imgread-aio"))
-        self.concurrency = pool._max_workers  # asyncio's default size, min(32, cores + 4)
-        self.loop.set_default_executor(pool)
+        self.concurrency = asyncio_default_workers()
+        self.loop.set_default_executor(_thread_pool(self.concurrency, "imgread-aio"))
 
     def run(self, paths):
         async def gather_all():
