@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
@@ -97,13 +97,10 @@ class TrialRecord:
     snakemake: str
     imgread: str
     process_start_method: str
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """The record as a flat dict (``extra`` merged in)."""
-        d = asdict(self)
-        d.update(d.pop("extra"))
-        return d
+        """The record as a flat dict."""
+        return asdict(self)
 
 
 def _version(dist: str) -> str:
