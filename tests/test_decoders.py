@@ -1,0 +1,160 @@
+"""Every decoder against Pillow, on generated images and on the messy folder's real files."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgread.decoders import (
+    CROP,
+    DECODERS,
+    checksum,
+    get_decoder,
+    output_shape,
+    resize_crop,
+    resize_target,
+)
+from imgread.errors import ImageDecodeError
+from imgread.manifest import read_manifest
+
+from .test_faults import make_messy_folder
+
+FULL_TOLERANCE = 2.0  # mean absolute difference from Pillow at full size, in levels
+# At 224 the reduced-DCT decoders scale inside the IDCT while Pillow decodes fully and then
+# resizes: a different (equally valid) downscale, so the tolerance is wider.
+CROP_TOLERANCE = 6.0
+
+
+def _mad(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+@pytest.fixture(scope="module")
+def photo_like(tmp_path_factory):
+    """A generated 1024 x 768 photo-like JPEG (the project's own generator)."""
+    from imgread.dataset import GenerateParams, generate
+
+    out = tmp_path_factory.mktemp("dec") / "ds"
+    m = read_manifest(
+        generate(
+            out,
+            GenerateParams(count=2, width=1024, height=768, target_bytes=250_000),
+            progress=False,
+        )
+    )
+    return [str(m.root / e.path) for e in m.entries]
+
+
+@pytest.fixture(scope="module")
+def messy_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("messy")
+    kinds = make_messy_folder(root)
+    (root / "locked.jpg").chmod(0o644)
+    return {rel: str(root / rel) for rel, kind in kinds.items() if kind in ("valid", "png")}
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_every_decoder_matches_pillow_on_generated_images(photo_like, name):
+    d = get_decoder(name)
+    for path in photo_like:
+        ref_full = DECODERS["pillow"].decode(path, "full")
+        full = d.decode(path, "full")
+        assert full.shape == ref_full.shape == (768, 1024, 3) and full.dtype == np.uint8
+        assert _mad(full, ref_full) <= FULL_TOLERANCE
+        crop = d.decode(path, "crop224")
+        assert crop.shape == (CROP, CROP, 3) and crop.flags["C_CONTIGUOUS"]
+        assert _mad(crop, DECODERS["pillow"].decode(path, "crop224")) <= CROP_TOLERANCE
+        # from bytes in memory: the same pixels as from the path
+        with open(path, "rb") as fh:
+            assert checksum(d.decode(fh.read(), "full")) == checksum(full)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_every_decoder_on_real_files_greyscale_cmyk_progressive_rotated(messy_files, name):
+    d = get_decoder(name)
+    for rel, path in messy_files.items():
+        if rel.endswith(".png") and d.jpeg_only:
+            with pytest.raises(ImageDecodeError, match=f"decoder {name}: .*not a JPEG"):
+                d.decode(path, "full")
+            continue
+        with Image.open(path) as img:
+            size = img.size  # the stored grid: EXIF orientation is not applied by any decoder
+        full = d.decode(path, "full")
+        assert full.shape == (size[1], size[0], 3), rel
+        assert _mad(full, DECODERS["pillow"].decode(path, "full")) <= FULL_TOLERANCE, rel
+        assert d.decode(path, "crop224").shape == (CROP, CROP, 3)
+        assert d.count(path, "full") == size[0] * size[1]
+
+
+def test_exif_orientation_is_not_applied_by_any_decoder(messy_files):
+    path = messy_files["rotated.jpg"]
+    with Image.open(path) as img:
+        assert img.getexif().get(0x0112) == 6 and img.size == (64, 48)
+    assert {DECODERS[n].decode(path, "full").shape for n in DECODERS} == {(48, 64, 3)}
+
+
+def test_a_decoder_that_returns_garbage_is_caught_by_the_checksum(photo_like):
+    good = DECODERS["simplejpeg"].decode(photo_like[0], "full")
+    bad = good.copy()
+    bad[100, 100, 0] ^= 1
+    assert checksum(bad) != checksum(good) and checksum(good.copy()) == checksum(good)
+
+
+def test_resize_crop_is_the_imagenet_evaluation_transform():
+    assert resize_target(4032, 3024) == (341, 256)
+    assert resize_target(3024, 4032) == (256, 341)
+    assert output_shape(4032, 3024, "full") == (3024, 4032, 3)
+    assert output_shape(4032, 3024, "crop224") == (224, 224, 3)
+    # a gradient: the centre crop keeps the middle columns
+    x = np.tile(np.arange(512, dtype=np.float32) / 2, (384, 1)).astype(np.uint8)
+    rgb = np.dstack([x, x, x])
+    out = resize_crop(rgb)
+    assert out.shape == (224, 224, 3)
+    # 512x384 -> 341x256, crop columns 58..282 of 341 = source 87..423 of 512 -> values ~44..211
+    assert 40 <= out[0, 0, 0] <= 48 and 207 <= out[0, -1, 0] <= 215
+
+
+def test_reduced_decoders_really_decode_at_a_smaller_scale(monkeypatch, photo_like):
+    """opencv asks for the largest reduction covering 256 (1024x768 -> /2 = 512x384)."""
+    import cv2
+
+    seen = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda buf, flags: seen.append(flags) or real(buf, flags))
+    DECODERS["opencv"].decode(photo_like[0], "crop224")
+    assert seen == [cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION]
+
+
+def test_bad_data_names_the_file_and_the_decoder(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    for name, d in DECODERS.items():
+        with pytest.raises(ImageDecodeError, match=f"{bad}: decoder {name}: "):
+            d.decode(str(bad), "full")
+
+
+def test_cli_lists_every_decoder_with_its_version():
+    r = subprocess.run(
+        [sys.executable, "-m", "imgread", "decoders"], capture_output=True, text=True, check=True
+    )
+    for name in DECODERS:
+        assert f"\n{name} " in "\n" + r.stdout
+    import cv2
+    import simplejpeg
+
+    assert f"opencv {cv2.__version__}" in r.stdout
+    assert f"simplejpeg {simplejpeg.__version__}" in r.stdout
+    assert "libjpeg-turbo" in r.stdout
+
+
+def test_png_and_jpeg_bytes_in_memory():
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 280), (10, 200, 30)).save(buf, format="PNG")
+    for name in ("pillow", "pillow-draft", "opencv"):
+        out = DECODERS[name].decode(buf.getvalue(), "crop224")
+        assert out.shape == (224, 224, 3) and tuple(out[5, 5]) == (10, 200, 30)
