@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from imgread.dataset import GenerateParams, generate, sample, verify_hashes
+from imgread.decoders import DECODERS
 from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
-from imgread.readers import decode_pixels
 from imgread.trial import TrialSpec, run_trial
 
 
@@ -107,7 +107,7 @@ def test_sample_of_a_messy_folder_keeps_every_valid_image_and_lists_the_rest(mes
     m = read_manifest(manifest)
     assert len(m) == len(valid) + 1  # + the palette PNG
     for e in m.entries:  # CMYK, L and P images are valid and decode to RGB
-        assert decode_pixels(str(m.root / e.path)) == e.width * e.height
+        assert DECODERS["pillow"].count(str(m.root / e.path)) == e.width * e.height
     skipped = _skipped(tmp_path / "out")
     assert set(skipped) == {k for k, v in kinds.items() if v == "invalid"}
     assert "empty file" in skipped["empty.jpg"]
@@ -204,16 +204,33 @@ def _corrupt_keeping_size_and_mtime(path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-@pytest.mark.parametrize("variant,workers", [("sequential", 1), ("processes", 2), ("threads", 2)])
-def test_an_image_that_no_longer_decodes_fails_the_trial_naming_it(fresh_dataset, variant, workers):
+@pytest.mark.parametrize(
+    "variant,workers,decoder,delivery",
+    [
+        ("sequential", 1, "pillow", "discard"),
+        ("processes", 2, "pillow", "discard"),
+        ("threads", 2, "pillow", "discard"),
+        ("sequential", 1, "opencv", "pixels"),
+        ("processes", 2, "simplejpeg", "pixels"),
+        ("threads", 2, "pillow-draft", "pixels"),
+        ("processes-shm", 2, "opencv", "pixels"),
+    ],
+)
+def test_an_image_that_no_longer_decodes_fails_the_trial_naming_it(
+    fresh_dataset, variant, workers, decoder, delivery
+):
     m = read_manifest(fresh_dataset)
     victim = m.root / m.entries[3].path
     _corrupt_keeping_size_and_mtime(victim)
+    params = {"decoder": decoder, "delivery": delivery}
     with pytest.raises(TrialError) as info:
-        run_trial(TrialSpec(str(fresh_dataset), "decode", variant, 6, workers=workers))
+        run_trial(TrialSpec(str(fresh_dataset), "decode", variant, 6, workers, params=params))
     msg = str(info.value)
-    assert str(victim) in msg and "cannot identify image file" in msg
-    assert f"decode/{variant} n=6 workers={workers}" in msg and "no time recorded" in msg
+    assert str(victim) in msg and f"decoder {decoder}:" in msg
+    if decoder.startswith("pillow"):
+        assert "cannot identify image file" in msg
+    assert f"decode/{variant} decoder={decoder} output=full delivery={delivery} n=6 " in msg
+    assert f"workers={workers}" in msg and "no time recorded" in msg
 
 
 def test_the_cli_writes_no_record_for_a_failed_trial(fresh_dataset, tmp_path):
@@ -319,7 +336,8 @@ def test_a_killed_worker_fails_the_trial_naming_the_cell_and_leaves_no_worker(tm
     os.kill(workers[0], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr
-    assert "decode/processes n=150 workers=2" in stderr and "worker process died" in stderr
+    assert "decode/processes decoder=pillow output=full delivery=discard n=150 workers=2" in stderr
+    assert "worker process died" in stderr
     assert not out.exists()
     time.sleep(0.2)
     assert not [w for w in workers if _alive(w)], "a worker was left running"

@@ -3,64 +3,76 @@ import os
 
 import pytest
 
+from imgread.errors import UserError, VerificationError
 from imgread.manifest import read_manifest
-from imgread.readers import VARIANTS, get_variant, variant_names
-from imgread.trial import verify
+from imgread.phases import PHASES, get_phase, params_segment, parse_segment
 
-CASES = [(k, w) for k, v in VARIANTS.items() for w in ([1, 3] if v.parallel else [1])]
+CASES = [
+    (phase.name, name, w)
+    for phase in PHASES.values()
+    for name, v in phase.variants.items()
+    if not v.allowed  # variants that only take some params are tested with them elsewhere
+    for w in ([1, 3] if v.parallel else [1])
+]
 
 
-@pytest.mark.parametrize(
-    "key,workers", CASES, ids=lambda c: "/".join(c) if isinstance(c, tuple) else f"w{c}"
-)
-def test_every_variant_does_exactly_the_manifests_work(small_dataset, key, workers):
-    phase, name = key
-    variant = VARIANTS[key]
-    m = read_manifest(small_dataset)
-    entries = m.subset(10)
-    paths = [str(m.root / e.path) for e in entries]
-    runner = variant.start(workers)
+def _run(phase, variant, workers, params, jobs):
+    runner = phase.start(variant, workers, params, jobs)
     try:
-        results = runner.run(paths)
+        return runner, runner.run(jobs)
     finally:
         runner.close()
-    images, nbytes, pixels = verify(phase, results, m.root, entries)
-    assert images == 10
-    assert nbytes == sum(e.bytes for e in entries)
-    if phase == "load":
-        assert pixels == 0
+
+
+@pytest.mark.parametrize("phase_name,variant,workers", CASES)
+def test_every_variant_does_exactly_the_manifests_work(small_dataset, phase_name, variant, workers):
+    phase = get_phase(phase_name)
+    params = phase.resolve({})
+    m = read_manifest(small_dataset)
+    entries = m.subset(10)
+    jobs = phase.jobs(m.root, entries, params)
+    runner, results = _run(phase, variant, workers, params, jobs)
+    checked = phase.verify(results, m.root, entries, params, None)
+    assert checked.images == 10
+    assert checked.bytes == sum(e.bytes for e in entries)
+    if phase_name == "load":
+        assert checked.pixels == 0
         # keyed correctly: each path maps to that file's own bytes (the study mixed them up)
-        for p in paths:
-            with open(p, "rb") as fh:
-                assert results[p].getvalue() == fh.read()
-            assert isinstance(results[p], io.BytesIO)
+        for j in jobs:
+            with open(j.path, "rb") as fh:
+                assert results[j.path].getvalue() == fh.read()
+            assert isinstance(results[j.path], io.BytesIO)
     else:
-        assert pixels == sum(e.width * e.height for e in entries)
+        assert checked.pixels == sum(e.width * e.height for e in entries)
         assert all(isinstance(v, int) for v in results.values())  # no image kept alive
-    if variant.parallel:
+    if phase.variants[variant].parallel:
         assert runner.concurrency == workers
 
 
 def test_verify_catches_wrong_work(small_dataset):
-    from imgread.errors import VerificationError
-
     m = read_manifest(small_dataset)
     entries = m.subset(3)
     paths = [str(m.root / e.path) for e in entries]
+    decode, load = get_phase("decode"), get_phase("load")
+    params = decode.resolve({})
     with pytest.raises(VerificationError, match="cover 2 files"):
-        verify("decode", {p: entries[0].pixels for p in paths[:2]}, m.root, entries)
+        decode.verify({p: entries[0].pixels for p in paths[:2]}, m.root, entries, params, None)
+    wrong = {p: e.pixels for p, e in zip(paths, entries, strict=True)}
+    wrong[paths[1]] += 1
+    with pytest.raises(VerificationError, match="pixels"):
+        decode.verify(wrong, m.root, entries, params, None)
     swapped = {
-        paths[0]: io.BytesIO(b"x" * entries[1].bytes),
+        paths[0]: io.BytesIO(b"x" * (entries[0].bytes + 1)),
         paths[1]: io.BytesIO(),
         paths[2]: io.BytesIO(),
     }
-    if entries[0].bytes != entries[1].bytes:
-        with pytest.raises(VerificationError, match="read"):
-            verify("load", swapped, m.root, entries)
+    with pytest.raises(VerificationError, match="read"):
+        load.verify(swapped, m.root, entries, {}, None)
 
 
 def test_process_pool_workers_are_all_started_before_the_timed_run():
-    runner = get_variant("decode", "processes").start(3)
+    decode = get_phase("decode")
+    runner = decode.start("processes", 3, decode.resolve({}), [])
     try:
         pids = {p.pid for p in runner.pool._processes.values()}
         assert len(pids) == 3 and os.getpid() not in pids
@@ -68,21 +80,42 @@ def test_process_pool_workers_are_all_started_before_the_timed_run():
         runner.close()
 
 
-def test_registry_names_and_unknown_variant_message():
-    assert variant_names("load") == ["sequential", "asyncio", "threads"]
-    assert variant_names("decode") == ["sequential", "processes", "threads"]
-    with pytest.raises(ValueError, match="choose one of sequential, asyncio, threads"):
-        get_variant("load", "processes")
+def test_registry_names_and_unknown_names_messages():
+    assert list(PHASES) == ["load", "decode"]
+    assert list(get_phase("load").variants) == ["sequential", "asyncio", "threads"]
+    assert list(get_phase("decode").variants) == [
+        "sequential",
+        "processes",
+        "threads",
+        "processes-shm",
+    ]
+    with pytest.raises(UserError, match="choose one of sequential, asyncio, threads"):
+        get_phase("load").variant("processes")
+    with pytest.raises(UserError, match="unknown phase 'encode'; choose one of load, decode"):
+        get_phase("encode")
+    with pytest.raises(UserError, match="unknown decoder 'libjpeg'"):
+        get_phase("decode").resolve({"decoder": "libjpeg"})
+    with pytest.raises(UserError, match=r"unknown setting\(s\) \['decoder'\]"):
+        get_phase("load").resolve({"decoder": "pillow"})
+
+
+def test_params_round_trip_through_the_trial_path():
+    params = get_phase("decode").resolve({"decoder": "pillow-draft", "output": "crop224"})
+    seg = params_segment(params)
+    assert seg == "decoder-pillow-draft_output-crop224_delivery-discard"
+    assert parse_segment(seg) == params
+    assert params_segment({}) == "default" and parse_segment("default") == {}
 
 
 def test_asyncio_variant_uses_the_pool_size_asyncio_would_pick():
     from concurrent.futures import ThreadPoolExecutor
 
-    from imgread.readers import asyncio_default_workers
+    from imgread.phases.load import asyncio_default_workers
 
     stdlib_default = ThreadPoolExecutor()._max_workers  # what loop.run_in_executor(None) makes
     assert asyncio_default_workers() == stdlib_default
-    runner = get_variant("load", "asyncio").start(1)
+    load = get_phase("load")
+    runner = load.start("asyncio", 1, {}, [])
     try:
         assert runner.concurrency == stdlib_default
     finally:

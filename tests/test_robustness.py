@@ -159,6 +159,7 @@ def _interrupt_config(saturate_dir: Path) -> dict:
                 "sequential": {"workers": [1]},
                 "processes": {"workers": [2]},
                 "threads": {"workers": []},
+                "processes-shm": {"workers": []},
             },
         },
         # saturate (with a small file, which cannot make anything cold: the limit is lifted)

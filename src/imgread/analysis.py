@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-CELL = ["phase", "variant", "n_images", "workers"]
+from imgread.phases import PARAM_COLUMNS
+
+# A cell: the phase, its variant, every phase's grid keys ("-" where a phase has no such key),
+# the number of images and the workers.
+NO_PARAM = "-"
+CELL = ["phase", "variant", *PARAM_COLUMNS, "n_images", "workers"]
+BASELINE_KEYS = ["phase", *PARAM_COLUMNS, "n_images"]  # what a sequential baseline shares
 SUMMARY_COLUMNS = CELL + [
     "repetitions",
     "mean_seconds",
@@ -42,6 +48,8 @@ SPEEDUP_COLUMNS = CELL + [
     "speedup_total_ci_low",
     "speedup_total_ci_high",
     "efficiency_total",
+    "physical_cores",
+    "ceiling_fraction",
 ]
 
 
@@ -54,6 +62,8 @@ def load_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     if not rows:
         raise ValueError("no trial records to aggregate")
     df = pd.DataFrame(rows)
+    for col in PARAM_COLUMNS:
+        df[col] = df[col].fillna(NO_PARAM) if col in df else NO_PARAM
     return df.sort_values(CELL + ["repetition"], kind="stable").reset_index(drop=True)
 
 
@@ -119,21 +129,30 @@ def speedup(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Speedup and efficiency of every cell against ``baseline`` at the same phase and n.
+    """Speedup and efficiency of every cell against ``baseline`` with the same phase, keys
+    (decoder, output, delivery, ...) and n.
 
     ``speedup`` uses the timed work (``seconds``); ``speedup_total`` uses ``total_seconds``
-    (work + pool start-up), which is what the study timed. Cells without a baseline at their
-    (phase, n) are left out.
+    (work + pool start-up), which is what the study timed. ``ceiling_fraction`` is the cell's
+    rate over the baseline's rate x min(workers, physical cores): the share of what perfect
+    scaling on this machine's cores would give. Cells without a baseline are left out.
     """
     rows = []
+    by_base = {
+        k: g for k, g in trials[trials["variant"] == baseline].groupby(BASELINE_KEYS, sort=False)
+    }
     for i, (key, g) in enumerate(trials.groupby(CELL, sort=True)):
-        phase, variant, n, workers = key
-        base = trials[
-            (trials["phase"] == phase) & (trials["variant"] == baseline) & (trials["n_images"] == n)
-        ]
-        if base.empty:
+        cell = dict(zip(CELL, key, strict=True))
+        base = by_base.get(tuple(cell[k] for k in BASELINE_KEYS))
+        if base is None:
             continue
-        row = dict(zip(CELL, key, strict=True), repetitions=len(g), baseline_repetitions=len(base))
+        workers = cell["workers"]
+        cores = (
+            int(g["physical_cores"].max())
+            if "physical_cores" in g
+            else int(g["logical_cores"].max())
+        )
+        row = dict(cell, repetitions=len(g), baseline_repetitions=len(base), physical_cores=cores)
         for col, suffix in (("seconds", ""), ("total_seconds", "_total")):
             b = base[col].to_numpy(dtype=float)
             v = g[col].to_numpy(dtype=float)
@@ -144,6 +163,7 @@ def speedup(
             row[f"speedup{suffix}_ci_low"] = lo
             row[f"speedup{suffix}_ci_high"] = hi
             row[f"efficiency{suffix}"] = s / workers
+        row["ceiling_fraction"] = row["speedup"] / min(workers, cores)
         rows.append(row)
     return pd.DataFrame(rows, columns=SPEEDUP_COLUMNS)
 
@@ -184,10 +204,11 @@ def decode_table(summary: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
     Times and speedup include the pool start-up (total_seconds), as the study timed them;
     the columns without start-up are beside them.
     """
-    s = summary[summary["phase"] == "decode"]
+    s = study_cells(summary)
     seq = s[s["variant"] == "sequential"].set_index("n_images")["mean_seconds"]
     proc = s[s["variant"] == "processes"]
-    sp = speed[(speed["phase"] == "decode") & (speed["variant"] == "processes")]
+    sp = study_cells(speed)
+    sp = sp[sp["variant"] == "processes"]
     merged = proc.merge(sp, on=CELL)
     out = pd.DataFrame(
         {
@@ -202,3 +223,41 @@ def decode_table(summary: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out.sort_values(["images", "processes"]).reset_index(drop=True)
+
+
+STUDY_DECODE = {"decoder": "pillow", "output": "full", "delivery": "discard"}
+
+
+def study_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Decode rows measured the study's way (Pillow, full size, pixels discarded)."""
+    mask = df["phase"] == "decode"
+    for k, v in STUDY_DECODE.items():
+        mask &= df[k] == v
+    return df[mask]
+
+
+def pipeline_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Decode rows at every n where more than the study's way was measured."""
+    d = df[df["phase"] == "decode"]
+    other = d[~d.index.isin(study_cells(d).index)]
+    return d[d["n_images"].isin(set(other["n_images"]))]
+
+
+def pipeline_table(trials: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
+    """Per decoder, output, delivery, variant and workers: median images/s and megapixels/s,
+    speedup over the same decoder's sequential decode, and the fraction of the core ceiling."""
+    d = pipeline_cells(trials)
+    keys = ["n_images", "decoder", "output", "delivery", "variant", "workers"]
+    rates = (
+        d.groupby(keys)
+        .agg(
+            repetitions=("seconds", "size"),
+            median_images_per_s=("images_per_s", "median"),
+            median_megapixels_per_s=("megapixels_per_s", "median"),
+            median_startup_seconds=("startup_seconds", "median"),
+        )
+        .reset_index()
+    )
+    sp = speed[keys + ["speedup", "ceiling_fraction"]]
+    out = rates.merge(sp, on=keys, how="left")
+    return out.sort_values(keys).reset_index(drop=True)

@@ -12,8 +12,10 @@ import sys
 
 from imgread import cache as cachectl
 from imgread import dataset
+from imgread.decoders import DECODERS, OUTPUTS
 from imgread.errors import TrialError, UserError, VerificationError
-from imgread.readers import PHASES, VARIANTS
+from imgread.phases import PHASES
+from imgread.phases.decode import DELIVERIES
 from imgread.util import exit_on_sigterm
 
 
@@ -186,21 +188,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or manifest.csv")
 
-    names = sorted({name for (_, name) in VARIANTS})
+    sub.add_parser(
+        "decoders",
+        help="list the decoders with their library versions",
+        description="List the decoder registry: name, library version, what it does.",
+    )
+
+    names = sorted({name for ph in PHASES.values() for name in ph.variants})
     tr = sub.add_parser(
         "trial",
         help="run one timed trial and write its record as JSON",
         description="Run one trial: prepare the cache (cold for load, warm for decode), verify "
         "it, time exactly the work, check it against the manifest, write one JSON record. "
-        "Variants: " + "; ".join(f"{p}/{n}: {v.description}" for (p, n), v in VARIANTS.items()),
+        "Variants: "
+        + "; ".join(
+            f"{ph.name}/{n}: {v.description}"
+            for ph in PHASES.values()
+            for n, v in ph.variants.items()
+        ),
     )
     tr.add_argument("--manifest", required=True, metavar="FILE", help="the dataset's manifest.csv")
     tr.add_argument(
         "--phase",
         required=True,
-        choices=PHASES,
-        help="load: read compressed bytes "
-        "from a cold cache; decode: Pillow decode to RGB from a warm cache",
+        choices=list(PHASES),
+        help="; ".join(f"{ph.name}: {ph.description}" for ph in PHASES.values()),
     )
     tr.add_argument("--variant", required=True, choices=names, help="reader variant (see above)")
     tr.add_argument(
@@ -238,6 +250,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail a cold trial if more than this is resident (default %(default)s)",
     )
     _add_saturate_options(tr)
+    tr.add_argument(
+        "--decoder",
+        choices=list(DECODERS),
+        default=None,
+        help="decode: the decoder (default pillow, the study's; see 'imgread decoders')",
+    )
+    tr.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        default=None,
+        help="decode: full (as decoded, default) or crop224 (shorter side 256, centre crop 224)",
+    )
+    tr.add_argument(
+        "--delivery",
+        choices=DELIVERIES,
+        default=None,
+        help="decode: discard (only a pixel count comes back, default: the study's) or pixels "
+        "(the caller holds every decoded array when the clock stops)",
+    )
+    tr.add_argument(
+        "--reference",
+        default=None,
+        metavar="FILE.csv",
+        help="decode, delivery pixels: checksums to check the pixels against (default: decode "
+        "sequentially after the clock stops)",
+    )
     tr.add_argument("--out", required=True, metavar="FILE.json", help="where to write the record")
     return parser
 
@@ -284,9 +322,19 @@ def _cmd(args) -> int:
             f"resident fraction: {_fraction_text(cachectl.resident_fraction(paths))} "
             f"({len(paths)} files)"
         )
+    elif args.command == "decoders":
+        from imgread.decoders import versions
+
+        for name, d in DECODERS.items():
+            jpeg = " (JPEG only)" if d.jpeg_only else ""
+            print(f"{name:<13} {versions()[name]}{jpeg}\n{'':<13} {d.description}")
     elif args.command == "trial":
         from imgread.trial import TrialSpec, run_trial, write_record
 
+        given = {k: getattr(args, k) for k in ("decoder", "output", "delivery")}
+        given = {k: v for k, v in given.items() if v is not None}
+        if given and args.phase != "decode":
+            raise UserError(f"--{', --'.join(given)} only apply to --phase decode")
         spec = TrialSpec(
             manifest=args.manifest,
             phase=args.phase,
@@ -298,6 +346,8 @@ def _cmd(args) -> int:
             max_resident_fraction=args.max_resident_fraction,
             saturate_bytes=args.saturate_bytes,
             saturate_dir=args.saturate_dir,
+            params=given,
+            reference=args.reference,
         )
         record = run_trial(spec)
         write_record(record, args.out)

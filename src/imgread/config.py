@@ -7,13 +7,14 @@ naming the field, the value and what is allowed, before any job runs.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgread import cache as cachectl
 from imgread.errors import UserError
-from imgread.readers import PHASES, VARIANTS, variant_names
+from imgread.phases import PHASES, params_segment
 
 # The figures every study draws (imgread.figures has one plotter per name). Kept here, with no
 # plotting imports, because the Snakefile reads it at every parse.
@@ -24,30 +25,60 @@ FIGURES = (
     "throughput",
     "published_comparison",
     "residency",
+    "decode_cost",
 )
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One trial of the grid."""
+    """One trial of the grid; ``params`` are the phase's grid keys as (name, value) pairs."""
 
     phase: str
     variant: str
     n_images: int
     workers: int
     repetition: int
+    params: tuple[tuple[str, str], ...] = ()
+
+    def path(self, trials_dir: str) -> str:
+        """The trial record's path: every key of the cell is in it."""
+        return (
+            f"{trials_dir}/{self.phase}/{self.variant}/{params_segment(dict(self.params))}/"
+            f"n{self.n_images}_w{self.workers}_r{self.repetition}.json"
+        )
+
+
+def blocks(settings) -> list[dict]:
+    """A variant's settings as a list of blocks (one block may be given without the list)."""
+    return settings if isinstance(settings, list) else [settings or {}]
 
 
 def trial_grid(config: dict) -> list[Cell]:
-    """Every (phase, variant, n, workers, repetition) the config asks for, in a stable order."""
-    cells = []
-    for phase, variants in config["phases"].items():
-        for variant, settings in variants.items():
-            for n in config["sizes"]:
-                for workers in settings["workers"]:
-                    for r in range(config["repetitions"]):
-                        cells.append(Cell(phase, variant, n, workers, r))
-    return cells
+    """Every cell and repetition the config asks for, in a stable order, without duplicates.
+
+    Each block of a variant is a product: its workers x sizes x every list of the phase's
+    grid keys (defaults: the phase's defaults, i.e. the study's cells), over its repetitions.
+    Combinations that repeat another cell's work (``Phase.redundant``) are left out.
+    """
+    cells: dict[Cell, None] = {}
+    for phase_name, variants in config["phases"].items():
+        phase = PHASES[phase_name]
+        for variant, settings in (variants or {}).items():
+            for block in blocks(settings):
+                names = [p.name for p in phase.params]
+                values = [block.get(p.name, [p.default]) for p in phase.params]
+                for combo in itertools.product(*values):
+                    params = dict(zip(names, combo, strict=True))
+                    if phase.redundant(variant, params):
+                        continue
+                    for n in block.get("sizes", config["sizes"]):
+                        for workers in block["workers"]:
+                            for r in range(block.get("repetitions", config["repetitions"])):
+                                cell = Cell(
+                                    phase_name, variant, n, workers, r, tuple(params.items())
+                                )
+                                cells[cell] = None
+    return list(cells)
 
 
 def _field(path) -> str:
@@ -55,6 +86,15 @@ def _field(path) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
+
+
+def _specific(err):
+    """For 'one of these shapes' errors, the error of the shape the value was meant to have
+    (the branch whose type matched), so the message names the field that is wrong."""
+    while err.validator in ("oneOf", "anyOf") and err.context:
+        typed = [e for e in err.context if not (e.validator == "type" and not e.relative_path)]
+        err = sorted(typed or err.context, key=lambda e: list(map(str, e.absolute_path)))[0]
+    return err
 
 
 def check_schema(config: dict, schema_path: str | os.PathLike) -> None:
@@ -71,7 +111,7 @@ def check_schema(config: dict, schema_path: str | os.PathLike) -> None:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path)))
     if not errors:
         return
-    err = errors[0]
+    err = _specific(errors[0])
     field = _field(err.absolute_path)
     sub = err.schema if isinstance(err.schema, dict) else {}
     if err.validator == "additionalProperties":
@@ -97,29 +137,44 @@ def check_config(config: dict) -> None:
     """Raise UserError for the first problem a schema cannot see (run after check_schema,
     which owns every per-field type and range)."""
     ds = config["dataset"]
-    sizes = config["sizes"]
-    if max(sizes) > ds["count"]:
+    largest = max(config["sizes"])
+    # Phases and variants are checked against the phase registry (the source of truth), so a
+    # variant added there but not yet to schema.yaml, or the reverse, is caught here.
+    for phase_name, variants in config["phases"].items():
+        if phase_name not in PHASES:
+            raise UserError(
+                f"config 'phases': unknown phase {phase_name!r}; allowed: {list(PHASES)}"
+            )
+        phase = PHASES[phase_name]
+        for name, settings in (variants or {}).items():
+            if name not in phase.variants:
+                raise UserError(
+                    f"config 'phases.{phase_name}': unknown variant {name!r}; "
+                    f"allowed: {list(phase.variants)}"
+                )
+            for i, block in enumerate(blocks(settings)):
+                where = f"phases.{phase_name}.{name}" + (
+                    f"[{i}]" if isinstance(settings, list) else ""
+                )
+                workers = block.get("workers", [])
+                if not phase.variants[name].parallel and workers not in ([], [1]):
+                    raise UserError(
+                        f"config '{where}.workers': {name} is not parallel, "
+                        f"so workers must be [1] (or [] to leave it out), got {workers}"
+                    )
+                for p in phase.params:
+                    for value in block.get(p.name, []):
+                        if value not in p.choices:
+                            raise UserError(
+                                f"config '{where}.{p.name}': unknown {p.name} {value!r}; "
+                                f"allowed: {list(p.choices)}"
+                            )
+                largest = max([largest, *block.get("sizes", [])])
+    if largest > ds["count"]:
         raise UserError(
-            f"config 'sizes': {max(sizes)} is larger than the dataset "
+            f"config 'sizes': {largest} is larger than the dataset "
             f"(dataset.count = {ds['count']}); raise dataset.count or drop the size"
         )
-    # Phases and variants are checked against the reader registry (the source of truth), so a
-    # variant added there but not yet to schema.yaml, or the reverse, is caught here.
-    for phase, variants in config["phases"].items():
-        if phase not in PHASES:
-            raise UserError(f"config 'phases': unknown phase {phase!r}; allowed: {list(PHASES)}")
-        for name, settings in (variants or {}).items():
-            if (phase, name) not in VARIANTS:
-                raise UserError(
-                    f"config 'phases.{phase}': unknown variant {name!r}; "
-                    f"allowed: {variant_names(phase)}"
-                )
-            workers = settings.get("workers", [])
-            if not VARIANTS[(phase, name)].parallel and workers not in ([], [1]):
-                raise UserError(
-                    f"config 'phases.{phase}.{name}.workers': {name} is not parallel, "
-                    f"so workers must be [1] (or [] to leave it out), got {workers}"
-                )
     if not trial_grid(config):
         raise UserError("config 'phases': no variant has any workers; nothing to measure")
     if ds.get("source"):

@@ -12,7 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
+from imgread.analysis import pipeline_cells, study_cells  # noqa: E402
 from imgread.config import FIGURES  # noqa: E402
 
 
@@ -58,7 +61,8 @@ def load_time(trials, summary, speed, published, settings):
 
 
 def _speed_panels(speed, trials, column, ylabel, title, ideal):
-    df = speed[(speed["phase"] == "decode") & (speed["variant"] != "sequential")]
+    df = study_cells(speed)
+    df = df[df["variant"] != "sequential"]
     variants = sorted(df["variant"].unique())
     fig, axes = plt.subplots(
         1,
@@ -113,7 +117,8 @@ def decode_speedup(trials, summary, speed, published, settings):
         trials,
         "speedup",
         "speedup over sequential (decode time only)",
-        "Decode speedup (pool start-up excluded; shaded: 95 % bootstrap CI)",
+        "Decode speedup, the study's cells: Pillow, full size, pixels discarded\n"
+        "(pool start-up excluded; shaded: 95 % bootstrap CI)",
         "linear",
     )
 
@@ -125,7 +130,8 @@ def decode_efficiency(trials, summary, speed, published, settings):
         trials,
         "efficiency",
         "efficiency = speedup / workers",
-        "Decode efficiency (pool start-up excluded)",
+        "Decode efficiency, the study's cells: Pillow, full size, pixels discarded "
+        "(pool start-up excluded)",
         "flat",
     )
 
@@ -137,13 +143,15 @@ def throughput(trials, summary, speed, published, settings):
         (axes[0], "load", "mb_per_s", "load throughput (MB/s, cold cache)"),
         (axes[1], "decode", "megapixels_per_s", "decode throughput (megapixels/s)"),
     ):
-        df = trials[trials["phase"] == phase].assign(label=lambda d: _label(d))
+        rows = study_cells(trials) if phase == "decode" else trials[trials["phase"] == phase]
+        df = rows.assign(label=lambda d: _label(d))
         if not df.empty:
             sns.lineplot(
                 data=df, x="n_images", y=col, hue="label", marker="o", errorbar=("ci", 95), ax=ax
             )
             ax.legend(title="variant (workers)", fontsize="x-small")
-        ax.set(xlabel="images", ylabel=ylabel, title=phase)
+        title = "decode (Pillow, full size, pixels discarded)" if phase == "decode" else phase
+        ax.set(xlabel="images", ylabel=ylabel, title=title)
     fig.suptitle(f"Throughput\n{machine_label(trials)}")
     fig.tight_layout()
     return fig
@@ -167,7 +175,8 @@ def published_comparison(trials, summary, speed, published, settings):
         xlabel="processes",
         ylabel="speedup incl. pool start-up",
     )
-    ours = speed[(speed["phase"] == "decode") & (speed["variant"] == "processes")]
+    ours = study_cells(speed)
+    ours = ours[ours["variant"] == "processes"]
     sns.lineplot(
         data=ours,
         x="workers",
@@ -208,6 +217,77 @@ def residency(trials, summary, speed, published, settings):
         title=f"Page-cache state before each trial (mincore)\n{machine_label(trials)}",
     )
     ax.legend(fontsize="small")
+    return fig
+
+
+DECODER_ORDER = ("pillow", "pillow-draft", "opencv", "simplejpeg")
+DELIVERY_BARS = (  # (variant, delivery): one bar each, discard light and pixels dark
+    ("sequential", "discard"),
+    ("sequential", "pixels"),
+    ("threads", "discard"),
+    ("threads", "pixels"),
+    ("processes", "discard"),
+    ("processes", "pixels"),
+    ("processes-shm", "pixels"),
+)
+
+
+def decode_cost(trials, summary, speed, published, settings):
+    """What the decoder and the delivery cost: median images/s per decoder, one bar per
+    (variant, delivery) at the smallest parallel worker count, with the core ceiling."""
+    d = pipeline_cells(trials)
+    outputs = [o for o in ("full", "crop224") if o in set(d["output"])]
+    fig, axes = plt.subplots(
+        1, max(len(outputs), 1), figsize=(7.5 * max(len(outputs), 1), 5), squeeze=False
+    )
+    if d.empty:
+        axes[0][0].text(0.5, 0.5, "no decoder/delivery cells in this study", ha="center")
+        return fig
+    parallel = sorted(set(d.loc[d["variant"] != "sequential", "workers"]))
+    w = 2 if 2 in parallel else (parallel[0] if parallel else 1)
+    n = int(d["n_images"].max())
+    d = d[(d["n_images"] == n) & ((d["variant"] == "sequential") | (d["workers"] == w))]
+    cores = int(trials["physical_cores"].max()) if "physical_cores" in trials else _cores(trials)
+    med = d.groupby(["output", "decoder", "variant", "delivery"])["images_per_s"].median()
+    colour = dict(zip(DELIVERY_BARS, sns.color_palette("Paired", len(DELIVERY_BARS)), strict=True))
+    bars = [b for b in DELIVERY_BARS if b in {k[2:] for k in med.index}]
+    width = 0.8 / max(len(bars), 1)
+    for ax, output in zip(axes[0], outputs, strict=False):
+        decoders = [x for x in DECODER_ORDER if (output, x) in {k[:2] for k in med.index}]
+        for i, dec in enumerate(decoders):
+            for j, (variant, delivery) in enumerate(bars):
+                key = (output, dec, variant, delivery)
+                if key in med.index:
+                    x = i - 0.4 + width * (j + 0.5)
+                    ax.bar(x, med[key], width, color=colour[(variant, delivery)])
+            key = (output, dec, "sequential", "discard")
+            if key in med.index:
+                ax.hlines(med[key] * min(w, cores), i - 0.42, i + 0.42, colors="black", lw=1.5)
+        ax.set_xticks(range(len(decoders)), decoders)
+        shape = "as decoded" if output == "full" else "shorter side 256, centre crop 224"
+        ax.set(
+            xlabel="decoder",
+            ylabel="images/s (median of repetitions)",
+            title=f"output {output} ({shape})",
+        )
+    handles = [
+        Patch(color=colour[b], label=f"{b[0]}{'' if b[0] == 'sequential' else f' ({w})'}, {b[1]}")
+        for b in bars
+    ]
+    handles.append(Line2D([], [], c="black", lw=1.5, label=f"sequential x min({w}, {cores} cores)"))
+    fig.legend(
+        handles=handles,
+        title="variant (workers), delivery",
+        loc="lower center",
+        ncols=4,
+        fontsize="small",
+        bbox_to_anchor=(0.5, -0.02),
+    )
+    fig.suptitle(
+        f"What the decoder and the delivery cost: {n} images, warm page cache\n"
+        f"{machine_label(trials)}"
+    )
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     return fig
 
 

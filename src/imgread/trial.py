@@ -1,13 +1,17 @@
-"""One trial: prepare the cache, prove its state, time exactly the work, return one tidy record.
+"""One trial of any phase: prepare the cache, prove its state, time exactly the work, return
+one tidy record. The phase (imgread.phases) supplies its jobs, variants and checks.
 
 Order inside a trial (each step's time is recorded in its own column):
-1. check that every file still has the manifest's size and mtime (cheap ``stat``);
-2. ``start`` the variant: pools created, every worker running -> ``startup_seconds``;
-3. prepare the cache immediately before timing: flush and verify cold (load phase) or read
-   once and verify warm (decode phase) -> ``prepare_seconds``, ``resident_fraction_before``;
+1. check that every file still has the manifest's size and mtime (cheap ``stat``), and let the
+   phase refuse what cannot run here (memory for decoded pixels);
+2. ``start`` the variant: pools created, every worker running, buffers allocated
+   -> ``startup_seconds``;
+3. prepare the cache immediately before timing: flush and verify cold (phases that read from
+   the device) or read once and verify warm -> ``prepare_seconds``, ``resident_fraction_before``;
 4. ``run`` the work, timed with ``perf_counter_ns`` -> ``seconds``;
 5. close the pools -> ``shutdown_seconds``;
-6. check the results against the manifest (images, bytes, pixels), after the clock stopped.
+6. the phase checks the results (images, bytes, pixels, checksums) after the clock stopped
+   -> ``verify_seconds`` where it does more than count.
 """
 
 from __future__ import annotations
@@ -20,16 +24,17 @@ import socket
 import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
 from imgread import cache as cachectl
-from imgread.errors import ImageDecodeError, TrialError, UserError, VerificationError
+from imgread.errors import ImageDecodeError, TrialError, UserError
 from imgread.manifest import ImageEntry, read_manifest
-from imgread.readers import PHASES, get_variant, process_start_method
+from imgread.phases import get_phase
+from imgread.pools import process_start_method
 from imgread.util import write_text_atomic
 
 
@@ -47,11 +52,14 @@ class TrialSpec:
     max_resident_fraction: float = cachectl.DEFAULT_MAX_RESIDENT_FRACTION
     saturate_bytes: int = cachectl.DEFAULT_SATURATE_BYTES
     saturate_dir: str | None = None
+    params: dict[str, str] = field(default_factory=dict)  # the phase's grid keys
+    reference: str | None = None  # checksums to verify delivered pixels against
 
     def describe(self) -> str:
         """A short label naming the cell, for messages."""
+        keys = "".join(f" {k}={v}" for k, v in self.params.items())
         return (
-            f"{self.phase}/{self.variant} n={self.n_images} workers={self.workers} "
+            f"{self.phase}/{self.variant}{keys} n={self.n_images} workers={self.workers} "
             f"repetition={self.repetition}"
         )
 
@@ -97,10 +105,13 @@ class TrialRecord:
     snakemake: str
     imgread: str
     process_start_method: str
+    physical_cores: int
+    extra: dict = field(default_factory=dict)  # the phase's keys and columns
 
     def to_dict(self) -> dict:
-        """The record as a flat dict."""
-        return asdict(self)
+        """The record as a flat dict: the common columns, then the phase's."""
+        d = asdict(self)
+        return {**d, **d.pop("extra")}
 
 
 def _version(dist: str) -> str:
@@ -129,6 +140,7 @@ def platform_info() -> dict:
         "hostname": socket.gethostname(),
         "cpu_model": cpu,
         "logical_cores": os.cpu_count() or 1,
+        "physical_cores": physical_cores(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "pillow": PIL.__version__,
@@ -137,6 +149,23 @@ def platform_info() -> dict:
         "snakemake": _version("snakemake"),
         "imgread": _version("imgread"),
     }
+
+
+def physical_cores() -> int:
+    """Physical cores (distinct (package, core) pairs in /proc/cpuinfo); logical if unknown."""
+    pairs, package = set(), None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    package = value.strip()
+                elif key == "core id":
+                    pairs.add((package, value.strip()))
+    except OSError:
+        pass
+    return len(pairs) or os.cpu_count() or 1
 
 
 def _utc_now() -> str:
@@ -159,93 +188,73 @@ def check_unchanged(root: Path, entries: tuple[ImageEntry, ...]) -> None:
             )
 
 
-def verify(
-    phase: str, results: dict, root: Path, entries: tuple[ImageEntry, ...]
-) -> tuple[int, int, int]:
-    """Check a run's results against the manifest; return (images, bytes, pixels)."""
-    expected = {str(root / e.path): e for e in entries}
-    if set(results) != set(expected):
-        missing = sorted(set(expected) - set(results))[:3]
-        raise VerificationError(
-            f"{phase}: results cover {len(results)} files, expected {len(expected)} "
-            f"(missing e.g. {missing})"
-        )
-    total_bytes = total_pixels = 0
-    for path, value in results.items():
-        e = expected[path]
-        if phase == "load":
-            got = value.getbuffer().nbytes
-            if got != e.bytes:
-                raise VerificationError(f"load: {path} read {got} bytes, manifest says {e.bytes}")
-            total_bytes += got
-        else:
-            if value != e.pixels:
-                raise VerificationError(
-                    f"decode: {path} gave {value} pixels, manifest says {e.width}x{e.height}"
-                )
-            total_pixels += value
-            total_bytes += e.bytes
-    return len(results), total_bytes, total_pixels
-
-
 def run_trial(spec: TrialSpec) -> TrialRecord:
     """Run one trial as described in the module docstring and return its record."""
-    if spec.phase not in PHASES:
-        raise UserError(f"unknown phase {spec.phase!r}; choose one of {', '.join(PHASES)}")
-    try:
-        variant = get_variant(spec.phase, spec.variant)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    phase = get_phase(spec.phase)
+    phase.variant(spec.variant)
+    params = phase.resolve(spec.params)
+    why = phase.unsupported(spec.variant, params)
+    if why:
+        raise UserError(why)
     if spec.workers < 1:
         raise UserError(f"workers must be at least 1, got {spec.workers}")
-    if not variant.parallel and spec.workers != 1:
+    if not phase.variants[spec.variant].parallel and spec.workers != 1:
         raise UserError(f"variant {spec.phase}/{spec.variant} is not parallel: workers must be 1")
     if spec.cache_method not in cachectl.METHODS:
         raise UserError(
             f"unknown cache method {spec.cache_method!r}; "
             f"choose one of {', '.join(cachectl.METHODS)}"
         )
+    spec = replace(spec, params=params)
     manifest = read_manifest(spec.manifest)
     entries = manifest.subset(spec.n_images)
     check_unchanged(manifest.root, entries)
-    paths = [str(manifest.root / e.path) for e in entries]
+    jobs = phase.jobs(manifest.root, entries, params)
+    phase.check(jobs, spec.workers, spec.variant, params)
+    paths = [j.path for j in jobs]
+    cold = phase.cache_state == "cold"
     started_at = _utc_now()
 
     runner = None
+    results = None
     try:
-        t0 = time.perf_counter_ns()
-        runner = variant.start(spec.workers)
-        t1 = time.perf_counter_ns()
-        if spec.phase == "load":
-            resident = cachectl.ensure_cold(
-                paths,
-                spec.cache_method,
-                spec.max_resident_fraction,
-                saturate_bytes=spec.saturate_bytes,
-                saturate_dir=spec.saturate_dir,
-            )
-            state = "unflushed" if spec.cache_method == "none" else "cold"
-        else:
-            # Decoding is measured on bytes already in memory, as the study did; only the
-            # load phase is about the device.
-            resident = cachectl.ensure_warm(paths)
-            state = "warm"
-        t2 = time.perf_counter_ns()
-        results = runner.run(paths)
-        t3 = time.perf_counter_ns()
-    except BrokenProcessPool as exc:
-        raise TrialError(
-            f"trial {spec.describe()}: a worker process died ({exc}); no time recorded"
-        ) from exc
-    except (ImageDecodeError, OSError) as exc:
-        raise TrialError(f"trial {spec.describe()}: {exc}; no time recorded") from exc
+        try:
+            t0 = time.perf_counter_ns()
+            runner = phase.start(spec.variant, spec.workers, params, jobs)
+            t1 = time.perf_counter_ns()
+            if cold:
+                resident = cachectl.ensure_cold(
+                    paths,
+                    spec.cache_method,
+                    spec.max_resident_fraction,
+                    saturate_bytes=spec.saturate_bytes,
+                    saturate_dir=spec.saturate_dir,
+                )
+                state = "unflushed" if spec.cache_method == "none" else "cold"
+            else:
+                # Decoding is measured on files already in memory, as the study did; only
+                # the phases that read from the device start cold.
+                resident = cachectl.ensure_warm(paths)
+                state = "warm"
+            t2 = time.perf_counter_ns()
+            results = runner.run(jobs)
+            t3 = time.perf_counter_ns()
+        except BrokenProcessPool as exc:
+            raise TrialError(
+                f"trial {spec.describe()}: a worker process died ({exc}); no time recorded"
+            ) from exc
+        except (ImageDecodeError, OSError) as exc:
+            raise TrialError(f"trial {spec.describe()}: {exc}; no time recorded") from exc
+        finally:
+            t_close = time.perf_counter_ns()
+            if runner is not None:
+                runner.close()
+            t4 = time.perf_counter_ns()
+        checked = phase.verify(results, manifest.root, entries, params, spec.reference)
     finally:
-        t_close = time.perf_counter_ns()
+        results = None  # the arrays may be views of memory that release() unmaps
         if runner is not None:
-            runner.close()
-        t4 = time.perf_counter_ns()
-    images, nbytes, pixels = verify(spec.phase, results, manifest.root, entries)
-    del results
+            runner.release()
     finished_at = _utc_now()
 
     seconds = (t3 - t2) / 1e9
@@ -265,13 +274,13 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         total_seconds=seconds + startup,
         prepare_seconds=(t2 - t1) / 1e9,
         shutdown_seconds=(t4 - t_close) / 1e9,
-        images=images,
-        bytes=nbytes,
-        pixels=pixels,
-        images_per_s=images / seconds,
-        mb_per_s=nbytes / 1e6 / seconds,
-        megapixels_per_s=pixels / 1e6 / seconds,
-        cache_method=spec.cache_method if spec.phase == "load" else "warm-read",
+        images=checked.images,
+        bytes=checked.bytes,
+        pixels=checked.pixels,
+        images_per_s=checked.images / seconds,
+        mb_per_s=checked.bytes / 1e6 / seconds,
+        megapixels_per_s=checked.pixels / 1e6 / seconds,
+        cache_method=spec.cache_method if cold else "warm-read",
         cache_state=state,
         resident_fraction_before=resident,
         max_resident_fraction=spec.max_resident_fraction,
@@ -281,6 +290,7 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         finished_at=finished_at,
         dataset_id=manifest.dataset_id,
         process_start_method=process_start_method(),
+        extra={**phase.record_fields(params), **checked.extra},
         **platform_info(),
     )
 

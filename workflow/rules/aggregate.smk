@@ -7,6 +7,7 @@ rule aggregate:
         speedup="results/tables/speedup.csv",
         load_md="results/tables/load_table.md",
         decode_md="results/tables/decode_table.md",
+        pipeline_md="results/tables/decode_pipeline.md",
     log:
         "results/logs/aggregate.log",
     conda:

@@ -8,6 +8,7 @@ from snakemake.utils import min_version, validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from imgread.config import FIGURES, check_config, check_schema, trial_grid
+from imgread.phases import PHASES, parse_segment
 from imgread.trial import platform_info
 
 min_version("9.0")
@@ -23,6 +24,7 @@ DATASET = config["dataset"]["name"]
 DATASET_DIR = f"results/datasets/{DATASET}"
 MANIFEST = f"{DATASET_DIR}/manifest.csv"
 VERIFIED = f"{DATASET_DIR}/verified.ok"
+REFERENCE_DIR = f"{DATASET_DIR}/reference"
 TRIALS_DIR = f"results/trials/{DATASET}"
 TABLES = [
     "results/tables/trials.csv",
@@ -30,6 +32,7 @@ TABLES = [
     "results/tables/speedup.csv",
     "results/tables/load_table.md",
     "results/tables/decode_table.md",
+    "results/tables/decode_pipeline.md",
 ]
 FIGURE_NAMES = FIGURES  # one list, in the package that draws them
 FIGURE_FILES = [
@@ -41,8 +44,11 @@ HOST = f"{_HOST['cpu_model']}, {_HOST['logical_cores']} logical cores, {_HOST['o
 
 
 wildcard_constraints:
-    phase="load|decode",
-    variant="[a-z]+",
+    phase="|".join(PHASES),
+    variant="[a-z-]+",
+    params="default|[a-z0-9_-]+",
+    decoder="[a-z0-9-]+",
+    output="[a-z0-9]+",
     n=r"\d+",
     w=r"\d+",
     r=r"\d+",
@@ -50,10 +56,31 @@ wildcard_constraints:
 
 def trial_files(wildcards=None):
     """Every trial record the config asks for (declared, never globbed)."""
-    return [
-        f"{TRIALS_DIR}/{c.phase}/{c.variant}/n{c.n_images}_w{c.workers}_r{c.repetition}.json"
+    return [c.path(TRIALS_DIR) for c in GRID]
+
+
+def reference_input(wildcards):
+    """Decode trials that deliver pixels check them against the sequential decode's checksums."""
+    params = parse_segment(wildcards.params)
+    if params.get("delivery") != "pixels":
+        return []
+    return f"{REFERENCE_DIR}/{params['decoder']}_{params['output']}.csv"
+
+
+def reference_size(wildcards):
+    """Images a reference covers: the largest n of any trial that reads it."""
+    want = {
+        "decoder": wildcards.decoder,
+        "output": wildcards.output,
+        "delivery": "pixels",
+    }
+    sizes = [
+        c.n_images
         for c in GRID
+        if c.phase == "decode"
+        and all(dict(c.params).get(k) == v for k, v in want.items())
     ]
+    return max(sizes, default=1)
 
 
 def cache_settings(wildcards):
@@ -61,7 +88,7 @@ def cache_settings(wildcards):
 
     As a param, a changed cache method reruns the load trials and leaves decode trials alone.
     """
-    if wildcards.phase == "load":
+    if PHASES[wildcards.phase].cache_state == "cold":
         return config["cache"]
     return {"method": "warm-read"}
 

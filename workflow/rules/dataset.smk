@@ -24,3 +24,23 @@ rule verify_dataset:
         "../../envs/imgread.yaml"
     script:
         "../scripts/verify_dataset.py"
+
+
+# The checksums delivered pixels are checked against: each image decoded sequentially by the
+# decoder, once per (decoder, output), outside any trial.
+rule decode_reference:
+    input:
+        manifest=MANIFEST,
+        verified=VERIFIED,
+    output:
+        f"{REFERENCE_DIR}/{{decoder}}_{{output}}.csv",
+    log:
+        f"results/logs/dataset/{DATASET}.reference.{{decoder}}_{{output}}.log",
+    conda:
+        "../../envs/imgread.yaml"
+    resources:
+        timing=1,
+    params:
+        n=reference_size,
+    script:
+        "../scripts/decode_reference.py"

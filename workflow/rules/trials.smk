@@ -1,4 +1,4 @@
-# One job per (phase, variant, n, workers, repetition). The flush happens inside the job,
+# One job per (phase, variant, the phase's keys, n, workers, repetition). The flush happens inside the job,
 # immediately before timing: a separate flush job could not guarantee a cold cache, because
 # Snakemake may run other jobs (or itself read files) between the two, and nothing would
 # check the state at the moment the clock starts. The job measures residency right there.
@@ -9,10 +9,11 @@ rule trial:
     input:
         manifest=MANIFEST,
         verified=VERIFIED,
+        reference=reference_input,
     output:
-        f"{TRIALS_DIR}/{{phase}}/{{variant}}/n{{n}}_w{{w}}_r{{r}}.json",
+        f"{TRIALS_DIR}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.json",
     log:
-        f"results/logs/trials/{DATASET}/{{phase}}/{{variant}}/n{{n}}_w{{w}}_r{{r}}.log",
+        f"results/logs/trials/{DATASET}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.log",
     conda:
         "../../envs/imgread.yaml"
     resources:

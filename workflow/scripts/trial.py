@@ -4,12 +4,14 @@ import sys
 
 import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 
+from imgread.phases import PHASES, parse_segment
 from imgread.trial import TrialSpec, run_trial, write_record
 from imgread.util import exit_on_sigterm
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 exit_on_sigterm()  # Snakemake stops jobs with SIGTERM: clean up as on Ctrl-C
 w, cache = snakemake.wildcards, snakemake.params.cache  # noqa: F821
+reference = snakemake.input.reference  # noqa: F821
 spec = TrialSpec(
     manifest=snakemake.input.manifest,  # noqa: F821
     phase=w.phase,
@@ -17,15 +19,17 @@ spec = TrialSpec(
     n_images=int(w.n),
     workers=int(w.w),
     repetition=int(w.r),
+    params=parse_segment(w.params),
+    reference=str(reference) if reference else None,
     **(
-        {}
-        if w.phase == "decode"
-        else {
+        {
             "cache_method": cache["method"],
             "max_resident_fraction": cache["max_resident_fraction"],
             "saturate_bytes": cache["saturate_bytes"],
             "saturate_dir": cache["saturate_dir"],
         }
+        if PHASES[w.phase].cache_state == "cold"
+        else {}
     ),
 )
 record = run_trial(spec)

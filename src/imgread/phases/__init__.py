@@ -1,0 +1,177 @@
+"""The phase registry. A phase is what a trial measures: its grid keys (``params``), its
+variants, the jobs it hands a started variant, and the check of the results after the clock.
+
+``imgread.trial`` runs any phase the same way (cache preparation and proof, timing, the record's
+common columns); the workflow, the CLI and the tests iterate over :data:`PHASES`. Adding a phase
+is one module here, one schema section and one figure entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from imgread.errors import UserError
+from imgread.manifest import ImageEntry
+from imgread.pools import Runner
+
+
+class Job(NamedTuple):
+    """One image of a trial: its path, its index, and the array shape a decode must return."""
+
+    path: str
+    index: int
+    shape: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Param:
+    """A grid key a phase adds to a trial (a column of trials.csv and a part of its path)."""
+
+    name: str
+    default: str
+    choices: tuple[str, ...]
+    description: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of doing a phase's work. ``parallel`` variants take a worker count;
+    ``allowed`` restricts the values of some params (other combinations measure nothing)."""
+
+    name: str
+    parallel: bool
+    start: Callable[..., Runner]
+    description: str
+    allowed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What a run did, checked against the manifest (and extra columns for the record)."""
+
+    images: int
+    bytes: int
+    pixels: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Phase:
+    """Base of every phase; subclasses set the class attributes and implement the methods."""
+
+    name: str = ""
+    description: str = ""
+    cache_state: str = "warm"  # "cold": evicted and proven cold; "warm": read and proven warm
+    params: tuple[Param, ...] = ()
+    variants: dict[str, Variant] = {}
+
+    # -- grid keys
+    def resolve(self, given: dict[str, str] | None) -> dict[str, str]:
+        """Every param of this phase, defaults filled in; UserError for an unknown key/value."""
+        given = dict(given or {})
+        out = {}
+        for p in self.params:
+            value = str(given.pop(p.name, p.default))
+            if value not in p.choices:
+                raise UserError(
+                    f"{self.name}: unknown {p.name} {value!r}; choose one of {', '.join(p.choices)}"
+                )
+            out[p.name] = value
+        if given:
+            raise UserError(
+                f"{self.name}: unknown setting(s) {sorted(given)}; this phase takes "
+                f"{[p.name for p in self.params] or 'none'}"
+            )
+        return out
+
+    def unsupported(self, variant: str, params: dict[str, str]) -> str | None:
+        """Why ``variant`` cannot run with ``params`` (None if it can)."""
+        for key, allowed in self.variants[variant].allowed.items():
+            if params[key] not in allowed:
+                return (
+                    f"{self.name}/{variant} takes {key} {' or '.join(allowed)}, not {params[key]!r}"
+                )
+        return None
+
+    def redundant(self, variant: str, params: dict[str, str]) -> bool:
+        """True for combinations that repeat another cell's work (left out of config grids)."""
+        return self.unsupported(variant, params) is not None
+
+    def variant(self, name: str) -> Variant:
+        """The registered variant; UserError naming the allowed names otherwise."""
+        try:
+            return self.variants[name]
+        except KeyError:
+            raise UserError(
+                f"unknown {self.name} variant {name!r}; choose one of {', '.join(self.variants)}"
+            ) from None
+
+    # -- the trial
+    def jobs(self, root: Path, entries: tuple[ImageEntry, ...], params: dict) -> list[Job]:
+        """The jobs of a trial over ``entries`` (before the clock)."""
+        return [Job(str(root / e.path), i) for i, e in enumerate(entries)]
+
+    def check(self, jobs: list[Job], workers: int, variant: str, params: dict) -> None:
+        """Refuse, before the clock, a trial that cannot run here (UserError)."""
+
+    def start(self, variant: str, workers: int, params: dict, jobs: list[Job]) -> Runner:
+        """Start the variant: pools created, every worker running, buffers allocated."""
+        return self.variants[variant].start(workers, params, jobs)
+
+    def verify(
+        self,
+        results: dict,
+        root: Path,
+        entries: tuple[ImageEntry, ...],
+        params: dict,
+        reference: str | None,
+    ) -> Verified:
+        """Check the results after the clock stopped; VerificationError if they are wrong."""
+        raise NotImplementedError
+
+    def record_fields(self, params: dict) -> dict[str, Any]:
+        """Columns this phase adds to every record (params and versions)."""
+        return dict(params)
+
+
+def expect_paths(phase: str, results: dict, root: Path, entries) -> dict[str, ImageEntry]:
+    """{path: entry} of the trial's images; VerificationError unless results cover exactly them."""
+    from imgread.errors import VerificationError
+
+    expected = {str(root / e.path): e for e in entries}
+    if set(results) != set(expected):
+        missing = sorted(set(expected) - set(results))[:3]
+        raise VerificationError(
+            f"{phase}: results cover {len(results)} files, expected {len(expected)} "
+            f"(missing e.g. {missing})"
+        )
+    return expected
+
+
+def params_segment(params: dict[str, str]) -> str:
+    """The trial path's folder for a cell's params: 'decoder-pillow_output-full_...'."""
+    return "_".join(f"{k}-{v}" for k, v in params.items()) or "default"
+
+
+def parse_segment(segment: str) -> dict[str, str]:
+    """Inverse of :func:`params_segment`."""
+    if segment == "default":
+        return {}
+    return dict(part.split("-", 1) for part in segment.split("_"))
+
+
+from imgread.phases.decode import DecodePhase  # noqa: E402
+from imgread.phases.load import LoadPhase  # noqa: E402
+
+PHASES: dict[str, Phase] = {p.name: p for p in (LoadPhase(), DecodePhase())}
+PARAM_COLUMNS: list[str] = list(dict.fromkeys(p.name for ph in PHASES.values() for p in ph.params))
+
+
+def get_phase(name: str) -> Phase:
+    """The registered phase; UserError naming the allowed names otherwise."""
+    try:
+        return PHASES[name]
+    except KeyError:
+        raise UserError(f"unknown phase {name!r}; choose one of {', '.join(PHASES)}") from None

@@ -1,0 +1,336 @@
+"""Phase ``decode``: decode each image from a warm page cache with a decoder of the registry,
+to its full size or the model's 224 crop, and deliver the pixels (or only their count).
+
+Grid keys: ``decoder`` (imgread.decoders), ``output`` (full | crop224), ``delivery``:
+- ``discard``: the study's way: the worker decodes and throws the pixels away; only a pixel
+  count comes back;
+- ``pixels``: the caller holds every decoded array when the clock stops. How they come back is
+  the variant's business: ``sequential`` and ``threads`` share the address space;
+  ``processes`` pickles each array through the pool's pipe (ProcessPoolExecutor.map);
+  ``processes-shm`` has its workers write into one ``multiprocessing.shared_memory`` block the
+  parent maps, so no pixels cross a pipe.
+
+Full-size delivery of many images may not fit in memory (900 x 36 MB = 33 GB): the trial
+refuses before the clock, naming n, the bytes needed and the memory available.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import time
+from multiprocessing import resource_tracker, shared_memory
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from imgread import phases
+from imgread.decoders import DECODERS, OUTPUTS, checksum, get_decoder, output_shape, warm_up
+from imgread.errors import UserError, VerificationError
+from imgread.pools import Pooled, Runner, Sequential, process_pool, thread_pool
+from imgread.util import write_text_atomic
+
+DELIVERIES = ("discard", "pixels")
+MEMORY_HEADROOM = 0.8  # pixels may use at most this fraction of MemAvailable
+
+
+# --------------------------------------------------------------------------- the work
+
+
+def decode_job(decoder: str, output: str, delivery: str, job: phases.Job):
+    """Decode one image: its array (delivery ``pixels``) or only its pixel count."""
+    d = DECODERS[decoder]
+    if delivery == "discard":
+        return d.count(job.path, output)
+    return d.decode(job.path, output)
+
+
+_ATTACHED: dict[str, shared_memory.SharedMemory] = {}  # per worker process: name -> segment
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    """Map the parent's segment in a worker without registering it with the resource tracker
+    (Python < 3.13 would otherwise unlink or warn about a segment the worker does not own)."""
+    shm = _ATTACHED.get(name)
+    if shm is None:
+        register = resource_tracker.register
+        resource_tracker.register = lambda *a, **k: None
+        try:
+            shm = shared_memory.SharedMemory(name=name)
+        finally:
+            resource_tracker.register = register
+        _ATTACHED[name] = shm
+    return shm
+
+
+class _Slot(NamedTuple):
+    """A job with the byte offset of its slot in the shared segment."""
+
+    path: str
+    index: int
+    shape: tuple[int, int, int]
+    offset: int
+
+
+def decode_into_shm(decoder: str, output: str, name: str, job: _Slot) -> tuple:
+    """Decode one image into its slot of the shared segment; return its shape."""
+    rgb = DECODERS[decoder].decode(job.path, output)
+    if rgb.shape != job.shape:
+        raise VerificationError(f"{job.path}: decoded {rgb.shape}, expected {job.shape}")
+    shm = _attach(name)
+    dest = np.ndarray(job.shape, np.uint8, buffer=shm.buf, offset=job.offset)
+    dest[...] = rgb
+    return rgb.shape
+
+
+# --------------------------------------------------------------------------- runners
+
+
+class SharedMemoryRunner(Runner):
+    """A process pool whose workers write into one shared-memory segment the parent maps.
+
+    The segment (the sum of every image's output size) is created before the clock; it is
+    unlinked on every exit path (``close`` runs in the trial's ``finally``: success, a decode
+    error, a killed worker, Ctrl-C, SIGTERM) and unmapped once the results were checked.
+    """
+
+    def __init__(self, workers: int, decoder: str, output: str, jobs: list[phases.Job]):
+        self.concurrency = workers
+        self.offsets, total = [], 0
+        for job in jobs:
+            self.offsets.append(total)
+            total += int(np.prod(job.shape))
+        self.shm = shared_memory.SharedMemory(create=True, size=max(total, 1))
+        self._unlinked = False
+        try:
+            self.pool = process_pool(workers, warm_up, (decoder, output))
+        except BaseException:
+            self.close()
+            raise
+        self.fn = functools.partial(decode_into_shm, decoder, output, self.shm.name)
+
+    def run(self, jobs):
+        tasks = [
+            _Slot(j.path, j.index, j.shape, o) for j, o in zip(jobs, self.offsets, strict=True)
+        ]
+        shapes = list(self.pool.map(self.fn, tasks))
+        return {
+            t.path: np.ndarray(s, np.uint8, buffer=self.shm.buf, offset=t.offset)
+            for t, s in zip(tasks, shapes, strict=True)
+        }
+
+    def close(self):
+        try:
+            if getattr(self, "pool", None) is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if not self._unlinked:
+                self._unlinked = True
+                self.shm.unlink()
+
+    def release(self):
+        self.shm.close()
+
+
+# Every start warms the decoder up (imports, first-call set-up) where the work will run: in
+# this process for sequential and threads, in each worker for the process pools. It is part
+# of startup_seconds, never of the timed run.
+
+
+def _start_sequential(workers, p, jobs):
+    warm_up(p["decoder"], p["output"])
+    return Sequential(functools.partial(decode_job, p["decoder"], p["output"], p["delivery"]))
+
+
+def _start_threads(workers, p, jobs):
+    warm_up(p["decoder"], p["output"])
+    fn = functools.partial(decode_job, p["decoder"], p["output"], p["delivery"])
+    return Pooled(thread_pool(workers), fn, workers)
+
+
+def _start_processes(workers, p, jobs):
+    fn = functools.partial(decode_job, p["decoder"], p["output"], p["delivery"])
+    pool = process_pool(workers, warm_up, (p["decoder"], p["output"]))
+    return Pooled(pool, fn, workers)
+
+
+def _start_shm(workers, p, jobs):
+    return SharedMemoryRunner(workers, p["decoder"], p["output"], jobs)
+
+
+# --------------------------------------------------------------------------- memory and checks
+
+
+def mem_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reference_checksums(
+    root: Path, entries, decoder: str, output: str
+) -> dict[str, tuple[tuple, int]]:
+    """{path: (shape, crc32)} of each image decoded sequentially by ``decoder`` to ``output``."""
+    d = get_decoder(decoder)
+    out = {}
+    for e in entries:
+        path = str(root / e.path)
+        rgb = d.decode(path, output)
+        out[path] = (rgb.shape, checksum(rgb))
+    return out
+
+
+def write_reference(dest, root: Path, entries, decoder: str, output: str) -> None:
+    """Write the reference checksums as CSV (path relative to the dataset, shape, crc32)."""
+    ref = reference_checksums(root, entries, decoder, output)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "height", "width", "crc32", "decoder", "output"])
+    for e in entries:
+        shape, crc = ref[str(root / e.path)]
+        w.writerow([e.path, shape[0], shape[1], crc, decoder, output])
+    write_text_atomic(dest, buf.getvalue())
+
+
+def read_reference(path, root: Path, decoder: str, output: str) -> dict[str, tuple[tuple, int]]:
+    """Read a reference CSV written by :func:`write_reference` for this decoder and output."""
+    out = {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if (row["decoder"], row["output"]) != (decoder, output):
+                raise UserError(
+                    f"{path}: reference of {row['decoder']}/{row['output']}, not {decoder}/{output}"
+                )
+            shape = (int(row["height"]), int(row["width"]), 3)
+            out[str(root / row["path"])] = (shape, int(row["crc32"]))
+    return out
+
+
+# --------------------------------------------------------------------------- the phase
+
+
+class DecodePhase(phases.Phase):
+    name = "decode"
+    description = "decode to RGB (full size or the 224 crop) from a warm page cache"
+    cache_state = "warm"
+    params = (
+        phases.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
+        phases.Param("output", "full", OUTPUTS, "full: as decoded; crop224: resize 256 + crop"),
+        phases.Param(
+            "delivery", "discard", DELIVERIES, "discard: pixel count only; pixels: arrays"
+        ),
+    )
+    variants = {
+        v.name: v
+        for v in (
+            phases.Variant(
+                "sequential",
+                False,
+                _start_sequential,
+                "decode each file one after another (the study's baseline)",
+            ),
+            phases.Variant(
+                "processes",
+                True,
+                _start_processes,
+                "ProcessPoolExecutor(workers).map by path; pixels come back pickled "
+                "through the pool's pipe (the study's parallel decoder)",
+            ),
+            phases.Variant(
+                "threads",
+                True,
+                _start_threads,
+                "ThreadPoolExecutor(workers): the decoders release the GIL while decoding",
+            ),
+            phases.Variant(
+                "processes-shm",
+                True,
+                _start_shm,
+                "process pool whose workers write the pixels into shared memory the parent "
+                "maps (no pixels through a pipe)",
+                allowed={"delivery": ("pixels",)},
+            ),
+        )
+    }
+
+    def redundant(self, variant, params):
+        # pillow-draft only differs from pillow when the output is resized.
+        if params["decoder"] == "pillow-draft" and params["output"] == "full":
+            return True
+        return super().redundant(variant, params)
+
+    def jobs(self, root, entries, params):
+        return [
+            phases.Job(str(root / e.path), i, output_shape(e.width, e.height, params["output"]))
+            for i, e in enumerate(entries)
+        ]
+
+    def check(self, jobs, workers, variant, params):
+        if params["delivery"] != "pixels":
+            return
+        needed = sum(int(np.prod(j.shape)) for j in jobs)
+        if variant == "processes":  # a pickled copy of up to one image per worker in flight
+            needed += 2 * workers * max(int(np.prod(j.shape)) for j in jobs)
+        available = mem_available_bytes()
+        if available is not None and needed > MEMORY_HEADROOM * available:
+            raise UserError(
+                f"decode n={len(jobs)} output={params['output']} delivery=pixels needs "
+                f"{needed / 1e9:.2f} GB for the decoded arrays, but only "
+                f"{available / 1e9:.2f} GB of memory is available (at most "
+                f"{MEMORY_HEADROOM:.0%} may be used); use a smaller n, output crop224, "
+                "or delivery discard"
+            )
+
+    def verify(self, results, root, entries, params, reference):
+        expected = phases.expect_paths(self.name, results, root, entries)
+        nbytes = sum(e.bytes for e in entries)
+        pixels = sum(e.pixels for e in entries)
+        out_pixels = 0
+        extra = {"checksums_checked": 0, "verify_seconds": 0.0}
+        if params["delivery"] == "discard":
+            for path, count in results.items():
+                h, w, _ = output_shape(
+                    expected[path].width, expected[path].height, params["output"]
+                )
+                if count != h * w:
+                    raise VerificationError(f"decode: {path} gave {count} pixels, expected {w}x{h}")
+                out_pixels += count
+            return phases.Verified(
+                len(results), nbytes, pixels, dict(extra, output_pixels=out_pixels)
+            )
+        t0 = time.perf_counter()
+        if reference is None:
+            ref = reference_checksums(root, entries, params["decoder"], params["output"])
+        else:
+            ref = read_reference(reference, root, params["decoder"], params["output"])
+        for path, rgb in results.items():
+            e = expected[path]
+            shape = output_shape(e.width, e.height, params["output"])
+            if not isinstance(rgb, np.ndarray) or rgb.shape != shape or rgb.dtype != np.uint8:
+                got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb)
+                raise VerificationError(f"decode: {path} delivered {got}, expected uint8 {shape}")
+            if path not in ref:
+                raise VerificationError(f"decode: {path} is not in the reference {reference}")
+            if ref[path] != (shape, checksum(rgb)):
+                raise VerificationError(
+                    f"decode: {path} delivered pixels whose checksum differs from the "
+                    f"sequential {params['decoder']}/{params['output']} decode"
+                )
+            out_pixels += rgb.shape[0] * rgb.shape[1]
+        extra.update(
+            checksums_checked=len(results),
+            verify_seconds=time.perf_counter() - t0,
+            output_pixels=out_pixels,
+        )
+        return phases.Verified(len(results), nbytes, pixels, extra)
+
+    def record_fields(self, params):
+        return dict(params, decoder_version=get_decoder(params["decoder"]).version())
