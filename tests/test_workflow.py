@@ -161,8 +161,17 @@ def test_summary_and_speedup_equal_what_the_trials_give(smoke_run):
         assert row.efficiency == pytest.approx(expected / row.workers, rel=1e-9)
         assert row.speedup_total == pytest.approx(expected_total, rel=1e-9)
         assert row.efficiency_total == pytest.approx(expected_total / row.workers, rel=1e-9)
+        # the CPU ceiling: the decoder's own sequential rate (pixels discarded) x min(w, cores)
+        ceiling = select(
+            row,
+            variant="sequential",
+            workers=1,
+            delivery="discard" if row.phase == "decode" else row.delivery,
+        )
+        assert len(ceiling) > 0
         assert row.ceiling_fraction == pytest.approx(
-            expected / min(row.workers, row.physical_cores), rel=1e-9
+            ceiling.seconds.mean() / cell.seconds.mean() / min(row.workers, row.physical_cores),
+            rel=1e-9,
         )
         if len(cell) > 1 and len(base) > 1:
             assert row.speedup_ci_low <= row.speedup_ci_high

@@ -4,7 +4,12 @@
 2. generating N default images vs the time Pillow needs merely to encode them;
 3. residency before and after ``imgread flush`` on 300 images;
 4. cold-load MB/s of sequential, asyncio and threads(8) on 300 images;
-5. decode speedup of processes and threads at 2 workers on 100 images.
+5. decode speedup of processes and threads at 2 workers on 100 images;
+6. per-image time of every decoder at full size and at the 224 crop (warm, from bytes);
+7. 2-worker speedup of every delivery (discard, pixels through threads, a pickling process
+   pool and shared memory) for pillow and simplejpeg, full and 224, on 40 images.
+
+``--sections 6,7`` runs only some of them (the dataset is made whatever is chosen).
 
 Every trial runs in a fresh process through the CLI, as the workflow runs them.
 """
@@ -40,7 +45,9 @@ def _encode_only(args) -> float:
     return time.perf_counter() - t0
 
 
-def _trial(manifest: Path, phase: str, variant: str, n: int, workers: int, rep: int) -> dict:
+def _trial(
+    manifest: Path, phase: str, variant: str, n: int, workers: int, rep: int, **params: str
+) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = Path(tmp.name)
     try:
@@ -64,6 +71,8 @@ def _trial(manifest: Path, phase: str, variant: str, n: int, workers: int, rep: 
             "--out",
             str(out),
         ]
+        for key, value in params.items():
+            cmd += [f"--{key}", value]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         return json.loads(out.read_text())
     finally:
@@ -80,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="results/bench/dataset", help="dataset folder (replaced)")
     ap.add_argument("--count", type=int, default=900, help="images to generate (default 900)")
     ap.add_argument("--repeats", type=int, default=3, help="trials per measurement (default 3)")
+    ap.add_argument(
+        "--sections",
+        default="1,2,3,4,5,6,7",
+        help="comma-separated sections to run (default all; 2 always makes the dataset)",
+    )
     args = ap.parse_args(argv)
+    sections = {int(x) for x in args.sections.split(",")}
     cores = os.cpu_count() or 1
     out = Path(args.out)
     print(f"# imgread bench on {cores} logical cores, Python {sys.version.split()[0]}")
@@ -106,8 +121,20 @@ def main(argv: list[str] | None = None) -> int:
         f"(sum of per-image encode times {sum(encode_times):.1f} s / {cores})"
     )
     print(f"ratio                       {gen_s / encode_s:8.2f} x  (target <= 1.5)")
+    for number, section in (
+        (1, _decode_one),
+        (3, _residency),
+        (4, _cold_load),
+        (5, _decode_speedup),
+        (6, _decoders),
+        (7, _deliveries),
+    ):
+        if number in sections:
+            section(m, manifest, args)
+    return 0
 
-    # 1. decode of one image
+
+def _decode_one(m, manifest, args) -> None:
     path = m.root / m.entries[0].path
     path.read_bytes()
     times = []
@@ -119,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n## decode one default image ({m.entries[0].bytes / 1e6:.2f} MB), warm, 10 repeats")
     print(f"median {statistics.median(times):.4f} s, min {min(times):.4f} s")
 
-    # 3. residency around a flush
+
+def _residency(m, manifest, args) -> None:
     n300 = min(300, len(m))
     paths = m.paths(n300)
     cache.warm(paths)
@@ -134,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n## residency on {n300} images: before flush {before:.4f}, after {after:.4f}")
     print(f"imgread flush said: {r.stdout.strip()}")
 
-    # 4. cold load
+
+def _cold_load(m, manifest, args) -> None:
+    n300 = min(300, len(m))
     print(f"\n## cold load of {n300} images (fadvise flush, {args.repeats} trials each)")
     for variant, workers in [("sequential", 1), ("asyncio", 1), ("threads", 8)]:
         recs = [_trial(manifest, "load", variant, n300, workers, i) for i in range(args.repeats)]
@@ -145,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{max(rec['resident_fraction_before'] for rec in recs):.4f})"
         )
 
-    # 5. decode speedup at 2 workers
+
+def _decode_speedup(m, manifest, args) -> None:
     n100 = min(100, len(m))
     print(f"\n## decode of {n100} images, warm, {args.repeats} trials each")
     seq = statistics.mean(
@@ -163,7 +194,71 @@ def main(argv: list[str] | None = None) -> int:
             f"{variant:>10}(2) mean {mean:.3f} s, speedup {seq / mean:.2f}x "
             f"(with start-up {total:.3f} s, {seq / total:.2f}x)"
         )
-    return 0
+
+
+def _decoders(m, manifest, args) -> None:
+    from imgread.decoders import DECODERS, OUTPUTS, versions, warm_up
+
+    data = (m.root / m.entries[0].path).read_bytes()
+    print(f"\n## per-image decode time, one {len(data) / 1e6:.2f} MB image from bytes, 7 repeats")
+    for output in OUTPUTS:
+        for name, d in DECODERS.items():
+            if name == "pillow-draft" and output == "full":
+                continue  # it is pillow at full size
+            warm_up(name, output)
+            times = []
+            for _ in range(7):
+                t = time.perf_counter()
+                d.decode(data, output)
+                times.append(time.perf_counter() - t)
+            print(
+                f"{output:>8} {name:<13} median {statistics.median(times) * 1e3:6.1f} ms, "
+                f"min {min(times) * 1e3:6.1f} ms  ({versions()[name]})"
+            )
+
+
+def _deliveries(m, manifest, args) -> None:
+    n = min(40, len(m))
+    cells = [
+        ("sequential", 1, "discard"),
+        ("sequential", 1, "pixels"),
+        ("threads", 2, "discard"),
+        ("threads", 2, "pixels"),
+        ("processes", 2, "discard"),
+        ("processes", 2, "pixels"),
+        ("processes-shm", 2, "pixels"),
+    ]
+    print(f"\n## 2-worker speedup of each delivery, {n} images, {args.repeats} trials each")
+    print("speedup = median sequential time (same decoder, output, delivery) / median time")
+    for decoder in ("pillow", "simplejpeg"):
+        for output in ("full", "crop224"):
+            median = {}
+            for variant, workers, delivery in cells:
+                recs = [
+                    _trial(
+                        manifest,
+                        "decode",
+                        variant,
+                        n,
+                        workers,
+                        i,
+                        decoder=decoder,
+                        output=output,
+                        delivery=delivery,
+                    )
+                    for i in range(args.repeats)
+                ]
+                median[(variant, delivery)] = statistics.median(r["seconds"] for r in recs)
+            line = ", ".join(
+                f"{v}/{d} {median[('sequential', d)] / t:.2f}x"
+                for (v, d), t in median.items()
+                if v != "sequential"
+            )
+            seq = ", ".join(
+                f"{d} {median[('sequential', d)] / n * 1e3:.0f} ms/image"
+                for d in ("discard", "pixels")
+            )
+            print(f"{decoder:>10} {output:>7}: sequential {seq}; {line}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ Outputs:
   (``pillow-draft``, ``opencv``, ``simplejpeg``) first pick the smallest scale whose output
   still covers 256 on the shorter side, so the same resize then has less to do.
 
+OpenCV runs single-threaded here (``cv2.setNumThreads(1)``), so that every decoder's
+sequential rate is a one-core rate and a pool of N workers uses N cores.
+
 Adding a decoder is one :func:`_register` call.
 """
 
@@ -34,6 +37,17 @@ CROP = 224
 RESIZE_NAME = f"cv2.resize(INTER_AREA) of the shorter side to {RESIZE_SHORTER}, centre crop {CROP}"
 
 
+def _cv2():
+    """OpenCV, limited to one thread: its own thread pool would make the "sequential" decode
+    (and the shared resize) use every core and oversubscribe each pool worker. DataLoader
+    users do the same (``cv2.setNumThreads``) in their workers."""
+    import cv2
+
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+    return cv2
+
+
 def output_shape(width: int, height: int, output: str) -> tuple[int, int, int]:
     """The (H, W, 3) shape a decoder returns for a ``width`` x ``height`` image."""
     if output == "full":
@@ -51,7 +65,7 @@ def resize_target(width: int, height: int) -> tuple[int, int]:
 
 def resize_crop(rgb: np.ndarray) -> np.ndarray:
     """The one resize of every decoder: shorter side to 256 (INTER_AREA), centre crop 224."""
-    import cv2
+    cv2 = _cv2()
 
     h, w = rgb.shape[:2]
     tw, th = resize_target(w, h)
@@ -119,7 +133,7 @@ def _pillow_draft(src, output):
 
 
 def _opencv(src, output):
-    import cv2
+    cv2 = _cv2()
 
     data = _bytes(src)
     flags = cv2.IMREAD_IGNORE_ORIENTATION

@@ -131,6 +131,11 @@ class Phase:
         """Check the results after the clock stopped; VerificationError if they are wrong."""
         raise NotImplementedError
 
+    def ceiling_params(self, params: dict[str, str]) -> dict[str, str]:
+        """The keys of the sequential cell whose rate x min(workers, cores) is a cell's CPU
+        ceiling (by default the cell's own keys)."""
+        return dict(params)
+
     def record_fields(self, params: dict) -> dict[str, Any]:
         """Columns this phase adds to every record (params and versions)."""
         return dict(params)

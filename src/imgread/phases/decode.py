@@ -332,5 +332,9 @@ class DecodePhase(phases.Phase):
         )
         return phases.Verified(len(results), nbytes, pixels, extra)
 
+    def ceiling_params(self, params):
+        # The decoder's own rate: decoding alone, no pixels to hand over.
+        return dict(params, delivery="discard")
+
     def record_fields(self, params):
         return dict(params, decoder_version=get_decoder(params["decoder"]).version())

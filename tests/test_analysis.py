@@ -1,0 +1,74 @@
+"""Speedup, ceiling fraction and the pipeline table on hand-made records with known answers."""
+
+import pandas as pd
+import pytest
+
+from imgread.analysis import pipeline_table, speedup, study_cells, summarize
+
+
+def _rows(variant, workers, seconds, delivery="discard", decoder="opencv", output="full", n=10):
+    return [
+        dict(
+            phase="decode",
+            variant=variant,
+            decoder=decoder,
+            output=output,
+            delivery=delivery,
+            n_images=n,
+            workers=workers,
+            repetition=i,
+            seconds=s,
+            total_seconds=s + 0.5,
+            startup_seconds=0.5,
+            images_per_s=n / s,
+            megapixels_per_s=n * 12 / s,
+            mb_per_s=n * 4 / s,
+            physical_cores=2,
+            logical_cores=2,
+        )
+        for i, s in enumerate(seconds)
+    ]
+
+
+@pytest.fixture
+def trials():
+    return pd.DataFrame(
+        _rows("sequential", 1, [2.0, 2.0])  # the decoder alone: 5 images/s
+        + _rows("sequential", 1, [4.0, 4.0], delivery="pixels")  # keeping arrays costs
+        + _rows("threads", 2, [1.0, 1.0])
+        + _rows("processes", 2, [4.0, 4.0], delivery="pixels")
+        + _rows("processes-shm", 4, [1.6, 1.6], delivery="pixels")
+        + _rows("sequential", 1, [3.0, 3.0], decoder="pillow")
+        + _rows("processes", 2, [2.0, 2.0], decoder="pillow")
+    )
+
+
+def test_speedup_is_against_the_same_keys_and_ceiling_against_the_decoders_own_rate(trials):
+    s = speedup(trials, resamples=50).set_index(["variant", "decoder", "delivery", "workers"])
+    threads = s.loc[("threads", "opencv", "discard", 2)]
+    assert threads.speedup == pytest.approx(2.0) and threads.efficiency == pytest.approx(1.0)
+    assert threads.ceiling_fraction == pytest.approx(1.0)  # 10 images/s of a 2 x 5 ceiling
+    proc = s.loc[("processes", "opencv", "pixels", 2)]
+    assert proc.speedup == pytest.approx(1.0)  # against sequential pixels (4 s)
+    assert proc.ceiling_fraction == pytest.approx(2.0 / 4.0 / 2)  # 2.5 of a 10 images/s ceiling
+    shm = s.loc[("processes-shm", "opencv", "pixels", 4)]
+    assert shm.speedup == pytest.approx(2.5) and shm.efficiency == pytest.approx(2.5 / 4)
+    assert shm.ceiling_fraction == pytest.approx(2.0 / 1.6 / 2)  # min(4 workers, 2 cores)
+    pil = s.loc[("processes", "pillow", "discard", 2)]
+    assert pil.speedup == pytest.approx(1.5) and pil.speedup_total == pytest.approx(3.5 / 2.5)
+
+
+def test_summary_keeps_cells_with_different_keys_apart(trials):
+    summary = summarize(trials)
+    assert len(summary) == 7
+    seq = summary[(summary.variant == "sequential") & (summary.decoder == "opencv")]
+    assert sorted(seq.mean_seconds) == [2.0, 4.0]
+    assert set(study_cells(summary).variant) == {"sequential", "processes"}
+
+
+def test_pipeline_table_has_medians_speedups_and_ceilings(trials):
+    table = pipeline_table(trials, speedup(trials, resamples=10))
+    row = table[(table.variant == "threads")].iloc[0]
+    assert row.median_images_per_s == pytest.approx(10.0)
+    assert row.median_megapixels_per_s == pytest.approx(120.0)
+    assert row.ceiling_fraction == pytest.approx(1.0) and row.repetitions == 2
