@@ -263,4 +263,4 @@ def test_cli_records_every_key_of_the_cell(small_dataset, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 2 and "--delivery only apply to --phase decode" in r.stderr
+    assert r.returncode == 2 and "--delivery do not apply to --phase load" in r.stderr

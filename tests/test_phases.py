@@ -17,7 +17,7 @@ CASES = [
 
 
 def _run(phase, variant, workers, params, jobs):
-    runner = phase.start(variant, workers, params, jobs)
+    runner = phase.start(variant, workers, params, jobs, {})
     try:
         return runner, runner.run(jobs)
     finally:
@@ -32,7 +32,7 @@ def test_every_variant_does_exactly_the_manifests_work(small_dataset, phase_name
     entries = m.subset(10)
     jobs = phase.jobs(m.root, entries, params)
     runner, results = _run(phase, variant, workers, params, jobs)
-    checked = phase.verify(results, m.root, entries, params, None)
+    checked = phase.verify(results, m.root, entries, params, {})
     assert checked.images == 10
     assert checked.bytes == sum(e.bytes for e in entries)
     if phase_name == "load":
@@ -56,23 +56,23 @@ def test_verify_catches_wrong_work(small_dataset):
     decode, load = get_phase("decode"), get_phase("load")
     params = decode.resolve({})
     with pytest.raises(VerificationError, match="cover 2 files"):
-        decode.verify({p: entries[0].pixels for p in paths[:2]}, m.root, entries, params, None)
+        decode.verify({p: entries[0].pixels for p in paths[:2]}, m.root, entries, params, {})
     wrong = {p: e.pixels for p, e in zip(paths, entries, strict=True)}
     wrong[paths[1]] += 1
     with pytest.raises(VerificationError, match="pixels"):
-        decode.verify(wrong, m.root, entries, params, None)
+        decode.verify(wrong, m.root, entries, params, {})
     swapped = {
         paths[0]: io.BytesIO(b"x" * (entries[0].bytes + 1)),
         paths[1]: io.BytesIO(),
         paths[2]: io.BytesIO(),
     }
     with pytest.raises(VerificationError, match="read"):
-        load.verify(swapped, m.root, entries, {}, None)
+        load.verify(swapped, m.root, entries, {}, {})
 
 
 def test_process_pool_workers_are_all_started_before_the_timed_run():
     decode = get_phase("decode")
-    runner = decode.start("processes", 3, decode.resolve({}), [])
+    runner = decode.start("processes", 3, decode.resolve({}), [], {})
     try:
         pids = {p.pid for p in runner.pool._processes.values()}
         assert len(pids) == 3 and os.getpid() not in pids
@@ -102,7 +102,7 @@ def test_registry_names_and_unknown_names_messages():
 def test_params_round_trip_through_the_trial_path():
     params = get_phase("decode").resolve({"decoder": "pillow-draft", "output": "crop224"})
     seg = params_segment(params)
-    assert seg == "decoder-pillow-draft_output-crop224_delivery-discard"
+    assert seg == "decoder-pillow-draft,output-crop224,delivery-discard"
     assert parse_segment(seg) == params
     assert params_segment({}) == "default" and parse_segment("default") == {}
 
@@ -115,7 +115,7 @@ def test_asyncio_variant_uses_the_pool_size_asyncio_would_pick():
     stdlib_default = ThreadPoolExecutor()._max_workers  # what loop.run_in_executor(None) makes
     assert asyncio_default_workers() == stdlib_default
     load = get_phase("load")
-    runner = load.start("asyncio", 1, {}, [])
+    runner = load.start("asyncio", 1, {}, [], {})
     try:
         assert runner.concurrency == stdlib_default
     finally:

@@ -63,7 +63,7 @@ BAD_CONFIGS = {
     ),
     "unknown phase": (
         {"phases": {"encode": {"sequential": {"workers": [1]}}}},
-        "config 'phases': unknown key(s) ['encode']; allowed: ['decode', 'load']",
+        "config 'phases': unknown key(s) ['encode']; allowed: ['dataloader', 'decode', 'load']",
     ),
     "repetitions zero": (
         {"repetitions": 0},
@@ -161,6 +161,7 @@ def _interrupt_config(saturate_dir: Path) -> dict:
                 "threads": {"workers": []},
                 "processes-shm": {"workers": []},
             },
+            "dataloader": {"torch": {"workers": []}},
         },
         # saturate (with a small file, which cannot make anything cold: the limit is lifted)
         # so that a temporary file exists to be cleaned up.

@@ -35,54 +35,77 @@ def smoke_config():
     return base
 
 
-DECODE_DEFAULTS = {"decoder": ["pillow"], "output": ["full"], "delivery": ["discard"]}
+# Each phase's grid keys with the defaults a block without them gets (as the README says).
+DEFAULTS = {
+    "load": {},
+    "decode": {"decoder": ["pillow"], "output": ["full"], "delivery": ["discard"]},
+    "dataloader": {
+        "decoder": ["pillow"],
+        "source": ["jpeg"],
+        "batch_size": [32],
+        "page_cache": ["warm"],
+        "pin_memory": [False],
+    },
+}
+PARAMS = ["decoder", "output", "delivery", "source", "batch_size", "page_cache", "pin_memory"]
+KEYS = ["phase", "variant", *PARAMS, "n_images", "workers"]
+BASELINE = {"load": ("sequential", 1), "decode": ("sequential", 1), "dataloader": ("torch", 1)}
 
 
 def _blocks(settings):
     return settings if isinstance(settings, list) else [settings]
 
 
+def _text(value):
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _skipped(params):
+    """Combinations the README says are left out of grids."""
+    return (params.get("decoder") == "pillow-draft" and params.get("output") == "full") or (
+        params.get("source") == "cache-pickle" and params.get("page_cache") == "cold"
+    )
+
+
+def _block_cells(config, phase, variant, b):
+    names = list(DEFAULTS[phase])
+    for combo in itertools.product(*(b.get(k, v) for k, v in DEFAULTS[phase].items())):
+        params = dict(zip(names, map(_text, combo), strict=True))
+        if _skipped(params):
+            continue
+        keys = tuple(params.get(k, "-") for k in PARAMS)
+        for n in b.get("sizes", config["sizes"]):
+            for w in b["workers"]:
+                yield (phase, variant, *keys, n, w)
+
+
 def expected_cells(config):
-    """(phase, variant, decoder, output, delivery, n, workers) of every cell, read from the
-    config as the README describes it (load cells have '-' for the decode keys)."""
-    cells = set()
-    for phase, variants in config["phases"].items():
-        for variant, settings in variants.items():
-            for b in _blocks(settings):
-                keys = [[(("-",) * 3)]]
-                if phase == "decode":
-                    keys = [
-                        list(itertools.product(*(b.get(k, v) for k, v in DECODE_DEFAULTS.items())))
-                    ]
-                for combo in keys[0]:
-                    if combo[0] == "pillow-draft" and combo[1] == "full":
-                        continue  # pillow-draft at full size is pillow's work: skipped
-                    for n in b.get("sizes", config["sizes"]):
-                        for w in b["workers"]:
-                            cells.add((phase, variant, *combo, n, w))
-    return cells
-
-
-KEYS = ["phase", "variant", "decoder", "output", "delivery", "n_images", "workers"]
+    """KEYS of every cell, read from the config as the README describes it ('-' for the keys
+    a phase does not have)."""
+    return {
+        cell
+        for phase, variants in config["phases"].items()
+        for variant, settings in variants.items()
+        for b in _blocks(settings)
+        for cell in _block_cells(config, phase, variant, b)
+    }
 
 
 def _keys(table):
-    return [tuple(row) for row in table[KEYS].itertuples(index=False)]
+    return [
+        tuple(_text(v) if i >= 2 and i < 2 + len(PARAMS) else v for i, v in enumerate(row))
+        for row in table[KEYS].itertuples(index=False)
+    ]
 
 
 def _repetitions(config, cell):
     """A cell's repetitions: blocks may set their own; a cell in several blocks gets the most."""
-    phase, variant, *keys, n, w = cell
-    reps = []
-    for b in _blocks(config["phases"][phase][variant]):
-        lists = [b.get(k, v) for k, v in DECODE_DEFAULTS.items()] if phase == "decode" else []
-        if (
-            n in b.get("sizes", config["sizes"])
-            and w in b["workers"]
-            and all(k in lst for k, lst in zip(keys, lists, strict=False))
-        ):
-            reps.append(b.get("repetitions", config["repetitions"]))
-    return max(reps)
+    phase, variant = cell[:2]
+    return max(
+        b.get("repetitions", config["repetitions"])
+        for b in _blocks(config["phases"][phase][variant])
+        if cell in set(_block_cells(config, phase, variant, b))
+    )
 
 
 def test_trials_table_has_one_row_per_trial(smoke_run, smoke_config):
@@ -100,6 +123,14 @@ def test_trials_table_has_one_row_per_trial(smoke_run, smoke_config):
     assert "processes-shm" in set(decode.variant)
     pixels = decode[decode.delivery == "pixels"]
     assert (pixels.checksums_checked == pixels.images).all()
+    loader = trials[trials.phase == "dataloader"]
+    assert set(loader.source) == {"jpeg", "cache-npy", "cache-pickle"}
+    assert set(loader[loader.source == "cache-pickle"].page_cache) == {"warm"}
+    assert (loader.checksums_checked == loader.images).all()
+    assert not loader.pin_memory_effective.astype(bool).any()  # no CUDA here
+    cold = loader[loader.page_cache == "cold"]
+    assert (cold.resident_fraction_before <= 0.01).all() and (cold.cache_state == "cold").all()
+    assert (loader.first_batch_seconds <= loader.seconds).all()
     for col in [
         "seconds",
         "startup_seconds",
@@ -125,9 +156,13 @@ def test_summary_and_speedup_have_their_columns_and_one_row_per_cell(smoke_run, 
     assert list(speed.columns) == SPEEDUP_COLUMNS
     keys = _keys(summary)
     assert len(keys) == len(set(keys)) and set(keys) == cells
-    # speedup: every cell with a sequential baseline of the same keys and n
-    baselines = {(c[0], *c[2:6]) for c in cells if c[1] == "sequential"}
-    with_base = {c for c in cells if (c[0], *c[2:6]) in baselines}
+
+    # speedup: every cell whose phase's baseline (variant, workers) ran with the same keys and n
+    def base_key(c):
+        return (c[0], *c[2:-1])
+
+    baselines = {base_key(c) for c in cells if (c[1], c[-1]) == BASELINE[c[0]]}
+    with_base = {c for c in cells if base_key(c) in baselines}
     keys = _keys(speed)
     assert len(keys) == len(set(keys)) and set(keys) == with_base
     for row in summary.itertuples():
@@ -143,7 +178,7 @@ def test_summary_and_speedup_equal_what_the_trials_give(smoke_run):
     def select(row, **fixed):
         mask = pd.Series(True, index=trials.index)
         for k in KEYS:
-            mask &= trials[k] == fixed.get(k, getattr(row, k))
+            mask &= trials[k].astype(str) == str(fixed.get(k, getattr(row, k)))
         return trials[mask]
 
     for row in summary.itertuples():
@@ -154,24 +189,26 @@ def test_summary_and_speedup_equal_what_the_trials_give(smoke_run):
             assert row.ci_low_seconds < row.mean_seconds < row.ci_high_seconds
     for row in speed.itertuples():
         cell = select(row)
-        base = select(row, variant="sequential", workers=1)
+        variant, workers = BASELINE[row.phase]
+        base = select(row, variant=variant, workers=workers)
         expected = base.seconds.mean() / cell.seconds.mean()
         expected_total = base.total_seconds.mean() / cell.total_seconds.mean()
+        per_worker = max(row.workers, 1)  # num_workers=0 is one process doing the work
         assert row.speedup == pytest.approx(expected, rel=1e-9)
-        assert row.efficiency == pytest.approx(expected / row.workers, rel=1e-9)
+        assert row.efficiency == pytest.approx(expected / per_worker, rel=1e-9)
         assert row.speedup_total == pytest.approx(expected_total, rel=1e-9)
-        assert row.efficiency_total == pytest.approx(expected_total / row.workers, rel=1e-9)
+        assert row.efficiency_total == pytest.approx(expected_total / per_worker, rel=1e-9)
         # the CPU ceiling: the decoder's own sequential rate (pixels discarded) x min(w, cores)
         ceiling = select(
             row,
-            variant="sequential",
-            workers=1,
+            variant=variant,
+            workers=workers,
             delivery="discard" if row.phase == "decode" else row.delivery,
         )
         assert len(ceiling) > 0
+        cores = max(min(row.workers, row.physical_cores), 1)
         assert row.ceiling_fraction == pytest.approx(
-            ceiling.seconds.mean() / cell.seconds.mean() / min(row.workers, row.physical_cores),
-            rel=1e-9,
+            ceiling.seconds.mean() / cell.seconds.mean() / cores, rel=1e-9
         )
         if len(cell) > 1 and len(base) > 1:
             assert row.speedup_ci_low <= row.speedup_ci_high
@@ -267,9 +304,12 @@ def test_dry_run_of_the_full_config_plans_the_whole_study(tmp_path):
     # 224) x (sequential 2 deliveries + threads 2x2 + processes 2x2 + processes-shm 2x1) = 84
     # cells, less the 5 study cells it shares (pillow/full/discard: sequential, threads 2 and
     # 4, processes 2 and 4), whose 5 repetitions are already among the 10: 79 x 5 = 395.
-    assert "trial                           1655" in out
-    assert "decode_reference                   7" in out
-    assert "aggregate                          1" in out
+    # the DataLoader at 640 images, 3 repetitions, 6 num_workers: 3 decoders x cold/warm from
+    # JPEG (36 cells) + opencv from cache-npy cold/warm and cache-pickle warm (18): 162.
+    jobs = _job_counts(out)
+    assert jobs["trial"] == 1817
+    assert jobs["decode_reference"] == 7 and jobs["decoded_cache"] == 1
+    assert jobs["aggregate"] == 1
 
 
 def _planned_jobs(smoke_run, override: dict) -> dict[str, int]:
@@ -278,8 +318,13 @@ def _planned_jobs(smoke_run, override: dict) -> dict[str, int]:
     proc = snakemake(
         smoke_run, "-n", "--cores", "1", "--configfile", "config/smoke.yaml", "override.yaml"
     )
+    return _job_counts(proc.stdout)
+
+
+def _job_counts(text: str) -> dict[str, int]:
+    """Job counts from Snakemake's 'job count' table."""
     counts, in_table = {}, False
-    for line in proc.stdout.splitlines():
+    for line in text.splitlines():
         parts = line.split()
         if parts[:2] == ["job", "count"]:
             in_table = True

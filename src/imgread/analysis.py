@@ -124,13 +124,12 @@ def bootstrap_ratio_ci(
 
 def speedup(
     trials: pd.DataFrame,
-    baseline: str = "sequential",
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Speedup and efficiency of every cell against ``baseline`` with the same phase, keys
-    (decoder, output, delivery, ...) and n.
+    """Speedup and efficiency of every cell against its phase's baseline (sequential; for the
+    DataLoader, num_workers=1) with the same keys (decoder, output, delivery, ...) and n.
 
     ``speedup`` uses the timed work (``seconds``); ``speedup_total`` uses ``total_seconds``
     (work + pool start-up), which is what the study timed. ``ceiling_fraction`` is the cell's
@@ -139,9 +138,15 @@ def speedup(
     handing pixels over shows as a lower fraction. Cells without a baseline are left out.
     """
     rows = []
-    by_base = {
-        k: g for k, g in trials[trials["variant"] == baseline].groupby(BASELINE_KEYS, sort=False)
-    }
+    is_base = pd.Series(False, index=trials.index)
+    for name in trials["phase"].unique():
+        variant, workers = PHASES[name].baseline
+        is_base |= (
+            (trials["phase"] == name)
+            & (trials["variant"] == variant)
+            & (trials["workers"] == workers)
+        )
+    by_base = {k: g for k, g in trials[is_base].groupby(BASELINE_KEYS, sort=False)}
     for i, (key, g) in enumerate(trials.groupby(CELL, sort=True)):
         cell = dict(zip(CELL, key, strict=True))
         base = by_base.get(tuple(cell[k] for k in BASELINE_KEYS))
@@ -163,10 +168,10 @@ def speedup(
             row[f"speedup{suffix}"] = s
             row[f"speedup{suffix}_ci_low"] = lo
             row[f"speedup{suffix}_ci_high"] = hi
-            row[f"efficiency{suffix}"] = s / workers
+            row[f"efficiency{suffix}"] = s / max(workers, 1)
         ceiling = by_base.get(ceiling_key(cell))
         row["ceiling_fraction"] = (
-            ceiling["seconds"].mean() / g["seconds"].mean() / min(workers, cores)
+            ceiling["seconds"].mean() / g["seconds"].mean() / max(min(workers, cores), 1)
             if ceiling is not None
             else float("nan")
         )

@@ -12,10 +12,9 @@ import sys
 
 from imgread import cache as cachectl
 from imgread import dataset
-from imgread.decoders import DECODERS, OUTPUTS
+from imgread.decoders import DECODERS
 from imgread.errors import TrialError, UserError, VerificationError
-from imgread.phases import PHASES
-from imgread.phases.decode import DELIVERIES
+from imgread.phases import PARAM_COLUMNS, PHASES
 from imgread.util import exit_on_sigterm
 
 
@@ -188,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or manifest.csv")
 
+    cache_cmd = sub.add_parser("cache", help="build a decoded cache for the DataLoader phase")
+    cache_sub = cache_cmd.add_subparsers(
+        dest="cache_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    cb = cache_sub.add_parser(
+        "build",
+        help="decode a dataset once into a .npy of 224 crops and the seed's pickle of tensors",
+        description="Decode the first N images of a manifest (all by default) with DECODER to "
+        "the 224 crop and write images_u8.npy (uint8 N x 3 x 224 x 224), tensors.pkl (the "
+        "seed's pickle of normalised tensors), labels.npy and cache.json into OUT.",
+    )
+    cb.add_argument("--manifest", required=True, metavar="FILE", help="the dataset's manifest.csv")
+    cb.add_argument("--decoder", required=True, choices=list(DECODERS), help="the decoder")
+    cb.add_argument("--out", required=True, metavar="DIR", help="folder to write the cache to")
+    cb.add_argument("--n", type=_positive, default=None, metavar="N", help="images (default all)")
+
     sub.add_parser(
         "decoders",
         help="list the decoders with their library versions",
@@ -224,10 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--workers",
-        type=_positive,
+        type=_non_negative,
         default=1,
         metavar="W",
-        help="threads or processes of a parallel variant (default 1)",
+        help="threads or processes of a parallel variant; DataLoader num_workers, where 0 "
+        "loads in the calling process (default 1)",
     )
     tr.add_argument(
         "--repetition",
@@ -250,31 +266,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail a cold trial if more than this is resident (default %(default)s)",
     )
     _add_saturate_options(tr)
-    tr.add_argument(
-        "--decoder",
-        choices=list(DECODERS),
-        default=None,
-        help="decode: the decoder (default pillow, the study's; see 'imgread decoders')",
-    )
-    tr.add_argument(
-        "--output",
-        choices=OUTPUTS,
-        default=None,
-        help="decode: full (as decoded, default) or crop224 (shorter side 256, centre crop 224)",
-    )
-    tr.add_argument(
-        "--delivery",
-        choices=DELIVERIES,
-        default=None,
-        help="decode: discard (only a pixel count comes back, default: the study's) or pixels "
-        "(the caller holds every decoded array when the clock stops)",
-    )
+    for name in PARAM_COLUMNS:  # every phase's grid keys, from the phase registry
+        owners = [ph for ph in PHASES.values() for p in ph.params if p.name == name]
+        param = next(p for p in owners[0].params if p.name == name)
+        tr.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            choices=param.choices,
+            default=None,
+            metavar=None if param.choices else "N",
+            help=f"{'/'.join(ph.name for ph in owners)}: {param.description} "
+            f"(default {param.default})",
+        )
     tr.add_argument(
         "--reference",
         default=None,
         metavar="FILE.csv",
-        help="decode, delivery pixels: checksums to check the pixels against (default: decode "
-        "sequentially after the clock stops)",
+        help="decode with delivery pixels, dataloader: checksums to check the pixels against "
+        "(default: decode sequentially after the clock stops)",
+    )
+    tr.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="dataloader with source cache-npy or cache-pickle: the decoded cache to read "
+        "(made by 'imgread cache build')",
     )
     tr.add_argument("--out", required=True, metavar="FILE.json", help="where to write the record")
     return parser
@@ -322,6 +338,15 @@ def _cmd(args) -> int:
             f"resident fraction: {_fraction_text(cachectl.resident_fraction(paths))} "
             f"({len(paths)} files)"
         )
+    elif args.command == "cache":
+        from imgread.decoded_cache import build
+
+        info = build(args.manifest, args.decoder, args.out, n=args.n)
+        print(
+            f"{args.out}: {info['images']} images by {info['decoder']}, npy "
+            f"{info['npy_bytes'] / 1e6:.1f} MB in {info['npy_build_seconds']:.1f} s, pickle "
+            f"{info['pickle_bytes'] / 1e6:.1f} MB in {info['pickle_build_seconds']:.1f} s"
+        )
     elif args.command == "decoders":
         from imgread.decoders import versions
 
@@ -331,10 +356,11 @@ def _cmd(args) -> int:
     elif args.command == "trial":
         from imgread.trial import TrialSpec, run_trial, write_record
 
-        given = {k: getattr(args, k) for k in ("decoder", "output", "delivery")}
-        given = {k: v for k, v in given.items() if v is not None}
-        if given and args.phase != "decode":
-            raise UserError(f"--{', --'.join(given)} only apply to --phase decode")
+        given = {k: getattr(args, k) for k in PARAM_COLUMNS if getattr(args, k) is not None}
+        own = {p.name for p in PHASES[args.phase].params}
+        if set(given) - own:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(set(given) - own))
+            raise UserError(f"{flags} do not apply to --phase {args.phase}")
         spec = TrialSpec(
             manifest=args.manifest,
             phase=args.phase,
@@ -348,6 +374,7 @@ def _cmd(args) -> int:
             saturate_dir=args.saturate_dir,
             params=given,
             reference=args.reference,
+            cache_dir=args.cache_dir,
         )
         record = run_trial(spec)
         write_record(record, args.out)

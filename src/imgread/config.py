@@ -26,6 +26,9 @@ FIGURES = (
     "published_comparison",
     "residency",
     "decode_cost",
+    "dataloader_scaling",
+    "dataloader_first_batch",
+    "dataloader_cache",
 )
 
 
@@ -66,7 +69,9 @@ def trial_grid(config: dict) -> list[Cell]:
         for variant, settings in (variants or {}).items():
             for block in blocks(settings):
                 names = [p.name for p in phase.params]
-                values = [block.get(p.name, [p.default]) for p in phase.params]
+                values = [
+                    [p.check(v) for v in block.get(p.name, [p.default])] for p in phase.params
+                ]
                 for combo in itertools.product(*values):
                     params = dict(zip(names, combo, strict=True))
                     if phase.redundant(variant, params):
@@ -157,6 +162,12 @@ def check_config(config: dict) -> None:
                     f"[{i}]" if isinstance(settings, list) else ""
                 )
                 workers = block.get("workers", [])
+                least = phase.variants[name].min_workers
+                if any(w < least for w in workers):
+                    raise UserError(
+                        f"config '{where}.workers': {name} takes at least {least} workers, "
+                        f"got {workers}"
+                    )
                 if not phase.variants[name].parallel and workers not in ([], [1]):
                     raise UserError(
                         f"config '{where}.workers': {name} is not parallel, "
@@ -164,11 +175,10 @@ def check_config(config: dict) -> None:
                     )
                 for p in phase.params:
                     for value in block.get(p.name, []):
-                        if value not in p.choices:
-                            raise UserError(
-                                f"config '{where}.{p.name}': unknown {p.name} {value!r}; "
-                                f"allowed: {list(p.choices)}"
-                            )
+                        try:
+                            p.check(value)
+                        except UserError as exc:
+                            raise UserError(f"config '{where}.{p.name}': {exc}") from None
                 largest = max([largest, *block.get("sizes", [])])
     if largest > ds["count"]:
         raise UserError(

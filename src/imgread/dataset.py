@@ -35,6 +35,7 @@ from imgread.util import Progress, atomic_path, write_bytes_atomic, write_text_a
 INFO_NAME = "dataset.json"  # marks a folder as an imgread dataset (ours to overwrite)
 SKIPPED_NAME = "skipped.csv"
 IMAGES_DIR = "images"
+SOURCES_NAME = "sources.csv"  # sampled datasets: each image's path in the user's folder
 
 DEFAULT_COUNT = 900
 DEFAULT_WIDTH = 4032
@@ -477,6 +478,7 @@ def sample(
     visit = [candidates[i] for i in rng.permutation(len(candidates))]
     entries: list[ImageEntry] = []
     skipped: list[tuple[str, str]] = []
+    sources: list[tuple[str, str]] = []
     seen_real: set[Path] = set()
     bar = Progress(count, f"sample {source}", enabled=progress)
     for path in visit:
@@ -513,6 +515,7 @@ def sample(
         except OSError as exc:
             raise _write_failed(exc, out) from None
         width, height = result
+        sources.append((rel, rel_src))
         entries.append(
             ImageEntry(
                 k,
@@ -531,6 +534,9 @@ def sample(
             f"--source {source}: found {len(entries)} valid images, fewer than the {count} asked "
             f"for ({len(skipped)} skipped, listed in {out / SKIPPED_NAME})"
         )
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([("path", "source"), *sources])
+    write_text_atomic(out / SOURCES_NAME, buf.getvalue())
     manifest = write_manifest(out, entries)
     write_text_atomic(
         out / INFO_NAME,

@@ -44,7 +44,7 @@ def _save(fig, stem: Path, dpi: int) -> list[Path]:
     return out
 
 
-def load_time(trials, summary, speed, published, settings):
+def load_time(trials, summary, speed, published, settings, **_):
     """Cold-cache load time per n by variant, with 95 % CIs over repetitions."""
     df = trials[trials["phase"] == "load"].assign(label=lambda d: _label(d))
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -110,7 +110,7 @@ def _speed_panels(speed, trials, column, ylabel, title, ideal):
     return fig
 
 
-def decode_speedup(trials, summary, speed, published, settings):
+def decode_speedup(trials, summary, speed, published, settings, **_):
     """Decode speedup vs workers, one line per n, ideal line and the machine's core count."""
     return _speed_panels(
         speed,
@@ -123,7 +123,7 @@ def decode_speedup(trials, summary, speed, published, settings):
     )
 
 
-def decode_efficiency(trials, summary, speed, published, settings):
+def decode_efficiency(trials, summary, speed, published, settings, **_):
     """Decode efficiency (speedup / workers) vs workers."""
     return _speed_panels(
         speed,
@@ -136,7 +136,7 @@ def decode_efficiency(trials, summary, speed, published, settings):
     )
 
 
-def throughput(trials, summary, speed, published, settings):
+def throughput(trials, summary, speed, published, settings, **_):
     """Load MB/s and decode megapixels/s vs n, by variant."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, phase, col, ylabel in (
@@ -157,7 +157,7 @@ def throughput(trials, summary, speed, published, settings):
     return fig
 
 
-def published_comparison(trials, summary, speed, published, settings):
+def published_comparison(trials, summary, speed, published, settings, **_):
     """This machine's process-pool decode speedup beside the study's published curves."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     pub = published.rename(columns={"processes": "workers"})
@@ -198,7 +198,7 @@ def published_comparison(trials, summary, speed, published, settings):
     return fig
 
 
-def residency(trials, summary, speed, published, settings):
+def residency(trials, summary, speed, published, settings, **_):
     """Fraction of the images' pages resident before each trial, by phase and cache method."""
     df = trials.assign(
         resident=trials["resident_fraction_before"].astype(float),
@@ -232,7 +232,7 @@ DELIVERY_BARS = (  # (variant, delivery): one bar each, discard light and pixels
 )
 
 
-def decode_cost(trials, summary, speed, published, settings):
+def decode_cost(trials, summary, speed, published, settings, **_):
     """What the decoder and the delivery cost: median images/s per decoder, one bar per
     (variant, delivery) at the smallest parallel worker count, with the core ceiling."""
     d = pipeline_cells(trials)
@@ -291,6 +291,172 @@ def decode_cost(trials, summary, speed, published, settings):
     return fig
 
 
+def _empty(fig_size, message):
+    fig, ax = plt.subplots(figsize=fig_size)
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
+    return fig
+
+
+def _loader(trials):
+    d = trials[trials["phase"] == "dataloader"].copy()
+    if d.empty:
+        return d
+    d["line"] = d["decoder"] + ", " + d["source"]
+    return d
+
+
+def _physical_cores(trials) -> int:
+    col = "physical_cores" if "physical_cores" in trials else "logical_cores"
+    return int(trials[col].max())
+
+
+def _few_batches(d) -> str:
+    few = d[d["batches_per_worker_min"] < 10]
+    if few.empty:
+        return "every worker got at least 10 batches"
+    ws = ", ".join(str(int(w)) for w in sorted(few["workers"].unique()))
+    return f"hollow markers: fewer than 10 batches per worker (num_workers {ws})"
+
+
+def _loader_panels(trials, column, ylabel, title, ideal):
+    d = _loader(trials)
+    if d.empty:
+        return _empty((7, 4), "no DataLoader trials in this study")
+    states = [s for s in ("cold", "warm") if s in set(d["page_cache"])]
+    fig, axes = plt.subplots(
+        1, len(states), figsize=(6.5 * len(states), 4.8), sharey=True, squeeze=False
+    )
+    cores = _physical_cores(trials)
+    lines = sorted(d["line"].unique())
+    colours = dict(zip(lines, sns.color_palette("tab10", len(lines)), strict=True))
+    for ax, state in zip(axes[0], states, strict=True):
+        g = d[d["page_cache"] == state]
+        med = g.groupby(["line", "workers"]).agg(
+            y=(column, "median"), few=("batches_per_worker_min", "min")
+        )
+        for line in lines:
+            if line not in med.index.get_level_values(0):
+                continue
+            m = med.loc[line].sort_index()
+            xs = m.index.to_numpy()
+            ax.plot(xs, m["y"], c=colours[line], label=line)
+            for x, y, few in zip(xs, m["y"], m["few"], strict=True):
+                ax.plot(x, y, "o", c=colours[line], mfc="white" if few < 10 else colours[line])
+            if ideal and 1 in m.index:
+                ax.plot(
+                    xs,
+                    [m["y"][1] * max(min(x, cores), 1) for x in xs],
+                    ls="--",
+                    c=colours[line],
+                    lw=0.8,
+                    alpha=0.7,
+                )
+        ax.axvline(cores, ls=":", c="black", label=f"{cores} physical cores")
+        ax.set_xscale("symlog", base=2, linthresh=1)
+        ticks = sorted(g["workers"].unique())
+        ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+        ax.set(xlabel="num_workers", ylabel=ylabel, title=f"page cache {state}")
+        if ideal:
+            ax.plot([], [], ls="--", c="grey", label="ideal: num_workers=1 x min(w, cores)")
+        ax.legend(title="decoder, source", fontsize="x-small")
+    n = int(d["n_images"].max())
+    batch = ", ".join(sorted(d["batch_size"].astype(str).unique()))
+    fig.suptitle(
+        f"{title}: {n} images, batch size {batch}; {_few_batches(d)}\n{machine_label(trials)}"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def dataloader_scaling(trials, summary, speed, published, settings, **_):
+    """DataLoader images/s vs num_workers per decoder and source, with the ideal line."""
+    return _loader_panels(
+        trials,
+        "images_per_s",
+        "images/s, one epoch (median of repetitions)",
+        "PyTorch DataLoader throughput (224 crop, normalised float32 batches)",
+        ideal=True,
+    )
+
+
+def dataloader_first_batch(trials, summary, speed, published, settings, **_):
+    """Time from iter(loader) to the first batch vs num_workers."""
+    return _loader_panels(
+        trials,
+        "first_batch_seconds",
+        "seconds from iter(loader) to the first batch",
+        "DataLoader time to the first batch (workers already started)",
+        ideal=False,
+    )
+
+
+def dataloader_cache(trials, summary, speed, published, settings, caches=None, **_):
+    """Images/s from JPEG vs from each decoded cache, and the epochs after which building the
+    cache has paid for itself."""
+    d = _loader(trials)
+    if d.empty or caches is None or caches.empty:
+        return _empty((7, 4), "no decoded-cache DataLoader trials in this study")
+    d = d[(d["page_cache"] == "warm") & d["decoder"].isin(set(caches["decoder"]))]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    med = d.groupby(["decoder", "source", "workers"])["seconds"].median()
+    rate = d.groupby(["decoder", "source", "workers"])["images_per_s"].median()
+    n = int(d["n_images"].max())
+    payback = []
+    for (decoder, source), g in rate.groupby(level=[0, 1]):
+        g = g.droplevel([0, 1])
+        axes[0].plot(g.index, g.to_numpy(), "o-", label=f"{decoder}, {source}")
+    for decoder in sorted(set(caches["decoder"])):
+        info = caches[caches["decoder"] == decoder].iloc[0]
+        if (decoder, "jpeg") not in rate.index.droplevel(2):
+            continue
+        jpeg_best = med.loc[(decoder, "jpeg")].min()
+        for source, build_col in (
+            ("cache-npy", "npy_build_seconds"),
+            ("cache-pickle", "pickle_build_seconds"),
+        ):
+            if (decoder, source) not in med.index.droplevel(2):
+                continue
+            best = med.loc[(decoder, source)].min()
+            build = info[build_col] * n / info["images"]  # build time for these n images
+            if source == "cache-pickle":  # loaded once per run, before the first epoch
+                load = d[(d["decoder"] == decoder) & (d["source"] == source)]
+                build += load["cache_load_seconds"].median()
+            saving = jpeg_best - best
+            epochs = build / saving if saving > 0 else float("inf")
+            payback.append((f"{decoder}, {source}", epochs, build, saving))
+    ticks = sorted(d["workers"].unique())
+    axes[0].set_xscale("symlog", base=2, linthresh=1)
+    axes[0].set_xticks(ticks, [str(int(t)) for t in ticks])
+    axes[0].set(
+        xlabel="num_workers",
+        ylabel="images/s, one epoch (median)",
+        yscale="log",
+        title="DataLoader from JPEG vs from the decoded cache (warm page cache)",
+    )
+    axes[0].legend(title="decoder, source", fontsize="x-small")
+    if payback:
+        labels = [p[0] for p in payback]
+        values = [p[1] for p in payback]
+        bars = axes[1].barh(labels, values, color=sns.color_palette("Set2", len(payback)))
+        for bar, (_, epochs, build, saving) in zip(bars, payback, strict=True):
+            axes[1].text(
+                bar.get_width(),
+                bar.get_y() + bar.get_height() / 2,
+                f" {epochs:.2f} epochs (build {build:.1f} s, saves {saving:.2f} s/epoch)",
+                va="center",
+                fontsize="small",
+            )
+        axes[1].set_xlim(0, max(v for v in values if v != float("inf")) * 2.2 or 1)
+    axes[1].set(
+        xlabel="epochs after which the cache has paid for its build",
+        title="build time / (best JPEG epoch - best cached epoch)",
+    )
+    fig.suptitle(f"Is a decoded cache worth it? {n} images\n{machine_label(trials)}")
+    fig.tight_layout()
+    return fig
+
+
 PLOTTERS: dict[str, Callable] = {name: globals()[name] for name in FIGURES}
 
 
@@ -302,10 +468,11 @@ def draw(
     published: pd.DataFrame,
     out_stem: str | os.PathLike,
     settings: dict,
+    caches: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw figure ``name`` and save it as ``out_stem``.png and .svg."""
     sns.set_theme(
         style=settings.get("style", "whitegrid"), context=settings.get("context", "paper")
     )
-    fig = PLOTTERS[name](trials, summary, speed, published, settings)
+    fig = PLOTTERS[name](trials, summary, speed, published, settings, caches=caches)
     return _save(fig, Path(out_stem), int(settings.get("dpi", 150)))

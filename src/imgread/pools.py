@@ -86,6 +86,10 @@ class Runner:
         """Do the work for every job; return {path: result}."""
         raise NotImplementedError
 
+    def fields(self) -> dict:
+        """Columns the runner adds to the record (read after the run, before ``close``)."""
+        return {}
+
     def close(self) -> None:
         """Shut down whatever ``start`` created (pools); results stay readable."""
 

@@ -54,6 +54,7 @@ class TrialSpec:
     saturate_dir: str | None = None
     params: dict[str, str] = field(default_factory=dict)  # the phase's grid keys
     reference: str | None = None  # checksums to verify delivered pixels against
+    cache_dir: str | None = None  # a decoded cache (imgread cache build), for phases that read one
 
     def describe(self) -> str:
         """A short label naming the cell, for messages."""
@@ -196,9 +197,13 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
     why = phase.unsupported(spec.variant, params)
     if why:
         raise UserError(why)
-    if spec.workers < 1:
-        raise UserError(f"workers must be at least 1, got {spec.workers}")
-    if not phase.variants[spec.variant].parallel and spec.workers != 1:
+    variant = phase.variants[spec.variant]
+    if spec.workers < variant.min_workers:
+        raise UserError(
+            f"workers must be at least {variant.min_workers} for {spec.phase}/{spec.variant}, "
+            f"got {spec.workers}"
+        )
+    if not variant.parallel and spec.workers != 1:
         raise UserError(f"variant {spec.phase}/{spec.variant} is not parallel: workers must be 1")
     if spec.cache_method not in cachectl.METHODS:
         raise UserError(
@@ -209,10 +214,12 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
     manifest = read_manifest(spec.manifest)
     entries = manifest.subset(spec.n_images)
     check_unchanged(manifest.root, entries)
+    inputs = {k: v for k, v in (("reference", spec.reference), ("cache_dir", spec.cache_dir)) if v}
+    inputs["manifest"] = str(spec.manifest)
     jobs = phase.jobs(manifest.root, entries, params)
     phase.check(jobs, spec.workers, spec.variant, params)
-    paths = [j.path for j in jobs]
-    cold = phase.cache_state == "cold"
+    paths = phase.cache_files(jobs, params, inputs)
+    cold = phase.page_cache(params) == "cold"
     started_at = _utc_now()
 
     runner = None
@@ -220,7 +227,7 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
     try:
         try:
             t0 = time.perf_counter_ns()
-            runner = phase.start(spec.variant, spec.workers, params, jobs)
+            runner = phase.start(spec.variant, spec.workers, params, jobs, inputs)
             t1 = time.perf_counter_ns()
             if cold:
                 resident = cachectl.ensure_cold(
@@ -248,9 +255,10 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         finally:
             t_close = time.perf_counter_ns()
             if runner is not None:
+                fields = runner.fields()
                 runner.close()
             t4 = time.perf_counter_ns()
-        checked = phase.verify(results, manifest.root, entries, params, spec.reference)
+        checked = phase.verify(results, manifest.root, entries, params, inputs)
     finally:
         results = None  # the arrays may be views of memory that release() unmaps
         if runner is not None:
@@ -290,7 +298,7 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         finished_at=finished_at,
         dataset_id=manifest.dataset_id,
         process_start_method=process_start_method(),
-        extra={**phase.record_fields(params), **checked.extra},
+        extra={**phase.record_fields(params), **fields, **checked.extra},
         **platform_info(),
     )
 

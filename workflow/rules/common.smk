@@ -33,6 +33,7 @@ TABLES = [
     "results/tables/load_table.md",
     "results/tables/decode_table.md",
     "results/tables/decode_pipeline.md",
+    "results/tables/decoded_cache.csv",
 ]
 FIGURE_NAMES = FIGURES  # one list, in the package that draws them
 FIGURE_FILES = [
@@ -46,7 +47,7 @@ HOST = f"{_HOST['cpu_model']}, {_HOST['logical_cores']} logical cores, {_HOST['o
 wildcard_constraints:
     phase="|".join(PHASES),
     variant="[a-z-]+",
-    params="default|[a-z0-9_-]+",
+    params="default|[a-z0-9_,-]+",
     decoder="[a-z0-9-]+",
     output="[a-z0-9]+",
     n=r"\d+",
@@ -59,28 +60,55 @@ def trial_files(wildcards=None):
     return [c.path(TRIALS_DIR) for c in GRID]
 
 
+def _reference_of(phase, params):
+    """(decoder, output) whose sequential checksums a cell's delivered pixels are checked
+    against, or None (decode cells that discard the pixels, load cells)."""
+    if phase == "dataloader":
+        return params["decoder"], "crop224"
+    if phase == "decode" and params.get("delivery") == "pixels":
+        return params["decoder"], params["output"]
+    return None
+
+
 def reference_input(wildcards):
-    """Decode trials that deliver pixels check them against the sequential decode's checksums."""
-    params = parse_segment(wildcards.params)
-    if params.get("delivery") != "pixels":
-        return []
-    return f"{REFERENCE_DIR}/{params['decoder']}_{params['output']}.csv"
+    """The reference checksums a trial checks its pixels against ([] if none)."""
+    ref = _reference_of(wildcards.phase, parse_segment(wildcards.params))
+    return f"{REFERENCE_DIR}/{ref[0]}_{ref[1]}.csv" if ref else []
 
 
 def reference_size(wildcards):
     """Images a reference covers: the largest n of any trial that reads it."""
-    want = {
-        "decoder": wildcards.decoder,
-        "output": wildcards.output,
-        "delivery": "pixels",
-    }
-    sizes = [
+    want = (wildcards.decoder, wildcards.output)
+    sizes = [c.n_images for c in GRID if _reference_of(c.phase, dict(c.params)) == want]
+    return max(sizes, default=1)
+
+
+def _reads_cache(phase, params):
+    return phase == "dataloader" and params["source"] != "jpeg"
+
+
+CACHE_DIR = f"{DATASET_DIR}/cache"
+CACHES = sorted(
+    {dict(c.params)["decoder"] for c in GRID if _reads_cache(c.phase, dict(c.params))}
+)
+
+
+def cache_input(wildcards):
+    """The decoded cache a DataLoader trial reads ([] for JPEG sources)."""
+    params = parse_segment(wildcards.params)
+    if not _reads_cache(wildcards.phase, params):
+        return []
+    return f"{CACHE_DIR}/{params['decoder']}/cache.json"
+
+
+def cache_size(wildcards):
+    """Images a decoded cache covers: the largest n of any trial that reads it."""
+    return max(
         c.n_images
         for c in GRID
-        if c.phase == "decode"
-        and all(dict(c.params).get(k) == v for k, v in want.items())
-    ]
-    return max(sizes, default=1)
+        if _reads_cache(c.phase, dict(c.params))
+        and dict(c.params)["decoder"] == wildcards.decoder
+    )
 
 
 def cache_settings(wildcards):
@@ -88,7 +116,8 @@ def cache_settings(wildcards):
 
     As a param, a changed cache method reruns the load trials and leaves decode trials alone.
     """
-    if PHASES[wildcards.phase].cache_state == "cold":
+    phase = PHASES[wildcards.phase]
+    if phase.page_cache(phase.resolve(parse_segment(wildcards.params))) == "cold":
         return config["cache"]
     return {"method": "warm-read"}
 

@@ -44,3 +44,27 @@ rule decode_reference:
         n=reference_size,
     script:
         "../scripts/decode_reference.py"
+
+
+# The seed's third recipe: decode once, keep the preprocessed 224 crops (a uint8 .npy and the
+# seed's pickle of tensors). Built once per decoder, timed (build seconds and bytes on disk go
+# to cache.json), one at a time like a trial.
+rule decoded_cache:
+    input:
+        manifest=MANIFEST,
+        verified=VERIFIED,
+    output:
+        info=f"{CACHE_DIR}/{{decoder}}/cache.json",
+        npy=f"{CACHE_DIR}/{{decoder}}/images_u8.npy",
+        pickle=f"{CACHE_DIR}/{{decoder}}/tensors.pkl",
+        labels=f"{CACHE_DIR}/{{decoder}}/labels.npy",
+    log:
+        f"results/logs/dataset/{DATASET}.cache.{{decoder}}.log",
+    conda:
+        "../../envs/imgread.yaml"
+    resources:
+        timing=1,
+    params:
+        n=cache_size,
+    script:
+        "../scripts/decoded_cache.py"

@@ -10,6 +10,7 @@ for _figure in FIGURE_NAMES:
             summary="results/tables/summary.csv",
             speedup="results/tables/speedup.csv",
             published="config/reference/published_decode.csv",
+            caches="results/tables/decoded_cache.csv",
         output:
             png=report(
                 f"results/figures/{_figure}.png",

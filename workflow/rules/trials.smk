@@ -10,6 +10,7 @@ rule trial:
         manifest=MANIFEST,
         verified=VERIFIED,
         reference=reference_input,
+        cache=cache_input,
     output:
         f"{TRIALS_DIR}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.json",
     log:

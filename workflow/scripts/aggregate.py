@@ -1,8 +1,10 @@
 """trials.csv, summary.csv, speedup.csv and the study's two tables as Markdown."""
 
+import json
 import sys
 
 import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
+import pandas as pd
 
 from imgread.analysis import (
     decode_table,
@@ -44,4 +46,6 @@ write_text_atomic(
     "the cores allow, so the cost of handing the pixels over shows.\n\n"
     + markdown_table(pipeline_table(trials, speed)),
 )
+caches = pd.DataFrame([json.loads(open(p).read()) for p in snakemake.input.caches])  # noqa: F821
+write_text_atomic(out.caches, caches.to_csv(index=False))
 print(f"aggregated {len(trials)} trials into {len(summary)} cells", file=sys.stderr)

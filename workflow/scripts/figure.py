@@ -17,4 +17,5 @@ draw(
     published=pd.read_csv(i.published),
     out_stem=snakemake.output.png.rsplit(".", 1)[0],  # noqa: F821
     settings=p.settings,
+    caches=pd.read_csv(i.caches) if open(i.caches).read().strip() else None,
 )

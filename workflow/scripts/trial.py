@@ -10,8 +10,9 @@ from imgread.util import exit_on_sigterm
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 exit_on_sigterm()  # Snakemake stops jobs with SIGTERM: clean up as on Ctrl-C
-w, cache = snakemake.wildcards, snakemake.params.cache  # noqa: F821
+w, cache_settings = snakemake.wildcards, snakemake.params.cache  # noqa: F821
 reference = snakemake.input.reference  # noqa: F821
+cache = snakemake.input.cache  # noqa: F821
 spec = TrialSpec(
     manifest=snakemake.input.manifest,  # noqa: F821
     phase=w.phase,
@@ -21,14 +22,15 @@ spec = TrialSpec(
     repetition=int(w.r),
     params=parse_segment(w.params),
     reference=str(reference) if reference else None,
+    cache_dir=str(cache).rsplit("/", 1)[0] if cache else None,
     **(
         {
-            "cache_method": cache["method"],
-            "max_resident_fraction": cache["max_resident_fraction"],
-            "saturate_bytes": cache["saturate_bytes"],
-            "saturate_dir": cache["saturate_dir"],
+            "cache_method": cache_settings["method"],
+            "max_resident_fraction": cache_settings["max_resident_fraction"],
+            "saturate_bytes": cache_settings["saturate_bytes"],
+            "saturate_dir": cache_settings["saturate_dir"],
         }
-        if PHASES[w.phase].cache_state == "cold"
+        if PHASES[w.phase].page_cache(PHASES[w.phase].resolve(parse_segment(w.params))) == "cold"
         else {}
     ),
 )

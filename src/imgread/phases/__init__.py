@@ -28,12 +28,26 @@ class Job(NamedTuple):
 
 @dataclass(frozen=True)
 class Param:
-    """A grid key a phase adds to a trial (a column of trials.csv and a part of its path)."""
+    """A grid key a phase adds to a trial (a column of trials.csv and a part of its path).
+    ``choices`` None means any positive whole number (kept as its decimal string)."""
 
     name: str
     default: str
-    choices: tuple[str, ...]
+    choices: tuple[str, ...] | None
     description: str
+
+    def check(self, value) -> str:
+        """The value as a string; UserError naming the phase's key and what is allowed."""
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if self.choices is None:
+            if not text.isdigit() or int(text) < 1:
+                raise UserError(f"{self.name} must be a positive whole number, got {value!r}")
+            return str(int(text))
+        if text not in self.choices:
+            raise UserError(
+                f"unknown {self.name} {value!r}; choose one of {', '.join(self.choices)}"
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,7 @@ class Variant:
     start: Callable[..., Runner]
     description: str
     allowed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    min_workers: int = 1  # 0 where the work can run in the calling process (num_workers=0)
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,7 @@ class Phase:
     name: str = ""
     description: str = ""
     cache_state: str = "warm"  # "cold": evicted and proven cold; "warm": read and proven warm
+    baseline: tuple[str, int] = ("sequential", 1)  # (variant, workers) speedups are against
     params: tuple[Param, ...] = ()
     variants: dict[str, Variant] = {}
 
@@ -73,12 +89,10 @@ class Phase:
         given = dict(given or {})
         out = {}
         for p in self.params:
-            value = str(given.pop(p.name, p.default))
-            if value not in p.choices:
-                raise UserError(
-                    f"{self.name}: unknown {p.name} {value!r}; choose one of {', '.join(p.choices)}"
-                )
-            out[p.name] = value
+            try:
+                out[p.name] = p.check(given.pop(p.name, p.default))
+            except UserError as exc:
+                raise UserError(f"{self.name}: {exc}") from None
         if given:
             raise UserError(
                 f"{self.name}: unknown setting(s) {sorted(given)}; this phase takes "
@@ -108,7 +122,15 @@ class Phase:
                 f"unknown {self.name} variant {name!r}; choose one of {', '.join(self.variants)}"
             ) from None
 
+    def page_cache(self, params: dict[str, str]) -> str:
+        """'cold' or 'warm': the page-cache state this cell's trials start from."""
+        return self.cache_state
+
     # -- the trial
+    def cache_files(self, jobs: list[Job], params: dict, inputs: dict[str, str]) -> list[str]:
+        """The files whose page-cache state is prepared and proven (the images by default)."""
+        return [j.path for j in jobs]
+
     def jobs(self, root: Path, entries: tuple[ImageEntry, ...], params: dict) -> list[Job]:
         """The jobs of a trial over ``entries`` (before the clock)."""
         return [Job(str(root / e.path), i) for i, e in enumerate(entries)]
@@ -116,7 +138,9 @@ class Phase:
     def check(self, jobs: list[Job], workers: int, variant: str, params: dict) -> None:
         """Refuse, before the clock, a trial that cannot run here (UserError)."""
 
-    def start(self, variant: str, workers: int, params: dict, jobs: list[Job]) -> Runner:
+    def start(
+        self, variant: str, workers: int, params: dict, jobs: list[Job], inputs: dict[str, str]
+    ) -> Runner:
         """Start the variant: pools created, every worker running, buffers allocated."""
         return self.variants[variant].start(workers, params, jobs)
 
@@ -126,7 +150,7 @@ class Phase:
         root: Path,
         entries: tuple[ImageEntry, ...],
         params: dict,
-        reference: str | None,
+        inputs: dict[str, str],
     ) -> Verified:
         """Check the results after the clock stopped; VerificationError if they are wrong."""
         raise NotImplementedError
@@ -156,21 +180,22 @@ def expect_paths(phase: str, results: dict, root: Path, entries) -> dict[str, Im
 
 
 def params_segment(params: dict[str, str]) -> str:
-    """The trial path's folder for a cell's params: 'decoder-pillow_output-full_...'."""
-    return "_".join(f"{k}-{v}" for k, v in params.items()) or "default"
+    """The trial path's folder for a cell's params: 'decoder-pillow,output-full,...'."""
+    return ",".join(f"{k}-{v}" for k, v in params.items()) or "default"
 
 
 def parse_segment(segment: str) -> dict[str, str]:
     """Inverse of :func:`params_segment`."""
     if segment == "default":
         return {}
-    return dict(part.split("-", 1) for part in segment.split("_"))
+    return dict(part.split("-", 1) for part in segment.split(","))
 
 
+from imgread.phases.dataloader import DataLoaderPhase  # noqa: E402
 from imgread.phases.decode import DecodePhase  # noqa: E402
 from imgread.phases.load import LoadPhase  # noqa: E402
 
-PHASES: dict[str, Phase] = {p.name: p for p in (LoadPhase(), DecodePhase())}
+PHASES: dict[str, Phase] = {p.name: p for p in (LoadPhase(), DecodePhase(), DataLoaderPhase())}
 PARAM_COLUMNS: list[str] = list(dict.fromkeys(p.name for ph in PHASES.values() for p in ph.params))
 
 

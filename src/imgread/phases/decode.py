@@ -289,7 +289,7 @@ class DecodePhase(phases.Phase):
                 "or delivery discard"
             )
 
-    def verify(self, results, root, entries, params, reference):
+    def verify(self, results, root, entries, params, inputs):
         expected = phases.expect_paths(self.name, results, root, entries)
         nbytes = sum(e.bytes for e in entries)
         pixels = sum(e.pixels for e in entries)
@@ -307,6 +307,7 @@ class DecodePhase(phases.Phase):
                 len(results), nbytes, pixels, dict(extra, output_pixels=out_pixels)
             )
         t0 = time.perf_counter()
+        reference = inputs.get("reference")
         if reference is None:
             ref = reference_checksums(root, entries, params["decoder"], params["output"])
         else:

@@ -87,7 +87,7 @@ class LoadPhase(phases.Phase):
         )
     }
 
-    def verify(self, results, root, entries, params, reference):
+    def verify(self, results, root, entries, params, inputs):
         expected = phases.expect_paths(self.name, results, root, entries)
         total = 0
         for path, value in results.items():

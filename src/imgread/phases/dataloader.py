@@ -1,0 +1,312 @@
+"""Phase ``dataloader``: feed a PyTorch model through ``torch.utils.data.DataLoader``.
+
+Each sample is a decoder's 224 crop as a float32 3 x 224 x 224 tensor normalised with the
+seed's ``Normalize((0.5,)*3, (0.5,)*3)``, and its label (ImageFolder's: the first folder level
+of a sampled source, else one class). The Dataset holds only a list of paths and labels, so
+the workers that fork from it copy nothing large on read.
+
+Grid keys: ``decoder``; ``source`` (``jpeg``: decode every epoch; ``cache-npy``: the uint8
+crops of a decoded cache, ``np.load(mmap_mode="r")``; ``cache-pickle``: the seed's pickle of
+preprocessed tensors, loaded into memory before the epoch); ``batch_size``; ``page_cache``
+(cold: the files the epoch reads are evicted and proven cold; warm); ``pin_memory``.
+
+Timing: the DataLoader is built and one short warm-up epoch run before the clock (its workers
+are persistent, so the timed epoch finds them started, the decoder imported):
+``startup_seconds``. The timed epoch runs from ``iter(loader)`` to the last batch
+(``seconds``), with the time to the first batch beside it (``first_batch_seconds``).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+
+from imgread import decoded_cache, phases
+from imgread.decoders import CROP, DECODERS, checksum, warm_up
+from imgread.errors import ImageDecodeError, UserError, VerificationError
+from imgread.phases.decode import read_reference, reference_checksums
+from imgread.pools import Runner
+
+SOURCES = ("jpeg", "cache-npy", "cache-pickle")
+PREFETCH_FACTOR = 2  # PyTorch's default, recorded
+
+
+class ManifestDataset:
+    """ImageFolder's equivalent over a manifest: ``(tensor, label)`` per index.
+
+    Only paths and labels live here (and, for ``cache-pickle``, the loaded tensors, as the seed
+    does); the ``.npy`` cache is mapped read-only for each sample.
+    """
+
+    def __init__(self, paths, labels, decoder, source, cache_dir=None, tensors=None):
+        self.paths, self.labels = list(paths), [int(x) for x in labels]
+        self.decoder, self.source, self.cache_dir = decoder, source, cache_dir
+        self.tensors = tensors  # cache-pickle: {relative path: tensor}, keyed by self.keys
+        self.keys = None
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        import torch
+
+        if self.source == "cache-pickle":
+            return self.tensors[self.keys[i]], self.labels[i]
+        if self.source == "cache-npy":
+            # Mapped per sample and unmapped at once: a page a process keeps mapped cannot be
+            # evicted, so a map kept from the warm-up epoch would defeat the cold epoch.
+            arr = np.load(Path(self.cache_dir) / decoded_cache.NPY_NAME, mmap_mode="r")
+            chw = np.array(arr[i])
+            del arr
+        else:
+            chw = DECODERS[self.decoder].decode(self.paths[i], "crop224").transpose(2, 0, 1)
+        return torch.from_numpy(decoded_cache.normalize(chw)), self.labels[i]
+
+
+class _Indices:
+    """A sampler whose indices can be swapped between epochs (the warm-up, then all n)."""
+
+    def __init__(self):
+        self.indices: list[int] = []
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def _worker_init(worker_id: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: normalisation must not fan out
+
+
+def _peak_rss(pid: int) -> int:
+    """VmHWM (peak resident set) of a live process, in bytes; 0 where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class LoaderRunner(Runner):
+    """A DataLoader with persistent workers, warmed up by a short epoch before the clock."""
+
+    def __init__(self, workers: int, params: dict, jobs, root: Path, inputs: dict):
+        import torch
+        from torch.utils.data import DataLoader
+
+        n = len(jobs)
+        batch = int(params["batch_size"])
+        source = params["source"]
+        self.concurrency = max(workers, 1)
+        self.cache_load_seconds = 0.0
+        self.pin_requested = params["pin_memory"] == "true"
+        self.pin_effective = self.pin_requested and torch.cuda.is_available()
+        cache_dir = inputs.get("cache_dir")
+        tensors = None
+        if source == "cache-pickle":  # the seed loads its pickle before building the loader
+            t0 = time.perf_counter()
+            with open(Path(cache_dir) / decoded_cache.PICKLE_NAME, "rb") as fh:
+                tensors = pickle.load(fh)
+            self.cache_load_seconds = time.perf_counter() - t0
+        labels = decoded_cache.labels(_manifest_of(root))[:n]
+        self.dataset = ManifestDataset(
+            [j.path for j in jobs], labels, params["decoder"], source, cache_dir, tensors
+        )
+        if tensors is not None:
+            self.dataset.keys = [str(Path(j.path).relative_to(root)) for j in jobs]
+        warm_up(params["decoder"], "crop224")
+        torch.set_num_threads(1)
+        self.sampler = _Indices()
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=batch,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=self.pin_requested,
+            persistent_workers=workers > 0,
+            prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
+            worker_init_fn=_worker_init if workers > 0 else None,
+        )
+        # Warm-up: one batch per worker (every worker started, its decoder imported).
+        self.sampler.indices = list(range(min(n, batch * max(workers, 1))))
+        self._epoch()
+        self.sampler.indices = list(range(n))
+        self.batches = math.ceil(n / batch)
+        self.batches_per_worker_min = self.batches // workers if workers else self.batches
+        self.iterator_seconds = self.first_batch_seconds = float("nan")
+
+    def _epoch(self) -> list:
+        try:
+            out = []
+            t0 = time.perf_counter()
+            it = iter(self.loader)
+            t1 = time.perf_counter()
+            for batch in it:
+                if not out:
+                    self.first_batch_seconds = time.perf_counter() - t0
+                out.append(batch)
+            self.iterator_seconds = t1 - t0
+            return out
+        except ImageDecodeError as exc:  # re-raised by torch with the worker's traceback
+            lines = [x for x in str(exc).splitlines() if x.strip()]
+            raise ImageDecodeError(lines[-1].split("ImageDecodeError: ", 1)[-1]) from None
+        except RuntimeError as exc:
+            if "DataLoader worker" in str(exc):
+                raise BrokenProcessPool(str(exc)) from None
+            raise
+
+    def run(self, jobs):
+        return self._epoch()
+
+    def worker_pids(self) -> list[int]:
+        it = getattr(self.loader, "_iterator", None)
+        return [w.pid for w in getattr(it, "_workers", [])]
+
+    def fields(self) -> dict:
+        import torch
+
+        return {
+            "torch": torch.__version__,
+            "first_batch_seconds": self.first_batch_seconds,
+            "iterator_seconds": self.iterator_seconds,
+            "cache_load_seconds": self.cache_load_seconds,
+            "batches": self.batches,
+            "batches_per_worker_min": self.batches_per_worker_min,
+            "pin_memory_effective": self.pin_effective,
+            "persistent_workers": self.loader.persistent_workers,
+            "prefetch_factor": PREFETCH_FACTOR if self.loader.num_workers else 0,
+            # the workers' peak resident sets, read while they are alive
+            "peak_rss_workers_bytes": sum(_peak_rss(pid) for pid in self.worker_pids()),
+        }
+
+    def close(self):
+        it = getattr(self.loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self.loader._iterator = None
+
+
+def _manifest_of(path):
+    from imgread.manifest import read_manifest
+
+    return read_manifest(path)
+
+
+class DataLoaderPhase(phases.Phase):
+    name = "dataloader"
+    description = "feed a PyTorch DataLoader: decode + 224 crop + normalise, batched"
+    baseline = ("torch", 1)  # the ideal line: the num_workers=1 rate x min(workers, cores)
+    params = (
+        phases.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
+        phases.Param("source", "jpeg", SOURCES, "jpeg, or a decoded cache (npy or pickle)"),
+        phases.Param("batch_size", "32", None, "samples per batch"),
+        phases.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
+        phases.Param("pin_memory", "false", ("false", "true"), "DataLoader(pin_memory=...)"),
+    )
+    variants = {
+        "torch": phases.Variant(
+            "torch",
+            True,
+            None,
+            "torch.utils.data.DataLoader(num_workers=workers); 0 loads in the calling process",
+            min_workers=0,
+        )
+    }
+
+    def page_cache(self, params):
+        return params["page_cache"]
+
+    def unsupported(self, variant, params):
+        if params["source"] == "cache-pickle" and params["page_cache"] == "cold":
+            return (
+                "dataloader source cache-pickle is loaded into memory before the epoch "
+                "(cache_load_seconds), so its epoch reads no file and has no cold form: "
+                "use page_cache warm"
+            )
+        return super().unsupported(variant, params)
+
+    def cache_files(self, jobs, params, inputs):
+        if params["source"] == "jpeg":
+            return [j.path for j in jobs]
+        name = (
+            decoded_cache.NPY_NAME
+            if params["source"] == "cache-npy"
+            else (decoded_cache.PICKLE_NAME)
+        )
+        return [str(Path(inputs.get("cache_dir", ".")) / name)]
+
+    def start(self, variant, workers, params, jobs, inputs):
+        m = _manifest_of(inputs["manifest"])
+        if params["source"] != "jpeg":
+            if not inputs.get("cache_dir"):
+                raise UserError(
+                    f"source {params['source']} needs a decoded cache (--cache-dir DIR, made "
+                    "by 'imgread cache build')"
+                )
+            decoded_cache.read_info(
+                inputs.get("cache_dir", ""), m.dataset_id, params["decoder"], len(jobs)
+            )
+        return LoaderRunner(workers, params, jobs, m.root, inputs)
+
+    def verify(self, results, root, entries, params, inputs):
+        n = len(entries)
+        t0 = time.perf_counter()
+        reference = inputs.get("reference")
+        if reference is None:
+            ref = reference_checksums(root, entries, params["decoder"], "crop224")
+        else:
+            ref = read_reference(reference, root, params["decoder"], "crop224")
+        labels = decoded_cache.labels(_manifest_of(root))[:n]
+        batch = int(params["batch_size"])
+        i = 0
+        for b, (x, y) in enumerate(results):
+            want = min(batch, n - i)
+            if tuple(x.shape) != (want, 3, CROP, CROP) or str(x.dtype) != "torch.float32":
+                raise VerificationError(
+                    f"dataloader: batch {b} is {x.dtype} {tuple(x.shape)}, expected float32 "
+                    f"({want}, 3, {CROP}, {CROP})"
+                )
+            if y.tolist() != labels[i : i + want].tolist():
+                raise VerificationError(f"dataloader: batch {b} has the wrong labels")
+            for k, sample in enumerate(x.numpy()):
+                path = str(root / entries[i + k].path)
+                hwc = decoded_cache.denormalize(sample).transpose(1, 2, 0)
+                if ref[path] != ((CROP, CROP, 3), checksum(hwc)):
+                    raise VerificationError(
+                        f"dataloader: sample {i + k} ({path}) differs from the sequential "
+                        f"{params['decoder']} decode"
+                    )
+            i += want
+        if i != n:
+            raise VerificationError(f"dataloader: the epoch yielded {i} samples, expected {n}")
+        nbytes = {
+            "jpeg": sum(e.bytes for e in entries),
+            "cache-npy": n * 3 * CROP * CROP,
+            "cache-pickle": 0,
+        }[params["source"]]
+        pixels = sum(e.pixels for e in entries) if params["source"] == "jpeg" else n * CROP * CROP
+        return phases.Verified(
+            n,
+            nbytes,
+            pixels,
+            {
+                "checksums_checked": n,
+                "verify_seconds": time.perf_counter() - t0,
+                "output_pixels": n * CROP * CROP,
+            },
+        )
+
+    def record_fields(self, params):
+        return dict(params, decoder_version=DECODERS[params["decoder"]].version())

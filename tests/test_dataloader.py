@@ -1,0 +1,303 @@
+"""The DataLoader phase and the decoded cache: real DataLoaders, real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgread import decoded_cache
+from imgread.dataset import GenerateParams, generate, sample
+from imgread.decoders import DECODERS
+from imgread.errors import TrialError, UserError
+from imgread.manifest import read_manifest
+from imgread.trial import TrialSpec, run_trial
+
+from .test_delivery import _is_tracker, segments
+from .test_faults import _alive, _children, _corrupt_keeping_size_and_mtime
+
+
+def loader_spec(manifest, n, workers, **params):
+    cache_dir = params.pop("cache_dir", None)
+    params.setdefault("batch_size", 4)
+    return TrialSpec(
+        str(manifest), "dataloader", "torch", n, workers, params=params, cache_dir=cache_dir
+    )
+
+
+@pytest.fixture(scope="module")
+def cache_dir(small_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cache") / "simplejpeg"
+    decoded_cache.build(small_dataset, "simplejpeg", out, n=10, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+@pytest.mark.parametrize("page_cache", ["cold", "warm"])
+def test_an_epoch_from_jpeg_yields_every_sample_checked(small_dataset, workers, page_cache):
+    before = segments()
+    d = run_trial(
+        loader_spec(small_dataset, 10, workers, decoder="opencv", page_cache=page_cache)
+    ).to_dict()
+    assert d["images"] == 10 and d["checksums_checked"] == 10
+    assert d["output_pixels"] == 10 * 224 * 224
+    assert d["batches"] == 3 and d["batches_per_worker_min"] == (3 // workers if workers else 3)
+    assert 0 < d["first_batch_seconds"] <= d["seconds"] and d["startup_seconds"] > 0
+    if page_cache == "cold":
+        assert d["resident_fraction_before"] <= 0.01 and d["cache_state"] == "cold"
+    else:
+        assert d["resident_fraction_before"] >= 0.99
+    assert d["persistent_workers"] == (workers > 0)
+    assert d["pin_memory_effective"] is False and d["torch"].startswith("2.")
+    if workers:
+        assert d["peak_rss_workers_bytes"] > 0
+    assert segments() == before
+
+
+def test_the_decoded_cache_holds_the_decoders_crops(small_dataset, cache_dir):
+    info = json.loads((cache_dir / "cache.json").read_text())
+    assert info["images"] == 10 and info["decoder"] == "simplejpeg"
+    assert info["npy_bytes"] == (cache_dir / "images_u8.npy").stat().st_size
+    assert info["pickle_build_seconds"] >= info["npy_build_seconds"] > 0
+    arr = np.load(cache_dir / "images_u8.npy", mmap_mode="r")
+    assert arr.shape == (10, 3, 224, 224) and arr.dtype == np.uint8
+    m = read_manifest(small_dataset)
+    first = DECODERS["simplejpeg"].decode(str(m.root / m.entries[0].path), "crop224")
+    assert np.array_equal(arr[0], first.transpose(2, 0, 1))
+    with open(cache_dir / "tensors.pkl", "rb") as fh:
+        tensors = pickle.load(fh)
+    assert list(tensors) == [e.path for e in m.entries[:10]]
+    t = tensors[m.entries[0].path]
+    assert tuple(t.shape) == (3, 224, 224) and str(t.dtype) == "torch.float32"
+    assert float(t.min()) >= -1.0 and float(t.max()) <= 1.0
+    assert np.array_equal(decoded_cache.denormalize(t.numpy()), arr[0])
+
+
+@pytest.mark.parametrize(
+    "source,page_cache", [("cache-npy", "cold"), ("cache-npy", "warm"), ("cache-pickle", "warm")]
+)
+def test_epochs_from_the_cache_are_checked_against_the_decoder(
+    small_dataset, cache_dir, source, page_cache
+):
+    d = run_trial(
+        loader_spec(
+            small_dataset,
+            8,
+            2,
+            decoder="simplejpeg",
+            source=source,
+            page_cache=page_cache,
+            cache_dir=str(cache_dir),
+        )
+    ).to_dict()
+    assert d["checksums_checked"] == 8 and d["source"] == source
+    if source == "cache-pickle":
+        assert d["cache_load_seconds"] > 0 and d["bytes"] == 0
+    else:
+        assert d["bytes"] == 8 * 3 * 224 * 224
+    if page_cache == "cold":
+        assert d["resident_fraction_before"] <= 0.01
+
+
+def test_a_cache_that_does_not_match_is_refused(small_dataset, cache_dir):
+    with pytest.raises(UserError, match="decoded by simplejpeg; this trial needs .* by opencv"):
+        run_trial(
+            loader_spec(
+                small_dataset, 8, 0, decoder="opencv", source="cache-npy", cache_dir=str(cache_dir)
+            )
+        )
+    with pytest.raises(UserError, match="caches 10 images"):
+        run_trial(
+            loader_spec(
+                small_dataset,
+                12,
+                0,
+                decoder="simplejpeg",
+                source="cache-npy",
+                cache_dir=str(cache_dir),
+            )
+        )
+    with pytest.raises(UserError, match="cache-pickle .* has no cold form"):
+        run_trial(
+            loader_spec(
+                small_dataset,
+                8,
+                0,
+                decoder="simplejpeg",
+                source="cache-pickle",
+                page_cache="cold",
+                cache_dir=str(cache_dir),
+            )
+        )
+    with pytest.raises(UserError, match="needs a decoded cache"):
+        run_trial(loader_spec(small_dataset, 8, 0, source="cache-npy"))
+
+
+def test_labels_follow_the_first_folder_level_of_a_sampled_folder(tmp_path):
+    src = tmp_path / "photos"
+    for k, cls in enumerate(["cats", "dogs", "cats", "dogs", "birds", "cats"]):
+        generate(
+            src / cls / f"g{k}",
+            GenerateParams(count=1, width=96, height=64, target_bytes=6000, seed=k),
+            progress=False,
+        )
+    m = read_manifest(sample(src, tmp_path / "ds", 6, progress=False))
+    labels = decoded_cache.labels(m)
+    sources = dict(
+        line.split(",", 1) for line in (m.root / "sources.csv").read_text().splitlines()[1:]
+    )
+    names = {"birds": 0, "cats": 1, "dogs": 2}
+    assert list(labels) == [names[sources[e.path].split("/")[0]] for e in m.entries]
+    d = run_trial(loader_spec(m.root / "manifest.csv", 6, 2, batch_size=2)).to_dict()
+    assert d["checksums_checked"] == 6  # labels are checked batch by batch in verify
+
+
+def test_a_generated_dataset_is_one_class(small_dataset):
+    assert set(decoded_cache.labels(read_manifest(small_dataset))) == {0}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupted_image_fails_the_trial_naming_it(tmp_path, workers):
+    ds = generate(
+        tmp_path / "ds",
+        GenerateParams(count=8, width=96, height=64, target_bytes=8000),
+        progress=False,
+    )
+    m = read_manifest(ds)
+    victim = m.root / m.entries[5].path
+    _corrupt_keeping_size_and_mtime(victim)
+    with pytest.raises(TrialError) as info:
+        run_trial(loader_spec(ds, 8, workers, batch_size=2))
+    msg = str(info.value)
+    assert f"{victim}: decoder pillow:" in msg and "no time recorded" in msg
+    assert "dataloader/torch decoder=pillow source=jpeg batch_size=2" in msg
+    assert "Traceback" not in msg
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_killed_loader_worker_fails_the_trial_and_leaves_nothing(tmp_path):
+    ds = generate(
+        tmp_path / "ds",
+        GenerateParams(count=120, width=1600, height=1200, target_bytes=400_000),
+        progress=False,
+    )
+    before = segments()
+    out = tmp_path / "rec.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imgread",
+            "trial",
+            "--manifest",
+            str(ds),
+            "--phase",
+            "dataloader",
+            "--variant",
+            "torch",
+            "--n",
+            "120",
+            "--workers",
+            "2",
+            "--batch-size",
+            "4",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    workers: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = [k for k in _children(proc.pid) if _alive(k) and not _is_tracker(k)]
+        if len(workers) >= 2:
+            break
+        time.sleep(0.02)
+    assert len(workers) >= 2, "the loader never started its workers"
+    time.sleep(1.5)  # past the warm-up epoch, into the timed one
+    assert proc.poll() is None
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "dataloader/torch decoder=pillow source=jpeg batch_size=4" in stderr
+    assert "worker" in stderr and "died" in stderr
+    assert not out.exists() and segments() == before
+    time.sleep(0.3)
+    assert not [w for w in workers if _alive(w)], "a DataLoader worker was left running"
+
+
+def test_cli_cache_build_and_a_cached_trial(small_dataset, tmp_path):
+    out = tmp_path / "cache"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imgread",
+            "cache",
+            "build",
+            "--manifest",
+            str(small_dataset),
+            "--decoder",
+            "opencv",
+            "--out",
+            str(out),
+            "--n",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "6 images by opencv" in r.stdout
+    rec = tmp_path / "rec.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imgread",
+            "trial",
+            "--manifest",
+            str(small_dataset),
+            "--phase",
+            "dataloader",
+            "--variant",
+            "torch",
+            "--n",
+            "6",
+            "--workers",
+            "0",
+            "--batch-size",
+            "3",
+            "--decoder",
+            "opencv",
+            "--source",
+            "cache-npy",
+            "--cache-dir",
+            str(out),
+            "--page-cache",
+            "cold",
+            "--out",
+            str(rec),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    d = json.loads(rec.read_text())
+    assert (d["workers"], d["batch_size"], d["source"], d["checksums_checked"]) == (
+        0,
+        "3",
+        "cache-npy",
+        6,
+    )
