@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from imgread.analysis import pipeline_table, speedup, study_cells, summarize
+from imgread.analysis import pipeline_table, speedup, study_cells, summarize, with_all_keys
 
 
 def _rows(variant, workers, seconds, delivery="discard", decoder="opencv", output="full", n=10):
@@ -32,14 +32,16 @@ def _rows(variant, workers, seconds, delivery="discard", decoder="opencv", outpu
 
 @pytest.fixture
 def trials():
-    return pd.DataFrame(
-        _rows("sequential", 1, [2.0, 2.0])  # the decoder alone: 5 images/s
-        + _rows("sequential", 1, [4.0, 4.0], delivery="pixels")  # keeping arrays costs
-        + _rows("threads", 2, [1.0, 1.0])
-        + _rows("processes", 2, [4.0, 4.0], delivery="pixels")
-        + _rows("processes-shm", 4, [1.6, 1.6], delivery="pixels")
-        + _rows("sequential", 1, [3.0, 3.0], decoder="pillow")
-        + _rows("processes", 2, [2.0, 2.0], decoder="pillow")
+    return with_all_keys(
+        pd.DataFrame(
+            _rows("sequential", 1, [2.0, 2.0])  # the decoder alone: 5 images/s
+            + _rows("sequential", 1, [4.0, 4.0], delivery="pixels")  # keeping arrays costs
+            + _rows("threads", 2, [1.0, 1.0])
+            + _rows("processes", 2, [4.0, 4.0], delivery="pixels")
+            + _rows("processes-shm", 4, [1.6, 1.6], delivery="pixels")
+            + _rows("sequential", 1, [3.0, 3.0], decoder="pillow")
+            + _rows("processes", 2, [2.0, 2.0], decoder="pillow")
+        )
     )
 
 
@@ -72,3 +74,34 @@ def test_pipeline_table_has_medians_speedups_and_ceilings(trials):
     assert row.median_images_per_s == pytest.approx(10.0)
     assert row.median_megapixels_per_s == pytest.approx(120.0)
     assert row.ceiling_fraction == pytest.approx(1.0) and row.repetitions == 2
+
+
+def test_dataloader_workers_names_the_best_count_and_where_more_hurt():
+    from imgread.analysis import dataloader_workers
+
+    rows = []
+    for w, rates in {0: [9, 9], 1: [10, 10], 2: [19, 19.2], 4: [18.5, 18.5], 8: [15, 15]}.items():
+        for i, r in enumerate(rates):
+            rows.append(
+                dict(
+                    phase="dataloader",
+                    variant="torch",
+                    decoder="opencv",
+                    source="jpeg",
+                    batch_size="32",
+                    page_cache="warm",
+                    pin_memory="false",
+                    n_images=640,
+                    workers=w,
+                    repetition=i,
+                    images_per_s=r,
+                    physical_cores=2,
+                )
+            )
+    table = dataloader_workers(pd.DataFrame(rows))
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row.images_per_s_w1 == 10 and row.best_workers == 2
+    assert row.best_images_per_s == pytest.approx(19.1)
+    assert row.best_over_cores_x_w1 == pytest.approx(19.1 / 20)
+    assert row.hurts_from_workers == 8  # 18.5 is within 5 % of 19.1; 15 is not

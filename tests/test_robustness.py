@@ -63,7 +63,8 @@ BAD_CONFIGS = {
     ),
     "unknown phase": (
         {"phases": {"encode": {"sequential": {"workers": [1]}}}},
-        "config 'phases': unknown key(s) ['encode']; allowed: ['dataloader', 'decode', 'load']",
+        "config 'phases': unknown key(s) ['encode']; allowed: ['dataloader', 'decode', 'load', "
+        "'stream']",
     ),
     "repetitions zero": (
         {"repetitions": 0},
@@ -162,6 +163,10 @@ def _interrupt_config(saturate_dir: Path) -> dict:
                 "processes-shm": {"workers": []},
             },
             "dataloader": {"torch": {"workers": []}},
+            "stream": {
+                v: {"workers": []}
+                for v in ("sequential", "processes", "threads", "thread-per-frame", "asyncio")
+            },
         },
         # saturate (with a small file, which cannot make anything cold: the limit is lifted)
         # so that a temporary file exists to be cleaned up.

@@ -46,10 +46,37 @@ DEFAULTS = {
         "page_cache": ["warm"],
         "pin_memory": [False],
     },
+    "stream": {
+        "decoder": ["opencv"],
+        "fps": [0],
+        "compute_ms": [0],
+        "compute": ["sleep"],
+        "prefetch": [4],
+        "page_cache": ["warm"],
+        "deadline_ms": [0],
+    },
 }
-PARAMS = ["decoder", "output", "delivery", "source", "batch_size", "page_cache", "pin_memory"]
+PARAMS = [
+    "decoder",
+    "output",
+    "delivery",
+    "source",
+    "batch_size",
+    "page_cache",
+    "pin_memory",
+    "fps",
+    "compute_ms",
+    "compute",
+    "prefetch",
+    "deadline_ms",
+]
 KEYS = ["phase", "variant", *PARAMS, "n_images", "workers"]
-BASELINE = {"load": ("sequential", 1), "decode": ("sequential", 1), "dataloader": ("torch", 1)}
+BASELINE = {
+    "load": ("sequential", 1),
+    "decode": ("sequential", 1),
+    "dataloader": ("torch", 1),
+    "stream": ("sequential", 1),
+}
 
 
 def _blocks(settings):
@@ -62,8 +89,10 @@ def _text(value):
 
 def _skipped(params):
     """Combinations the README says are left out of grids."""
-    return (params.get("decoder") == "pillow-draft" and params.get("output") == "full") or (
-        params.get("source") == "cache-pickle" and params.get("page_cache") == "cold"
+    return (
+        (params.get("decoder") == "pillow-draft" and params.get("output") == "full")
+        or (params.get("source") == "cache-pickle" and params.get("page_cache") == "cold")
+        or (params.get("compute_ms") == "0" and params.get("compute") == "cpu")
     )
 
 
@@ -131,6 +160,24 @@ def test_trials_table_has_one_row_per_trial(smoke_run, smoke_config):
     cold = loader[loader.page_cache == "cold"]
     assert (cold.resident_fraction_before <= 0.01).all() and (cold.cache_state == "cold").all()
     assert (loader.first_batch_seconds <= loader.seconds).all()
+    stream = trials[trials.phase == "stream"]
+    assert set(stream.variant) == {
+        "sequential",
+        "processes",
+        "threads",
+        "thread-per-frame",
+        "asyncio",
+    }
+    assert (stream.checksums_checked == stream.images).all()
+    assert ((stream.au > 0) & (stream.au <= 1)).all()
+    assert (stream.latency_p50_ms <= stream.latency_p99_ms).all()
+    frames = pd.read_csv(smoke_run / "results/tables/frames.csv")
+    assert len(frames) == stream.images.sum()
+    assert (frames.start_s >= frames.arrival_s - 1e-4).all()
+    assert (frames.done_s >= frames.ready_s).all()
+    producers = pd.read_csv(smoke_run / "results/tables/stream_producers.csv")
+    assert len(producers) == len(stream.groupby(["fps", "compute_ms", "compute"]))
+    assert set(producers.best_variant) <= set(stream.variant)
     for col in [
         "seconds",
         "startup_seconds",
@@ -306,8 +353,10 @@ def test_dry_run_of_the_full_config_plans_the_whole_study(tmp_path):
     # 4, processes 2 and 4), whose 5 repetitions are already among the 10: 79 x 5 = 395.
     # the DataLoader at 640 images, 3 repetitions, 6 num_workers: 3 decoders x cold/warm from
     # JPEG (36 cells) + opencv from cache-npy cold/warm and cache-pickle warm (18): 162.
+    # the stream at 240 frames, 3 repetitions: 3 fps x (no model, 30 ms sleep, 30 ms cpu) x
+    # 14 producer/worker settings (1 + 4 + 4 + 1 + 4) = 126 cells: 378.
     jobs = _job_counts(out)
-    assert jobs["trial"] == 1817
+    assert jobs["trial"] == 2195
     assert jobs["decode_reference"] == 7 and jobs["decoded_cache"] == 1
     assert jobs["aggregate"] == 1
 

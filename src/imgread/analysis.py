@@ -53,18 +53,45 @@ SPEEDUP_COLUMNS = CELL + [
 ]
 
 
-def load_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """Read trial JSON records into one tidy frame, one row per trial, sorted by cell."""
-    rows = []
+FRAME_COLUMNS = ["frame", "arrival_s", "start_s", "ready_s", "done_s", "latency_ms"]
+
+
+def load_records(paths: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read trial JSON records: one tidy row per trial, sorted by cell, and the per-frame
+    timestamps of stream trials (one row per frame, with the trial's keys)."""
+    rows, frames = [], []
     for p in paths:
         with open(p, encoding="utf-8") as fh:
-            rows.append(json.load(fh))
+            record = json.load(fh)
+        times = record.pop("frames", None)
+        rows.append(record)
+        if times:
+            keys = {k: record.get(k, NO_PARAM) for k in [*CELL, "repetition"]}
+            for i, (arrival, start, ready, done) in enumerate(times):
+                frames.append(
+                    dict(
+                        keys,
+                        frame=i,
+                        arrival_s=arrival,
+                        start_s=start,
+                        ready_s=ready,
+                        done_s=done,
+                        latency_ms=(done - arrival) * 1e3,
+                    )
+                )
     if not rows:
         raise ValueError("no trial records to aggregate")
-    df = pd.DataFrame(rows)
+    df = with_all_keys(pd.DataFrame(rows))
+    df = df.sort_values(CELL + ["repetition"], kind="stable").reset_index(drop=True)
+    return df, pd.DataFrame(frames, columns=[*CELL, "repetition", *FRAME_COLUMNS])
+
+
+def with_all_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """Every phase's grid-key column, '-' where a row's phase has no such key."""
+    df = df.copy()
     for col in PARAM_COLUMNS:
         df[col] = df[col].fillna(NO_PARAM) if col in df else NO_PARAM
-    return df.sort_values(CELL + ["repetition"], kind="stable").reset_index(drop=True)
+    return df
 
 
 def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
@@ -280,3 +307,131 @@ def pipeline_table(trials: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
     sp = speed[keys + ["speedup", "ceiling_fraction"]]
     out = rates.merge(sp, on=keys, how="left")
     return out.sort_values(keys).reset_index(drop=True)
+
+
+LOADER_LINE = ["decoder", "source", "batch_size", "page_cache", "pin_memory", "n_images"]
+HURT_MARGIN = 0.05  # a worker count "hurts" when its median rate is this much below the best
+
+
+def dataloader_workers(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per DataLoader line (decoder, source, ...): the num_workers=1 rate, the best num_workers
+    and its rate, the best over the goal (num_workers=1 rate x physical cores), and the first
+    num_workers above the best whose median rate is more than 5 % below it (where more workers
+    start to hurt)."""
+    d = trials[trials["phase"] == "dataloader"]
+    columns = [
+        *LOADER_LINE,
+        "images_per_s_w1",
+        "best_workers",
+        "best_images_per_s",
+        "physical_cores",
+        "best_over_cores_x_w1",
+        "hurts_from_workers",
+    ]
+    rows = []
+    for key, g in d.groupby(LOADER_LINE, sort=True):
+        med = g.groupby("workers")["images_per_s"].median().sort_index()
+        cores = int(g["physical_cores"].max())
+        best_w = int(med.idxmax())
+        worse = [w for w in med.index if w > best_w and med[w] < (1 - HURT_MARGIN) * med[best_w]]
+        w1 = float(med.get(1, float("nan")))
+        rows.append(
+            dict(
+                zip(LOADER_LINE, key, strict=True),
+                images_per_s_w1=w1,
+                best_workers=best_w,
+                best_images_per_s=float(med[best_w]),
+                physical_cores=cores,
+                best_over_cores_x_w1=float(med[best_w]) / (w1 * cores),
+                hurts_from_workers=int(worse[0]) if worse else -1,
+            )
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+STREAM_LOAD = [
+    "decoder",
+    "fps",
+    "compute_ms",
+    "compute",
+    "prefetch",
+    "page_cache",
+    "deadline_ms",
+    "n_images",
+]
+AU_GOAL = 0.90
+LATENCY_GOAL = 1.5  # p99 within this many times one frame's read + decode + compute
+
+
+def stream_producers(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per offered load (fps, compute, ...): the producer and worker count to use, with its
+    median AU, p99 latency, achieved fps and deadline misses.
+
+    All at once (fps 0) the best keeps the consumer busiest (highest AU); at a rate, the best
+    has the lowest p99 latency. ``single_frame_ms`` is one frame's read + decode + compute,
+    measured by the sequential producer with all frames at once (its median per-frame service
+    time); ``p99_over_single_frame`` compares the best producer's p99 with it.
+    """
+    d = trials[trials["phase"] == "stream"]
+    columns = [
+        *STREAM_LOAD,
+        "best_variant",
+        "best_workers",
+        "au",
+        "latency_p99_ms",
+        "achieved_fps",
+        "deadline_miss_fraction",
+        "single_frame_ms",
+        "p99_over_single_frame",
+        "sequential_au",
+        "sequential_latency_p99_ms",
+    ]
+    if d.empty:
+        return pd.DataFrame(columns=columns)
+    cells = (
+        d.groupby([*STREAM_LOAD, "variant", "workers"])
+        .agg(
+            au=("au", "median"),
+            latency_p99_ms=("latency_p99_ms", "median"),
+            achieved_fps=("achieved_fps", "median"),
+            deadline_miss_fraction=("deadline_miss_fraction", "median"),
+            service_ms=("service_ms", "median"),
+        )
+        .reset_index()
+    )
+    rows = []
+    for key, g in cells.groupby(STREAM_LOAD, sort=True):
+        load = dict(zip(STREAM_LOAD, key, strict=True))
+        at_once = str(load["fps"]) == "0"
+        best = g.sort_values(
+            ["au", "latency_p99_ms"] if at_once else ["latency_p99_ms"],
+            ascending=[False, True] if at_once else [True],
+        ).iloc[0]
+        base = cells[
+            (cells["variant"] == "sequential")
+            & (cells["fps"].astype(str) == "0")
+            & (cells["decoder"] == load["decoder"])
+            & (cells["compute_ms"].astype(str) == str(load["compute_ms"]))
+            & (cells["compute"] == load["compute"])
+            & (cells["page_cache"] == load["page_cache"])
+        ]
+        single = float(base["service_ms"].median()) if not base.empty else float("nan")
+        seq = g[g["variant"] == "sequential"]
+        rows.append(
+            dict(
+                load,
+                best_variant=best["variant"],
+                best_workers=int(best["workers"]),
+                au=best["au"],
+                latency_p99_ms=best["latency_p99_ms"],
+                achieved_fps=best["achieved_fps"],
+                deadline_miss_fraction=best["deadline_miss_fraction"],
+                single_frame_ms=single,
+                p99_over_single_frame=best["latency_p99_ms"] / single,
+                sequential_au=float(seq["au"].iloc[0]) if not seq.empty else float("nan"),
+                sequential_latency_p99_ms=(
+                    float(seq["latency_p99_ms"].iloc[0]) if not seq.empty else float("nan")
+                ),
+            )
+        )
+    return pd.DataFrame(rows, columns=columns)

@@ -29,6 +29,9 @@ FIGURES = (
     "dataloader_scaling",
     "dataloader_first_batch",
     "dataloader_cache",
+    "stream_latency_cdf",
+    "stream_p99",
+    "stream_au",
 )
 
 

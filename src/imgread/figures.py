@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -319,7 +320,7 @@ def _few_batches(d) -> str:
     return f"hollow markers: fewer than 10 batches per worker (num_workers {ws})"
 
 
-def _loader_panels(trials, column, ylabel, title, ideal):
+def _loader_panels(trials, column, ylabel, title, ideal, log=True):
     d = _loader(trials)
     if d.empty:
         return _empty((7, 4), "no DataLoader trials in this study")
@@ -357,13 +358,15 @@ def _loader_panels(trials, column, ylabel, title, ideal):
         ticks = sorted(g["workers"].unique())
         ax.set_xticks(ticks, [str(int(t)) for t in ticks])
         ax.set(xlabel="num_workers", ylabel=ylabel, title=f"page cache {state}")
+        if log:  # sources differ ~10x: a log axis keeps every line readable
+            ax.set_yscale("log")
         if ideal:
             ax.plot([], [], ls="--", c="grey", label="ideal: num_workers=1 x min(w, cores)")
         ax.legend(title="decoder, source", fontsize="x-small")
     n = int(d["n_images"].max())
     batch = ", ".join(sorted(d["batch_size"].astype(str).unique()))
     fig.suptitle(
-        f"{title}: {n} images, batch size {batch}; {_few_batches(d)}\n{machine_label(trials)}"
+        f"{title}: {n} images, batch size {batch}\n{_few_batches(d)}; {machine_label(trials)}"
     )
     fig.tight_layout()
     return fig
@@ -457,6 +460,141 @@ def dataloader_cache(trials, summary, speed, published, settings, caches=None, *
     return fig
 
 
+PRODUCERS = ("sequential", "processes", "threads", "thread-per-frame", "asyncio")
+
+
+def _stream(trials):
+    d = trials[trials["phase"] == "stream"].copy()
+    for col in ("fps", "compute_ms"):
+        if col in d:
+            d[col] = d[col].astype(int)
+    return d
+
+
+def _producer_colours():
+    return dict(zip(PRODUCERS, sns.color_palette("tab10", len(PRODUCERS)), strict=True))
+
+
+def stream_latency_cdf(trials, summary, speed, published, settings, frames=None, **_):
+    """Latency CDF per producer at one load: the highest offered fps with the longest model."""
+    d = _stream(trials)
+    if d.empty or frames is None or frames.empty:
+        return _empty((7, 4), "no stream trials in this study")
+    f = frames[frames["phase"] == "stream"].copy()
+    for col in ("fps", "compute_ms"):
+        f[col] = f[col].astype(int)
+    rated = d[d["fps"] > 0]
+    pick = rated if not rated.empty else d
+    fps = int(pick["fps"].max())
+    cms = int(pick[pick["fps"] == fps]["compute_ms"].max())
+    kinds = sorted(set(pick[(pick["fps"] == fps) & (pick["compute_ms"] == cms)]["compute"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.8), squeeze=False)
+    colours = _producer_colours()
+    warm = int(d["warmup_frames"].max())
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        g = f[(f["fps"] == fps) & (f["compute_ms"] == cms) & (f["compute"] == kind)]
+        g = g[g["frame"] >= warm]
+        for (variant, workers), h in g.groupby(["variant", "workers"]):
+            lat = np.sort(h["latency_ms"].to_numpy())
+            ax.plot(
+                lat,
+                np.arange(1, len(lat) + 1) / len(lat),
+                c=colours.get(variant),
+                ls="-" if workers <= 2 else "--",
+                label=f"{variant} ({workers})",
+            )
+        if fps:
+            ax.axvline(1e3 / fps, ls=":", c="black", label=f"deadline {1e3 / fps:.0f} ms")
+        ax.set(
+            xscale="log",
+            xlabel="latency, arrival to model done (ms, log)",
+            ylabel="fraction of frames",
+            title=f"model: {cms} ms {kind}",
+        )
+        ax.legend(title="producer (workers)", fontsize="x-small", ncols=2)
+    fig.suptitle(
+        f"Stream latency at {fps} fps offered ({'all at once' if not fps else 'fixed rate'}); "
+        f"first {warm} frames of each trial left out; dashed: more than 2 workers\n"
+        f"{machine_label(trials)}"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def stream_p99(trials, summary, speed, published, settings, **_):
+    """p99 latency vs offered fps, per producer at its best worker count, per model."""
+    d = _stream(trials)
+    d = d[d["fps"] > 0]
+    if d.empty:
+        return _empty((7, 4), "no stream trials at a fixed rate in this study")
+    models = sorted({(int(m), k) for m, k in zip(d["compute_ms"], d["compute"], strict=True)})
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.8), squeeze=False)
+    colours = _producer_colours()
+    for ax, (cms, kind) in zip(axes[0], models, strict=True):
+        g = d[(d["compute_ms"] == cms) & (d["compute"] == kind)]
+        med = g.groupby(["variant", "workers", "fps"])["latency_p99_ms"].median().reset_index()
+        for variant, h in med.groupby("variant"):
+            best_w = h.groupby("workers")["latency_p99_ms"].mean().idxmin()
+            line = h[h["workers"] == best_w].sort_values("fps")
+            ax.plot(
+                line["fps"],
+                line["latency_p99_ms"],
+                "o-",
+                c=colours.get(variant),
+                label=f"{variant} ({best_w})",
+            )
+        xs = sorted(g["fps"].unique())
+        ax.plot(xs, [1e3 / x for x in xs], ls=":", c="black", label="one frame interval")
+        ax.set_xticks(xs)
+        ax.set(
+            yscale="log",
+            xlabel="offered fps",
+            ylabel="p99 latency (ms, log)",
+            title=f"model: {cms} ms {kind}",
+        )
+        ax.legend(title="producer (best workers)", fontsize="x-small")
+    fig.suptitle(f"99th percentile latency vs offered load\n{machine_label(trials)}")
+    fig.tight_layout()
+    return fig
+
+
+def stream_au(trials, summary, speed, published, settings, **_):
+    """Consumer utilisation (AU) vs workers per producer and model, all frames at once."""
+    d = _stream(trials)
+    d = d[(d["fps"] == 0) & (d["compute_ms"] > 0)]
+    if d.empty:
+        return _empty((7, 4), "no stream trials with a model and every frame at once")
+    models = sorted({(int(m), k) for m, k in zip(d["compute_ms"], d["compute"], strict=True)})
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(5.5 * len(models), 4.8), sharey=True, squeeze=False
+    )
+    colours = _producer_colours()
+    cores = _physical_cores(trials)
+    for ax, (cms, kind) in zip(axes[0], models, strict=True):
+        g = d[(d["compute_ms"] == cms) & (d["compute"] == kind)]
+        med = g.groupby(["variant", "workers"])["au"].median().reset_index()
+        for variant, h in med.groupby("variant"):
+            ax.plot(h["workers"], h["au"], "o-", c=colours.get(variant), label=variant)
+        ax.axhline(0.9, ls="--", c="red", label="AU 0.90 (DLIO's pass mark)")
+        ax.axvline(cores, ls=":", c="black", label=f"{cores} physical cores")
+        ticks = sorted(g["workers"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+        ax.set(
+            ylim=(0, 1.05),
+            xlabel="workers",
+            ylabel="AU = model time / wall time",
+            title=f"model: {cms} ms {kind}",
+        )
+        ax.legend(fontsize="x-small")
+    fig.suptitle(
+        "How busy the producers keep the model, every frame available at once\n"
+        f"{machine_label(trials)}"
+    )
+    fig.tight_layout()
+    return fig
+
+
 PLOTTERS: dict[str, Callable] = {name: globals()[name] for name in FIGURES}
 
 
@@ -469,10 +607,11 @@ def draw(
     out_stem: str | os.PathLike,
     settings: dict,
     caches: pd.DataFrame | None = None,
+    frames: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw figure ``name`` and save it as ``out_stem``.png and .svg."""
     sns.set_theme(
         style=settings.get("style", "whitegrid"), context=settings.get("context", "paper")
     )
-    fig = PLOTTERS[name](trials, summary, speed, published, settings, caches=caches)
+    fig = PLOTTERS[name](trials, summary, speed, published, settings, caches=caches, frames=frames)
     return _save(fig, Path(out_stem), int(settings.get("dpi", 150)))

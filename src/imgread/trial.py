@@ -298,9 +298,20 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         finished_at=finished_at,
         dataset_id=manifest.dataset_id,
         process_start_method=process_start_method(),
-        extra={**phase.record_fields(params), **fields, **checked.extra},
+        extra=_merge_columns(phase.record_fields(params), fields, checked.extra),
         **platform_info(),
     )
+
+
+def _merge_columns(*parts: dict) -> dict:
+    """One dict of the record's phase columns; a name given twice is a bug, not an update."""
+    out: dict = {}
+    for part in parts:
+        clash = set(out) & set(part)
+        if clash:
+            raise RuntimeError(f"record columns given twice: {sorted(clash)}")
+        out.update(part)
+    return out
 
 
 def write_record(record: TrialRecord, out: str | os.PathLike) -> Path:

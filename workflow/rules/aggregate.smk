@@ -4,12 +4,23 @@ rule aggregate:
         caches=expand(f"{CACHE_DIR}/{{decoder}}/cache.json", decoder=CACHES),
     output:
         trials="results/tables/trials.csv",
+        frames="results/tables/frames.csv",
         summary="results/tables/summary.csv",
         speedup="results/tables/speedup.csv",
         load_md="results/tables/load_table.md",
         decode_md="results/tables/decode_table.md",
         pipeline_md="results/tables/decode_pipeline.md",
         caches="results/tables/decoded_cache.csv",
+        loader_workers=report(
+            "results/tables/dataloader_workers.csv",
+            caption="../report/dataloader_workers.rst",
+            category="Tables",
+        ),
+        stream_producers=report(
+            "results/tables/stream_producers.csv",
+            caption="../report/stream_producers.rst",
+            category="Tables",
+        ),
     log:
         "results/logs/aggregate.log",
     conda:

@@ -28,12 +28,15 @@ REFERENCE_DIR = f"{DATASET_DIR}/reference"
 TRIALS_DIR = f"results/trials/{DATASET}"
 TABLES = [
     "results/tables/trials.csv",
+    "results/tables/frames.csv",
     "results/tables/summary.csv",
     "results/tables/speedup.csv",
     "results/tables/load_table.md",
     "results/tables/decode_table.md",
     "results/tables/decode_pipeline.md",
     "results/tables/decoded_cache.csv",
+    "results/tables/dataloader_workers.csv",
+    "results/tables/stream_producers.csv",
 ]
 FIGURE_NAMES = FIGURES  # one list, in the package that draws them
 FIGURE_FILES = [
@@ -63,7 +66,7 @@ def trial_files(wildcards=None):
 def _reference_of(phase, params):
     """(decoder, output) whose sequential checksums a cell's delivered pixels are checked
     against, or None (decode cells that discard the pixels, load cells)."""
-    if phase == "dataloader":
+    if phase in ("dataloader", "stream"):
         return params["decoder"], "crop224"
     if phase == "decode" and params.get("delivery") == "pixels":
         return params["decoder"], params["output"]

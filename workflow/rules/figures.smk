@@ -11,6 +11,7 @@ for _figure in FIGURE_NAMES:
             speedup="results/tables/speedup.csv",
             published="config/reference/published_decode.csv",
             caches="results/tables/decoded_cache.csv",
+            frames="results/tables/frames.csv",
         output:
             png=report(
                 f"results/figures/{_figure}.png",

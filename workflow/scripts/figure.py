@@ -18,4 +18,5 @@ draw(
     out_stem=snakemake.output.png.rsplit(".", 1)[0],  # noqa: F821
     settings=p.settings,
     caches=pd.read_csv(i.caches) if open(i.caches).read().strip() else None,
+    frames=pd.read_csv(i.frames),
 )

@@ -29,19 +29,22 @@ class Job(NamedTuple):
 @dataclass(frozen=True)
 class Param:
     """A grid key a phase adds to a trial (a column of trials.csv and a part of its path).
-    ``choices`` None means any positive whole number (kept as its decimal string)."""
+    ``choices`` None means any whole number >= ``minimum`` (kept as its decimal string)."""
 
     name: str
     default: str
     choices: tuple[str, ...] | None
     description: str
+    minimum: int = 1
 
     def check(self, value) -> str:
         """The value as a string; UserError naming the phase's key and what is allowed."""
         text = str(value).lower() if isinstance(value, bool) else str(value)
         if self.choices is None:
-            if not text.isdigit() or int(text) < 1:
-                raise UserError(f"{self.name} must be a positive whole number, got {value!r}")
+            if not text.isdigit() or int(text) < self.minimum:
+                raise UserError(
+                    f"{self.name} must be a whole number >= {self.minimum}, got {value!r}"
+                )
             return str(int(text))
         if text not in self.choices:
             raise UserError(
@@ -194,8 +197,11 @@ def parse_segment(segment: str) -> dict[str, str]:
 from imgread.phases.dataloader import DataLoaderPhase  # noqa: E402
 from imgread.phases.decode import DecodePhase  # noqa: E402
 from imgread.phases.load import LoadPhase  # noqa: E402
+from imgread.phases.stream import StreamPhase  # noqa: E402
 
-PHASES: dict[str, Phase] = {p.name: p for p in (LoadPhase(), DecodePhase(), DataLoaderPhase())}
+PHASES: dict[str, Phase] = {
+    p.name: p for p in (LoadPhase(), DecodePhase(), DataLoaderPhase(), StreamPhase())
+}
 PARAM_COLUMNS: list[str] = list(dict.fromkeys(p.name for ph in PHASES.values() for p in ph.params))
 
 

@@ -1,0 +1,555 @@
+"""Phase ``stream``: frames arrive at ``fps`` and a "model" consumes each, in arrival order.
+
+Frames are the dataset's images in manifest order; frame i arrives at ``i / fps`` after the
+start (``fps`` 0: all at once, the throughput case) and cannot be read before it arrives. A
+producer reads and decodes frames (the decoder's 224 crop) with at most ``prefetch`` frames
+produced ahead of the consumer; the consumer runs the model on each for ``compute_ms``:
+``sleep`` (an accelerator: no CPU, the GIL released) or ``cpu`` (numpy work holding a core).
+Producers: ``sequential`` (inline, the baseline), ``processes`` (``multiprocessing.Pool``
+``apply_async``, as in the seed), ``threads`` (a bounded pool feeding a ``queue.Queue``),
+``thread-per-frame`` (the seed's one thread per frame, joined at the end, bounded by
+``prefetch`` threads alive), ``asyncio`` (``aiofiles`` read and ``asyncio.to_thread`` decode
+and model, as in the seed).
+
+Per frame: arrival, start (reading begins), ready (reaches the consumer), done (model done);
+from them latency (arrival to done) percentiles without the first frames (the pipeline fill),
+achieved fps, deadline misses (done after arrival + deadline) and the consumer's utilisation
+AU = compute time / wall time (DLIO's accelerator utilisation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import multiprocessing as mp
+import queue
+import threading
+import time
+
+import numpy as np
+
+from imgread import phases
+from imgread.decoders import DECODERS, checksum, warm_up
+from imgread.errors import VerificationError
+from imgread.phases.decode import read_reference, reference_checksums
+from imgread.pools import Runner, thread_pool
+
+COMPUTE_KINDS = ("sleep", "cpu")
+
+
+# --------------------------------------------------------------------------- frame work
+
+
+def decode_frame(decoder: str, path: str) -> tuple[np.ndarray, float]:
+    """Read and decode one frame to the 224 crop; return it and when reading began."""
+    start = time.perf_counter()
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return DECODERS[decoder].decode(data, "crop224"), start
+
+
+_BURN = np.linspace(0.0, 1.0, 1 << 16, dtype=np.float32)
+
+
+def run_model(kind: str, seconds: float) -> None:
+    """The emulated model: sleep, or busy numpy work on one core, for ``seconds``."""
+    if seconds <= 0:
+        return
+    if kind == "sleep":
+        time.sleep(seconds)
+        return
+    end = time.perf_counter() + seconds
+    out = np.empty_like(_BURN)
+    while time.perf_counter() < end:
+        np.sin(_BURN, out=out)  # ~0.1 ms a call; numpy releases the GIL inside
+
+
+def _wait_until(t: float) -> None:
+    delay = t - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+
+
+class _Clock:
+    """Arrival times of a trial's frames, fixed when the stream starts."""
+
+    def __init__(self, n: int, fps: int):
+        self.t0 = time.perf_counter()
+        self.arrival = [self.t0 + (i / fps if fps else 0.0) for i in range(n)]
+
+
+class StreamRunner(Runner):
+    """Shared consumer loop; subclasses produce frame i with ``get(i)`` after ``submit``."""
+
+    def __init__(self, workers: int, p: dict):
+        self.concurrency = workers
+        self.decoder, self.kind = p["decoder"], p["compute"]
+        self.compute_s = int(p["compute_ms"]) / 1e3
+        self.fps, self.prefetch = int(p["fps"]), int(p["prefetch"])
+        warm_up(self.decoder, "crop224")
+        run_model(self.kind, 0.001)
+
+    def run(self, jobs):
+        n = len(jobs)
+        clock = _Clock(n, self.fps)
+        self.start_stream(jobs, clock)
+        frames, rows = [], []
+        try:
+            for i in range(n):
+                frame, start = self.get(i)
+                ready = time.perf_counter()
+                self.model()
+                done = time.perf_counter()
+                self.consumed(i)
+                frames.append(frame)
+                rows.append(
+                    (
+                        clock.arrival[i] - clock.t0,
+                        start - clock.t0,
+                        ready - clock.t0,
+                        done - clock.t0,
+                    )
+                )
+        finally:
+            self.stop_stream()
+        return {"frames": frames, "times": rows, "paths": [j.path for j in jobs]}
+
+    def model(self) -> None:
+        run_model(self.kind, self.compute_s)
+
+    # hooks
+    def start_stream(self, jobs, clock): ...
+
+    def get(self, i): ...
+
+    def consumed(self, i) -> None: ...
+
+    def stop_stream(self) -> None: ...
+
+
+class SequentialStream(StreamRunner):
+    """Read, decode and compute inline, each frame when it arrives."""
+
+    def start_stream(self, jobs, clock):
+        self.jobs, self.clock = jobs, clock
+
+    def get(self, i):
+        _wait_until(self.clock.arrival[i])
+        return decode_frame(self.decoder, self.jobs[i].path)
+
+
+class _Dispatched(StreamRunner):
+    """A dispatcher thread hands frame i to the producer when it has arrived and fewer than
+    ``prefetch`` frames are produced ahead of the consumer."""
+
+    def start_stream(self, jobs, clock):
+        self.slots = [None] * len(jobs)
+        self.ready = [threading.Event() for _ in jobs]
+        self.room = threading.Semaphore(self.prefetch)
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+        def dispatch():
+            for i, job in enumerate(jobs):
+                while not self.room.acquire(timeout=0.1):
+                    if self.stopping.is_set():
+                        return
+                _wait_until(clock.arrival[i])
+                if self.stopping.is_set():
+                    return
+                try:
+                    self.produce(i, job.path)
+                except BaseException as exc:  # surfaced to the consumer by get()
+                    self.fail(exc)
+                    return
+
+        self.dispatcher = threading.Thread(target=dispatch, name="imgread-dispatch", daemon=True)
+        self.dispatcher.start()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = self.error or exc
+        for e in self.ready:
+            e.set()
+
+    def deliver(self, i, result) -> None:
+        self.slots[i] = result
+        self.ready[i].set()
+
+    def get(self, i):
+        while not self.ready[i].wait(0.1):  # a timed wait stays interruptible by Ctrl-C
+            self.check_workers()
+        if self.error is not None:
+            raise self.error
+        result, self.slots[i] = self.slots[i], None
+        return result
+
+    def check_workers(self) -> None:
+        """Raise if a worker died (producers whose workers can die override this)."""
+
+    def consumed(self, i):
+        self.room.release()
+
+    def stop_stream(self):
+        self.stopping.set()
+        self.dispatcher.join()
+
+
+class ThreadsStream(_Dispatched):
+    """A bounded thread pool; finished frames go through a ``queue.Queue`` to the consumer."""
+
+    def __init__(self, workers, p):
+        super().__init__(workers, p)
+        self.pool = thread_pool(workers, "imgread-stream")
+        self.queue: queue.Queue = queue.Queue()
+
+    def produce(self, i, path):
+        def work():
+            try:
+                self.queue.put((i, decode_frame(self.decoder, path), None))
+            except BaseException as exc:
+                self.queue.put((i, None, exc))
+
+        self.pool.submit(work)
+
+    def get(self, i):
+        while self.slots[i] is None:  # reorder: frames may finish out of order
+            try:
+                j, result, exc = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.error is not None:  # the dispatcher itself failed
+                    raise self.error from None
+                continue
+            if exc is not None:
+                raise exc
+            self.slots[j] = result
+        result, self.slots[i] = self.slots[i], None
+        return result
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ThreadPerFrameStream(_Dispatched):
+    """The seed's second recipe: one new thread per frame (at most ``prefetch`` alive)."""
+
+    def produce(self, i, path):
+        def work():
+            try:
+                self.deliver(i, decode_frame(self.decoder, path))
+            except BaseException as exc:
+                self.fail(exc)
+
+        t = threading.Thread(target=work, name=f"imgread-frame-{i}", daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    def start_stream(self, jobs, clock):
+        self.threads: list[threading.Thread] = []
+        super().start_stream(jobs, clock)
+
+    def stop_stream(self):
+        super().stop_stream()
+        for t in self.threads:  # "join all"
+            t.join()
+
+
+_BARRIER = None  # set in each Pool worker by _init_stream_worker
+
+
+def _init_stream_worker(decoder: str, barrier) -> None:
+    import signal
+
+    global _BARRIER
+    _BARRIER = barrier
+    # Pool.terminate() ends workers with SIGTERM; the trial's own handler (SIGTERM ->
+    # SystemExit, for clean-up) is inherited by fork and could leave a worker blocked on the
+    # pool's queue lock alive, so workers take the default action: end at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    warm_up(decoder, "crop224")
+
+
+def _rendezvous() -> int:
+    import os
+
+    _BARRIER.wait(120)
+    return os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class ProcessesStream(_Dispatched):
+    """The seed's first recipe: ``multiprocessing.Pool(workers).apply_async`` per frame."""
+
+    def __init__(self, workers, p):
+        super().__init__(workers, p)
+        ctx = mp.get_context()
+        barrier = ctx.Barrier(workers)
+        self.pool = ctx.Pool(workers, _init_stream_worker, (self.decoder, barrier))
+        try:
+            # Every worker started and warmed up before the clock: one task each, held
+            # until all have one.
+            tasks = [self.pool.apply_async(_rendezvous) for _ in range(workers)]
+            self.pids = {t.get(120) for t in tasks}
+            if len(self.pids) != workers:
+                raise RuntimeError(f"expected {workers} distinct workers, saw {len(self.pids)}")
+        except BaseException:
+            self.close()
+            raise
+        self.fn = functools.partial(decode_frame, self.decoder)
+
+    def produce(self, i, path):
+        self.pool.apply_async(
+            self.fn, (path,), callback=lambda r, i=i: self.deliver(i, r), error_callback=self.fail
+        )
+
+    def get(self, i):
+        self.check_workers()  # a few microseconds: one /proc read per worker
+        return super().get(i)
+
+    def check_workers(self):
+        # Pool replaces a dead worker silently and the frame it held is lost: fail instead.
+        dead = [pid for pid in self.pids if not _alive(pid)]
+        if dead:
+            from concurrent.futures.process import BrokenProcessPool
+
+            self.broken = True
+            raise BrokenProcessPool(f"stream worker process {dead[0]} died")
+
+    def close(self):
+        if not getattr(self, "broken", False):
+            self.pool.terminate()
+            self.pool.join()
+            return
+        # A worker killed while it held the pool's task-queue lock makes Pool.terminate()
+        # wait for that lock forever (a known multiprocessing.Pool hazard). So: stop the
+        # pool's respawning of workers, kill the workers, and cancel its terminate finalizer.
+        from multiprocessing import pool as mp_pool
+
+        self.pool._worker_handler._state = mp_pool.TERMINATE
+        self.pool._state = mp_pool.TERMINATE
+        self.pool._worker_handler.join(5)
+        for proc in list(self.pool._pool):
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+        self.pool._terminate.cancel()
+
+
+class AsyncioStream(StreamRunner):
+    """The seed's third recipe: aiofiles reads, ``asyncio.to_thread`` decodes and runs the
+    model; the loop's default executor has ``workers`` threads (started before the clock)."""
+
+    def __init__(self, workers, p):
+        super().__init__(workers, p)
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(thread_pool(workers, "imgread-aio"))
+
+    def run(self, jobs):
+        return self.loop.run_until_complete(self._run(jobs))
+
+    async def _run(self, jobs):
+        import aiofiles
+
+        n = len(jobs)
+        clock = _Clock(n, self.fps)
+        room = asyncio.Semaphore(self.prefetch)
+        futures = [self.loop.create_future() for _ in jobs]
+
+        async def produce(i, path):
+            await asyncio.sleep(max(0.0, clock.arrival[i] - time.perf_counter()))
+            start = time.perf_counter()
+            async with aiofiles.open(path, "rb") as fh:
+                data = await fh.read()
+            frame = await asyncio.to_thread(DECODERS[self.decoder].decode, data, "crop224")
+            return frame, start
+
+        tasks: list[asyncio.Task] = []
+
+        def settle(t: asyncio.Task, i: int) -> None:
+            if t.cancelled() or futures[i].done():
+                return
+            if t.exception() is not None:
+                futures[i].set_exception(t.exception())
+            else:
+                futures[i].set_result(t.result())
+
+        async def producer():
+            for i, job in enumerate(jobs):
+                await room.acquire()
+                task = asyncio.ensure_future(produce(i, job.path))
+                task.add_done_callback(functools.partial(settle, i=i))
+                tasks.append(task)
+
+        feeder = asyncio.ensure_future(producer())
+        frames, rows = [], []
+        try:
+            for i in range(n):
+                frame, start = await futures[i]
+                ready = time.perf_counter()
+                await asyncio.to_thread(self.model)
+                done = time.perf_counter()
+                room.release()
+                frames.append(frame)
+                rows.append(
+                    (
+                        clock.arrival[i] - clock.t0,
+                        start - clock.t0,
+                        ready - clock.t0,
+                        done - clock.t0,
+                    )
+                )
+        finally:
+            feeder.cancel()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(feeder, *tasks, return_exceptions=True)
+            for f in futures:  # a frame's error nobody awaited is not an unhandled error
+                if f.done() and not f.cancelled():
+                    f.exception()
+        return {"frames": frames, "times": rows, "paths": [j.path for j in jobs]}
+
+    def close(self):
+        self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        self.loop.close()
+
+
+# --------------------------------------------------------------------------- the phase
+
+
+def frame_metrics(times, fps: int, deadline_ms: int, compute_s: float, warmup: int) -> dict:
+    """Latency percentiles (after ``warmup`` frames), achieved fps, deadline misses and AU."""
+    t = np.asarray(times, dtype=float)  # arrival, start, ready, done (seconds from t0)
+    latency = (t[:, 3] - t[:, 0]) * 1e3
+    steady = latency[warmup:] if len(latency) > warmup else latency
+    wall = t[-1, 3]  # from the first arrival (t0) to the last frame done
+    deadline = deadline_ms if deadline_ms else (1e3 / fps if fps else None)
+    misses = int((latency > deadline).sum()) if deadline else -1
+    return {
+        "latency_p50_ms": float(np.percentile(steady, 50)),
+        "latency_p95_ms": float(np.percentile(steady, 95)),
+        "latency_p99_ms": float(np.percentile(steady, 99)),
+        "latency_max_ms": float(steady.max()),
+        "service_ms": float(np.median((t[:, 3] - t[:, 1]) * 1e3)),
+        "achieved_fps": len(t) / wall,
+        "deadline_effective_ms": float(deadline) if deadline else float("nan"),
+        "deadline_misses": misses,
+        "deadline_miss_fraction": misses / len(t) if deadline else float("nan"),
+        "compute_seconds": compute_s * len(t),
+        "au": compute_s * len(t) / wall,
+        "warmup_frames": warmup,
+    }
+
+
+class StreamPhase(phases.Phase):
+    name = "stream"
+    description = "stream frames at fps into an emulated model; latency, deadlines, AU"
+    params = (
+        phases.Param("decoder", "opencv", tuple(DECODERS), "decoder of imgread.decoders"),
+        phases.Param("fps", "0", None, "frames per second offered (0: all at once)", 0),
+        phases.Param("compute_ms", "0", None, "the model's time per frame", 0),
+        phases.Param("compute", "sleep", COMPUTE_KINDS, "sleep (accelerator) or cpu (a core)"),
+        phases.Param("prefetch", "4", None, "frames produced ahead of the consumer at most"),
+        phases.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
+        phases.Param(
+            "deadline_ms", "0", None, "a frame is late after arrival + this (0: 1/fps)", 0
+        ),
+    )
+    variants = {
+        v.name: v
+        for v in (
+            phases.Variant(
+                "sequential",
+                False,
+                lambda w, p, j: SequentialStream(w, p),
+                "read, decode and compute inline (the baseline)",
+            ),
+            phases.Variant(
+                "processes",
+                True,
+                lambda w, p, j: ProcessesStream(w, p),
+                "multiprocessing.Pool(workers).apply_async per frame (seed recipe 1)",
+            ),
+            phases.Variant(
+                "threads",
+                True,
+                lambda w, p, j: ThreadsStream(w, p),
+                "a bounded thread pool feeding a queue.Queue",
+            ),
+            phases.Variant(
+                "thread-per-frame",
+                False,
+                lambda w, p, j: ThreadPerFrameStream(w, p),
+                "one thread per frame, joined at the end (seed recipe 2), at most "
+                "prefetch threads alive",
+            ),
+            phases.Variant(
+                "asyncio",
+                True,
+                lambda w, p, j: AsyncioStream(w, p),
+                "aiofiles + asyncio.to_thread (seed recipe 3), workers threads",
+            ),
+        )
+    }
+
+    def page_cache(self, params):
+        return params["page_cache"]
+
+    def redundant(self, variant, params):
+        # With no compute the kind of compute does not matter.
+        if params["compute_ms"] == "0" and params["compute"] != "sleep":
+            return True
+        return super().redundant(variant, params)
+
+    def verify(self, results, root, entries, params, inputs):
+        n = len(entries)
+        t0 = time.perf_counter()
+        frames, times, paths = results["frames"], results["times"], results["paths"]
+        expected = [str(root / e.path) for e in entries]
+        if paths != expected or len(frames) != n or len(times) != n:
+            raise VerificationError(f"stream: {len(frames)} frames consumed, expected {n}")
+        reference = inputs.get("reference")
+        ref = (
+            read_reference(reference, root, params["decoder"], "crop224")
+            if reference
+            else reference_checksums(root, entries, params["decoder"], "crop224")
+        )
+        for i, (path, frame) in enumerate(zip(paths, frames, strict=True)):
+            if ref[path] != (frame.shape, checksum(frame)):
+                raise VerificationError(
+                    f"stream: frame {i} ({path}) differs from the sequential "
+                    f"{params['decoder']} decode"
+                )
+        t = np.asarray(times)
+        if (np.diff(t[:, 3]) < 0).any():
+            raise VerificationError("stream: frames were not consumed in order")
+        if (t[:, 1] < t[:, 0] - 1e-4).any():
+            raise VerificationError("stream: a frame was read before it arrived")
+        warmup = min(n // 5, int(params["prefetch"]) + 4)
+        metrics = frame_metrics(
+            times,
+            int(params["fps"]),
+            int(params["deadline_ms"]),
+            int(params["compute_ms"]) / 1e3,
+            warmup,
+        )
+        return phases.Verified(
+            n,
+            sum(e.bytes for e in entries),
+            sum(e.pixels for e in entries),
+            {
+                **metrics,
+                "checksums_checked": n,
+                "verify_seconds": time.perf_counter() - t0,
+                "output_pixels": n * 224 * 224,
+                "frames": [[round(x, 6) for x in row] for row in times],
+            },
+        )
+
+    def record_fields(self, params):
+        return dict(params, decoder_version=DECODERS[params["decoder"]].version())
