@@ -292,6 +292,19 @@ def decode_cost(trials, summary, speed, published, settings, **_):
     return fig
 
 
+def _plain(ax, *axes: str) -> None:
+    """Plain numbers (20, 300) on log axes instead of 2x10^1."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v, _):  # 20, 50, 200, 500: enough labels when the data spans one decade
+        return f"{v:g}" if f"{v:.0e}"[0] in "25" else ""
+
+    for name in axes:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(FuncFormatter(minor))
+
+
 def _empty(fig_size, message):
     fig, ax = plt.subplots(figsize=fig_size)
     ax.text(0.5, 0.5, message, ha="center", va="center")
@@ -360,6 +373,7 @@ def _loader_panels(trials, column, ylabel, title, ideal, log=True):
         ax.set(xlabel="num_workers", ylabel=ylabel, title=f"page cache {state}")
         if log:  # sources differ ~10x: a log axis keeps every line readable
             ax.set_yscale("log")
+            _plain(ax, "y")
         if ideal:
             ax.plot([], [], ls="--", c="grey", label="ideal: num_workers=1 x min(w, cores)")
         ax.legend(title="decoder, source", fontsize="x-small")
@@ -437,6 +451,7 @@ def dataloader_cache(trials, summary, speed, published, settings, caches=None, *
         yscale="log",
         title="DataLoader from JPEG vs from the decoded cache (warm page cache)",
     )
+    _plain(axes[0], "y")
     axes[0].legend(title="decoder, source", fontsize="x-small")
     if payback:
         labels = [p[0] for p in payback]
@@ -511,6 +526,7 @@ def stream_latency_cdf(trials, summary, speed, published, settings, frames=None,
             ylabel="fraction of frames",
             title=f"model: {cms} ms {kind}",
         )
+        _plain(ax, "x")
         ax.legend(title="producer (workers)", fontsize="x-small", ncols=2)
     fig.suptitle(
         f"Stream latency at {fps} fps offered ({'all at once' if not fps else 'fixed rate'}); "
@@ -552,6 +568,7 @@ def stream_p99(trials, summary, speed, published, settings, **_):
             ylabel="p99 latency (ms, log)",
             title=f"model: {cms} ms {kind}",
         )
+        _plain(ax, "y")
         ax.legend(title="producer (best workers)", fontsize="x-small")
     fig.suptitle(f"99th percentile latency vs offered load\n{machine_label(trials)}")
     fig.tight_layout()
