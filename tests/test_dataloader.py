@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +17,9 @@ from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
 from imgread.trial import TrialSpec, run_trial
 
-from .test_delivery import _is_tracker, segments
-from .test_faults import _alive, _children, _corrupt_keeping_size_and_mtime
+from .test_delivery import segments
+from .test_faults import _corrupt_keeping_size_and_mtime
+from .trial_processes import HAVE_PROC, kill_worker, left_alive, start_trial, wait_for_workers
 
 
 def loader_spec(manifest, n, workers, **params):
@@ -182,59 +179,36 @@ def test_a_corrupted_image_fails_the_trial_naming_it(tmp_path, workers):
     assert "Traceback" not in msg
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
 def test_a_killed_loader_worker_fails_the_trial_and_leaves_nothing(tmp_path):
     ds = generate(
         tmp_path / "ds",
-        GenerateParams(count=120, width=1600, height=1200, target_bytes=400_000),
+        GenerateParams(count=240, width=1600, height=1200, target_bytes=400_000),
         progress=False,
     )
     before = segments()
     out = tmp_path / "rec.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imgread",
-            "trial",
-            "--manifest",
-            str(ds),
-            "--phase",
-            "dataloader",
-            "--variant",
-            "torch",
-            "--n",
-            "120",
-            "--workers",
-            "2",
-            "--batch-size",
-            "4",
-            "--out",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    proc = start_trial(
+        ds,
+        out,
+        "--phase",
+        "dataloader",
+        "--variant",
+        "torch",
+        "--n",
+        "240",
+        "--workers",
+        "2",
+        "--batch-size",
+        "4",
     )
-    deadline = time.monotonic() + 90
-    workers: list[int] = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        workers = [k for k in _children(proc.pid) if _alive(k) and not _is_tracker(k)]
-        if len(workers) >= 2:
-            break
-        time.sleep(0.02)
-    assert len(workers) >= 2, "the loader never started its workers"
-    time.sleep(1.5)  # past the warm-up epoch, into the timed one
-    assert proc.poll() is None
-    os.kill(workers[0], signal.SIGKILL)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1, stderr
+    workers = wait_for_workers(proc, settle=1.0)  # past the warm-up epoch, into the timed one
+    rc, stderr = kill_worker(proc, workers)
+    assert rc == 1, stderr
     assert "dataloader/torch decoder=pillow source=jpeg batch_size=4" in stderr
     assert "worker" in stderr and "died" in stderr
     assert not out.exists() and segments() == before
-    time.sleep(0.3)
-    assert not [w for w in workers if _alive(w)], "a DataLoader worker was left running"
+    assert not left_alive(workers), "a DataLoader worker was left running"
 
 
 def test_cli_cache_build_and_a_cached_trial(small_dataset, tmp_path):

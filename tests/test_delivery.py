@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from imgread.manifest import read_manifest
 from imgread.phases import decode as decode_phase
 from imgread.trial import TrialSpec, run_trial
 
-from .test_faults import _alive, _children, _corrupt_keeping_size_and_mtime
+from .test_faults import _corrupt_keeping_size_and_mtime
+from .trial_processes import HAVE_PROC, kill_worker, left_alive, start_trial, wait_for_workers
 
 SHM = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="needs Linux /dev/shm")
@@ -123,85 +123,48 @@ def test_shared_memory_is_released_when_an_image_fails(tmp_path):
     assert segments() == before
 
 
-def _shm_trial(manifest, out) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imgread",
-            "trial",
-            "--manifest",
-            str(manifest),
-            "--phase",
-            "decode",
-            "--variant",
-            "processes-shm",
-            "--n",
-            "150",
-            "--workers",
-            "2",
-            "--decoder",
-            "pillow",
-            "--delivery",
-            "pixels",
-            "--out",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal gives a command
-    )
+SHM_TRIAL = (
+    "--phase",
+    "decode",
+    "--variant",
+    "processes-shm",
+    "--n",
+    "150",
+    "--workers",
+    "2",
+    "--decoder",
+    "pillow",
+    "--delivery",
+    "pixels",
+)
 
 
-def _wait_for_workers(proc, new_segment_of) -> list[int]:
-    deadline = time.monotonic() + 60
-    workers: list[int] = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        workers = [k for k in _children(proc.pid) if _alive(k) and not _is_tracker(k)]
-        if len(workers) >= 2 and segments() - new_segment_of:
-            break
-        time.sleep(0.01)
-    assert len(workers) >= 2 and segments() - new_segment_of, "the trial never started"
-    time.sleep(0.3)  # into the timed work
-    assert proc.poll() is None, "the trial ended before it could be interrupted"
-    return workers
+def _started_shm_trial(manifest, out, before):
+    proc = start_trial(manifest, out, *SHM_TRIAL)
+    return proc, wait_for_workers(proc, settle=0.3, ready=lambda: bool(segments() - before))
 
 
-def _is_tracker(pid: int) -> bool:
-    """multiprocessing's resource tracker is a child too; it is not a pool worker."""
-    try:
-        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
 def test_shared_memory_is_released_when_a_worker_is_killed(long_dataset, tmp_path):
     before = segments()
-    proc = _shm_trial(long_dataset, tmp_path / "rec.json")
-    workers = _wait_for_workers(proc, before)
-    os.kill(workers[0], signal.SIGKILL)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "worker process died" in stderr, stderr
+    proc, workers = _started_shm_trial(long_dataset, tmp_path / "rec.json", before)
+    rc, stderr = kill_worker(proc, workers)
+    assert rc == 1 and "worker process died" in stderr, stderr
     assert "decode/processes-shm decoder=pillow output=full delivery=pixels n=150" in stderr
     assert segments() == before and not (tmp_path / "rec.json").exists()
-    time.sleep(0.2)
-    assert not [w for w in workers if _alive(w)]
+    assert not left_alive(workers)
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
 def test_shared_memory_is_released_on_ctrl_c(long_dataset, tmp_path):
     before = segments()
-    proc = _shm_trial(long_dataset, tmp_path / "rec.json")
-    workers = _wait_for_workers(proc, before)
+    proc, workers = _started_shm_trial(long_dataset, tmp_path / "rec.json", before)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr.split("imgread: interrupted")[-1]
     assert segments() == before and not (tmp_path / "rec.json").exists()
-    time.sleep(0.2)
-    assert not [w for w in workers if _alive(w)]
+    assert not left_alive(workers)
 
 
 def test_cli_records_every_key_of_the_cell(small_dataset, tmp_path):

@@ -7,11 +7,9 @@ import csv
 import hashlib
 import io
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,8 @@ from imgread.decoders import DECODERS
 from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
 from imgread.trial import TrialSpec, run_trial
+
+from .trial_processes import HAVE_PROC, kill_worker, left_alive, start_trial, wait_for_workers
 
 
 def tree_state(root: Path) -> dict:
@@ -279,23 +279,7 @@ def test_a_file_with_a_new_size_is_refused_by_every_trial(fresh_dataset):
         run_trial(TrialSpec(str(fresh_dataset), "decode", "sequential", 3))
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        kids.extend(int(k) for k in text)
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
 def test_a_killed_worker_fails_the_trial_naming_the_cell_and_leaves_no_worker(tmp_path):
     manifest = generate(
         tmp_path / "ds",
@@ -303,44 +287,25 @@ def test_a_killed_worker_fails_the_trial_naming_the_cell_and_leaves_no_worker(tm
         progress=False,
     )
     out = tmp_path / "rec.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imgread",
-            "trial",
-            "--manifest",
-            str(manifest),
-            "--phase",
-            "decode",
-            "--variant",
-            "processes",
-            "--n",
-            "150",
-            "--workers",
-            "2",
-            "--out",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_trial(
+        manifest,
+        out,
+        "--phase",
+        "decode",
+        "--variant",
+        "processes",
+        "--n",
+        "150",
+        "--workers",
+        "2",
     )
-    deadline = time.monotonic() + 60
-    workers: list[int] = []
-    while time.monotonic() < deadline and len(workers) < 2 and proc.poll() is None:
-        workers = [k for k in _children(proc.pid) if _alive(k)]
-        time.sleep(0.01)
-    assert len(workers) >= 2, "the pool never started"
-    time.sleep(0.3)  # let it get into the work
-    os.kill(workers[0], signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1, stderr
+    workers = wait_for_workers(proc, settle=0.3)
+    rc, stderr = kill_worker(proc, workers)
+    assert rc == 1, stderr
     assert "decode/processes decoder=pillow output=full delivery=discard n=150 workers=2" in stderr
     assert "worker process died" in stderr
     assert not out.exists()
-    time.sleep(0.2)
-    assert not [w for w in workers if _alive(w)], "a worker was left running"
+    assert not left_alive(workers), "a worker was left running"
 
 
 def _mount_small_fs(path: Path, size: str) -> bool:

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +14,9 @@ from imgread.phases import get_phase
 from imgread.phases.stream import frame_metrics, run_model
 from imgread.trial import TrialSpec, run_trial
 
-from .test_delivery import _is_tracker, segments
-from .test_faults import _alive, _children, _corrupt_keeping_size_and_mtime
+from .test_delivery import segments
+from .test_faults import _corrupt_keeping_size_and_mtime
+from .trial_processes import HAVE_PROC, kill_worker, left_alive, start_trial, wait_for_workers
 
 PRODUCERS = [
     ("sequential", 1),
@@ -120,7 +116,7 @@ def threading_leftovers():
     return [t.name for t in threading.enumerate() if t.name.startswith("imgread-frame")]
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
 def test_a_killed_producer_stops_the_trial_naming_the_cell(tmp_path):
     ds = generate(
         tmp_path / "ds",
@@ -128,48 +124,25 @@ def test_a_killed_producer_stops_the_trial_naming_the_cell(tmp_path):
         progress=False,
     )
     out = tmp_path / "rec.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imgread",
-            "trial",
-            "--manifest",
-            str(ds),
-            "--phase",
-            "stream",
-            "--variant",
-            "processes",
-            "--n",
-            "60",
-            "--workers",
-            "2",
-            "--fps",
-            "20",
-            "--decoder",
-            "pillow",
-            "--out",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    proc = start_trial(
+        ds,
+        out,
+        "--phase",
+        "stream",
+        "--variant",
+        "processes",
+        "--n",
+        "60",
+        "--workers",
+        "2",
+        "--fps",
+        "20",
+        "--decoder",
+        "pillow",
     )
-    deadline = time.monotonic() + 60
-    workers: list[int] = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        workers = [k for k in _children(proc.pid) if _alive(k) and not _is_tracker(k)]
-        if len(workers) >= 2:
-            break
-        time.sleep(0.02)
-    assert len(workers) >= 2, "the producer never started"
-    time.sleep(1.0)  # into the stream (60 frames at 20 fps take 3 s)
-    assert proc.poll() is None
-    os.kill(workers[0], signal.SIGKILL)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 1, stderr
+    workers = wait_for_workers(proc, settle=1.0)  # into the stream (60 frames at 20 fps: 3 s)
+    rc, stderr = kill_worker(proc, workers)
+    assert rc == 1, stderr
     assert "stream/processes decoder=pillow fps=20" in stderr and "died" in stderr
     assert not out.exists()
-    time.sleep(0.3)
-    assert not [w for w in workers if _alive(w)], "a producer process was left running"
+    assert not left_alive(workers), "a producer process was left running"

@@ -86,6 +86,10 @@ class Runner:
         """Do the work for every job; return {path: result}."""
         raise NotImplementedError
 
+    def died(self, exc: BaseException) -> bool:
+        """True if ``exc`` reports that one of this runner's worker processes died."""
+        return False
+
     def fields(self) -> dict:
         """Columns the runner adds to the record (read after the run, before ``close``)."""
         return {}

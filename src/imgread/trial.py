@@ -226,38 +226,43 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
     results = None
     try:
         try:
-            t0 = time.perf_counter_ns()
-            runner = phase.start(spec.variant, spec.workers, params, jobs, inputs)
-            t1 = time.perf_counter_ns()
-            if cold:
-                resident = cachectl.ensure_cold(
-                    paths,
-                    spec.cache_method,
-                    spec.max_resident_fraction,
-                    saturate_bytes=spec.saturate_bytes,
-                    saturate_dir=spec.saturate_dir,
-                )
-                state = "unflushed" if spec.cache_method == "none" else "cold"
-            else:
-                # Decoding is measured on files already in memory, as the study did; only
-                # the phases that read from the device start cold.
-                resident = cachectl.ensure_warm(paths)
-                state = "warm"
-            t2 = time.perf_counter_ns()
-            results = runner.run(jobs)
-            t3 = time.perf_counter_ns()
+            try:
+                t0 = time.perf_counter_ns()
+                runner = phase.start(spec.variant, spec.workers, params, jobs, inputs)
+                t1 = time.perf_counter_ns()
+                if cold:
+                    resident = cachectl.ensure_cold(
+                        paths,
+                        spec.cache_method,
+                        spec.max_resident_fraction,
+                        saturate_bytes=spec.saturate_bytes,
+                        saturate_dir=spec.saturate_dir,
+                    )
+                    state = "unflushed" if spec.cache_method == "none" else "cold"
+                else:
+                    # Decoding is measured on files already in memory, as the study did;
+                    # only the phases that read from the device start cold.
+                    resident = cachectl.ensure_warm(paths)
+                    state = "warm"
+                t2 = time.perf_counter_ns()
+                results = runner.run(jobs)
+                t3 = time.perf_counter_ns()
+            finally:
+                t_close = time.perf_counter_ns()
+                if runner is not None:
+                    fields = runner.fields()
+                    runner.close()
+                t4 = time.perf_counter_ns()
+        # Around close() too: a worker's death may be reported asynchronously (PyTorch raises
+        # it from its SIGCHLD handler, wherever the main thread happens to be).
         except BrokenProcessPool as exc:
-            raise TrialError(
-                f"trial {spec.describe()}: a worker process died ({exc}); no time recorded"
-            ) from exc
+            raise TrialError(_died(spec, exc)) from exc
+        except RuntimeError as exc:
+            if runner is not None and runner.died(exc):
+                raise TrialError(_died(spec, exc)) from exc
+            raise
         except (ImageDecodeError, OSError) as exc:
             raise TrialError(f"trial {spec.describe()}: {exc}; no time recorded") from exc
-        finally:
-            t_close = time.perf_counter_ns()
-            if runner is not None:
-                fields = runner.fields()
-                runner.close()
-            t4 = time.perf_counter_ns()
         checked = phase.verify(results, manifest.root, entries, params, inputs)
     finally:
         results = None  # the arrays may be views of memory that release() unmaps
@@ -301,6 +306,10 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         extra=_merge_columns(phase.record_fields(params), fields, checked.extra),
         **platform_info(),
     )
+
+
+def _died(spec: TrialSpec, exc: BaseException) -> str:
+    return f"trial {spec.describe()}: a worker process died ({exc}); no time recorded"
 
 
 def _merge_columns(*parts: dict) -> dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import pickle
 import time
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -162,10 +161,11 @@ class LoaderRunner(Runner):
         except ImageDecodeError as exc:  # re-raised by torch with the worker's traceback
             lines = [x for x in str(exc).splitlines() if x.strip()]
             raise ImageDecodeError(lines[-1].split("ImageDecodeError: ", 1)[-1]) from None
-        except RuntimeError as exc:
-            if "DataLoader worker" in str(exc):
-                raise BrokenProcessPool(str(exc)) from None
-            raise
+
+    def died(self, exc):
+        # PyTorch: "DataLoader worker (pid N) is killed by signal: ..." / "... exited
+        # unexpectedly", raised by the loader or by its SIGCHLD handler.
+        return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
 
     def run(self, jobs):
         return self._epoch()

@@ -77,6 +77,10 @@ class _Clock:
         self.t0 = time.perf_counter()
         self.arrival = [self.t0 + (i / fps if fps else 0.0) for i in range(n)]
 
+    def since_start(self, i: int, start: float, ready: float, done: float) -> tuple:
+        """Frame i's (arrival, start, ready, done), in seconds from the stream's start."""
+        return (self.arrival[i] - self.t0, start - self.t0, ready - self.t0, done - self.t0)
+
 
 class StreamRunner(Runner):
     """Shared consumer loop; subclasses produce frame i with ``get(i)`` after ``submit``."""
@@ -102,14 +106,7 @@ class StreamRunner(Runner):
                 done = time.perf_counter()
                 self.consumed(i)
                 frames.append(frame)
-                rows.append(
-                    (
-                        clock.arrival[i] - clock.t0,
-                        start - clock.t0,
-                        ready - clock.t0,
-                        done - clock.t0,
-                    )
-                )
+                rows.append(clock.since_start(i, start, ready, done))
         finally:
             self.stop_stream()
         return {"frames": frames, "times": rows, "paths": [j.path for j in jobs]}
@@ -396,14 +393,7 @@ class AsyncioStream(StreamRunner):
                 done = time.perf_counter()
                 room.release()
                 frames.append(frame)
-                rows.append(
-                    (
-                        clock.arrival[i] - clock.t0,
-                        start - clock.t0,
-                        ready - clock.t0,
-                        done - clock.t0,
-                    )
-                )
+                rows.append(clock.since_start(i, start, ready, done))
         finally:
             feeder.cancel()
             for t in tasks:
