@@ -19,7 +19,14 @@ from imgread.trial import TrialSpec, run_trial
 
 from .test_delivery import segments
 from .test_faults import _corrupt_keeping_size_and_mtime
-from .trial_processes import HAVE_PROC, kill_worker, left_alive, start_trial, wait_for_workers
+from .trial_processes import (
+    HAVE_PROC,
+    kill_worker,
+    left_alive,
+    run_trial_cli,
+    start_trial,
+    wait_for_workers,
+)
 
 
 def loader_spec(manifest, n, workers, **params):
@@ -235,37 +242,27 @@ def test_cli_cache_build_and_a_cached_trial(small_dataset, tmp_path):
     )
     assert "6 images by opencv" in r.stdout
     rec = tmp_path / "rec.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "imgread",
-            "trial",
-            "--manifest",
-            str(small_dataset),
-            "--phase",
-            "dataloader",
-            "--variant",
-            "torch",
-            "--n",
-            "6",
-            "--workers",
-            "0",
-            "--batch-size",
-            "3",
-            "--decoder",
-            "opencv",
-            "--source",
-            "cache-npy",
-            "--cache-dir",
-            str(out),
-            "--page-cache",
-            "cold",
-            "--out",
-            str(rec),
-        ],
-        capture_output=True,
-        text=True,
+    run_trial_cli(
+        small_dataset,
+        rec,
+        "--phase",
+        "dataloader",
+        "--variant",
+        "torch",
+        "--n",
+        "6",
+        "--workers",
+        "0",
+        "--batch-size",
+        "3",
+        "--decoder",
+        "opencv",
+        "--source",
+        "cache-npy",
+        "--cache-dir",
+        str(out),
+        "--page-cache",
+        "cold",
         check=True,
     )
     d = json.loads(rec.read_text())

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +18,14 @@ from imgread.phases import decode as decode_phase
 from imgread.trial import TrialSpec, run_trial
 
 from .test_faults import _corrupt_keeping_size_and_mtime
-from .trial_processes import HAVE_PROC, kill_worker, left_alive, start_trial, wait_for_workers
+from .trial_processes import (
+    HAVE_PROC,
+    kill_worker,
+    left_alive,
+    run_trial_cli,
+    start_trial,
+    wait_for_workers,
+)
 
 SHM = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="needs Linux /dev/shm")
@@ -169,33 +174,24 @@ def test_shared_memory_is_released_on_ctrl_c(long_dataset, tmp_path):
 
 def test_cli_records_every_key_of_the_cell(small_dataset, tmp_path):
     out = tmp_path / "rec.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "imgread",
-            "trial",
-            "--manifest",
-            str(small_dataset),
-            "--phase",
-            "decode",
-            "--variant",
-            "threads",
-            "--n",
-            "4",
-            "--workers",
-            "2",
-            "--decoder",
-            "simplejpeg",
-            "--output",
-            "crop224",
-            "--delivery",
-            "pixels",
-            "--out",
-            str(out),
-        ],
+    run_trial_cli(
+        small_dataset,
+        out,
+        "--phase",
+        "decode",
+        "--variant",
+        "threads",
+        "--n",
+        "4",
+        "--workers",
+        "2",
+        "--decoder",
+        "simplejpeg",
+        "--output",
+        "crop224",
+        "--delivery",
+        "pixels",
         check=True,
-        capture_output=True,
     )
     d = json.loads(out.read_text())
     assert (d["decoder"], d["output"], d["delivery"], d["checksums_checked"]) == (
@@ -204,26 +200,16 @@ def test_cli_records_every_key_of_the_cell(small_dataset, tmp_path):
         "pixels",
         4,
     )
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "imgread",
-            "trial",
-            "--manifest",
-            str(small_dataset),
-            "--phase",
-            "load",
-            "--variant",
-            "sequential",
-            "--n",
-            "4",
-            "--delivery",
-            "pixels",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    r = run_trial_cli(
+        small_dataset,
+        out,
+        "--phase",
+        "load",
+        "--variant",
+        "sequential",
+        "--n",
+        "4",
+        "--delivery",
+        "pixels",
     )
     assert r.returncode == 2 and "--delivery do not apply to --phase load" in r.stderr

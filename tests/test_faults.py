@@ -22,7 +22,14 @@ from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
 from imgread.trial import TrialSpec, run_trial
 
-from .trial_processes import HAVE_PROC, kill_worker, left_alive, start_trial, wait_for_workers
+from .trial_processes import (
+    HAVE_PROC,
+    kill_worker,
+    left_alive,
+    run_trial_cli,
+    start_trial,
+    wait_for_workers,
+)
 
 
 def tree_state(root: Path) -> dict:
@@ -237,25 +244,8 @@ def test_the_cli_writes_no_record_for_a_failed_trial(fresh_dataset, tmp_path):
     m = read_manifest(fresh_dataset)
     _corrupt_keeping_size_and_mtime(m.root / m.entries[0].path)
     out = tmp_path / "rec.json"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "imgread",
-            "trial",
-            "--manifest",
-            str(fresh_dataset),
-            "--phase",
-            "decode",
-            "--variant",
-            "sequential",
-            "--n",
-            "3",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    r = run_trial_cli(
+        fresh_dataset, out, "--phase", "decode", "--variant", "sequential", "--n", "3"
     )
     assert r.returncode == 1 and "trial failed" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists() and list(tmp_path.glob(".rec.json*")) == []

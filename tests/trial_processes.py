@@ -38,21 +38,26 @@ def is_tracker(pid: int) -> bool:
         return False
 
 
+def trial_command(manifest, out, *args: str) -> list[str]:
+    """``imgread trial --manifest M ARGS --out OUT`` as an argument list."""
+    return [
+        sys.executable, "-m", "imgread", "trial", "--manifest", str(manifest), *args,
+        "--out", str(out),
+    ]  # fmt: skip
+
+
+def run_trial_cli(manifest, out, *args: str, check: bool = False):
+    """Run ``imgread trial`` to its end; the CompletedProcess, output captured as text."""
+    return subprocess.run(
+        trial_command(manifest, out, *args), capture_output=True, text=True, check=check
+    )
+
+
 def start_trial(manifest, out, *args: str) -> subprocess.Popen:
-    """``imgread trial --manifest M ARGS --out OUT`` in its own process group (as a terminal
-    starts a command), output captured."""
+    """``imgread trial`` started in its own process group (as a terminal starts a command),
+    output captured."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imgread",
-            "trial",
-            "--manifest",
-            str(manifest),
-            *args,
-            "--out",
-            str(out),
-        ],
+        trial_command(manifest, out, *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

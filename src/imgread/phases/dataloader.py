@@ -101,7 +101,7 @@ def _peak_rss(pid: int) -> int:
 class LoaderRunner(Runner):
     """A DataLoader with persistent workers, warmed up by a short epoch before the clock."""
 
-    def __init__(self, workers: int, params: dict, jobs, root: Path, inputs: dict):
+    def __init__(self, workers: int, params: dict, jobs, manifest, inputs: dict):
         import torch
         from torch.utils.data import DataLoader
 
@@ -119,7 +119,8 @@ class LoaderRunner(Runner):
             with open(Path(cache_dir) / decoded_cache.PICKLE_NAME, "rb") as fh:
                 tensors = pickle.load(fh)
             self.cache_load_seconds = time.perf_counter() - t0
-        labels = decoded_cache.labels(_manifest_of(root))[:n]
+        root = manifest.root
+        labels = decoded_cache.labels(manifest)[:n]
         self.dataset = ManifestDataset(
             [j.path for j in jobs], labels, params["decoder"], source, cache_dir, tensors
         )
@@ -258,7 +259,7 @@ class DataLoaderPhase(phases.Phase):
             decoded_cache.read_info(
                 inputs.get("cache_dir", ""), m.dataset_id, params["decoder"], len(jobs)
             )
-        return LoaderRunner(workers, params, jobs, m.root, inputs)
+        return LoaderRunner(workers, params, jobs, m, inputs)
 
     def verify(self, results, root, entries, params, inputs):
         n = len(entries)
