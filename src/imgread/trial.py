@@ -8,7 +8,9 @@ Order inside a trial (each step's time is recorded in its own column):
    -> ``startup_seconds``;
 3. prepare the cache immediately before timing: flush and verify cold (phases that read from
    the device) or read once and verify warm -> ``prepare_seconds``, ``resident_fraction_before``;
-4. ``run`` the work, timed with ``perf_counter_ns`` -> ``seconds``;
+4. ``run`` the work, timed with ``perf_counter_ns`` -> ``seconds``; the CPU the hypervisor and
+   other processes took meanwhile -> ``steal_seconds``, ``other_cpu_seconds``,
+   ``interference_fraction`` (imgread.noise);
 5. close the pools -> ``shutdown_seconds``;
 6. the phase checks the results (images, bytes, pixels, checksums) after the clock stopped
    -> ``verify_seconds`` where it does more than count.
@@ -31,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from imgread import cache as cachectl
+from imgread import noise
 from imgread.errors import ImageDecodeError, TrialError, UserError
 from imgread.manifest import ImageEntry, read_manifest
 from imgread.phases import get_phase
@@ -107,6 +110,10 @@ class TrialRecord:
     imgread: str
     process_start_method: str
     physical_cores: int
+    own_cpu_seconds: float
+    steal_seconds: float
+    other_cpu_seconds: float
+    interference_fraction: float
     extra: dict = field(default_factory=dict)  # the phase's keys and columns
 
     def to_dict(self) -> dict:
@@ -244,9 +251,11 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
                     # only the phases that read from the device start cold.
                     resident = cachectl.ensure_warm(paths)
                     state = "warm"
+                cpu_before = noise.snapshot()
                 t2 = time.perf_counter_ns()
                 results = runner.run(jobs)
                 t3 = time.perf_counter_ns()
+                cpu_after = noise.snapshot()
             finally:
                 t_close = time.perf_counter_ns()
                 if runner is not None:
@@ -304,6 +313,7 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         dataset_id=manifest.dataset_id,
         process_start_method=process_start_method(),
         extra=_merge_columns(phase.record_fields(params), fields, checked.extra),
+        **noise.interference(cpu_before, cpu_after, seconds, os.cpu_count() or 1),
         **platform_info(),
     )
 
