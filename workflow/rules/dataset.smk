@@ -68,3 +68,25 @@ rule decoded_cache:
         n=cache_size,
     script:
         "../scripts/decoded_cache.py"
+
+
+# What the device allows: the cold sequential-read bandwidth of the dataset's own files (fio
+# when installed, else an O_DIRECT reader), at several readers at once. Run once, one at a
+# time like a trial, never during one; the load figure and the summary compare against it.
+rule device_ceiling:
+    input:
+        manifest=MANIFEST,
+        verified=VERIFIED,
+    output:
+        DEVICE_CEILING,
+    log:
+        f"results/logs/dataset/{DATASET}.device_ceiling.log",
+    conda:
+        "../../envs/imgread.yaml"
+    resources:
+        timing=1,
+    params:
+        settings=config["ceiling"],
+        cache=config["cache"],
+    script:
+        "../scripts/device_ceiling.py"
