@@ -42,8 +42,13 @@ quick: setup
 smoke: setup
 	$(BIN)/snakemake --cores 2 --configfile config/smoke.yaml
 
+# The report shows the study the tables were made from: its config files are in study.json
+# (config/config.yaml is always loaded; the others are passed again with --configfile).
+STUDY_CONFIGS = $(shell test -f results/tables/study.json && $(BIN)/python -c 'import json; print(" ".join(f for f in json.load(open("results/tables/study.json"))["config_files"] if f != "config/config.yaml"))')
+
 report: setup
-	$(BIN)/snakemake --cores 1 --report results/report.html
+	@test -f results/tables/study.json || { echo "make report: no results/tables/study.json yet; run make quick or make reproduce first"; exit 2; }
+	$(BIN)/snakemake --cores 1 $(if $(strip $(STUDY_CONFIGS)),--configfile $(STUDY_CONFIGS)) --report results/report.html
 
 bench: setup
 	$(BIN)/python -m imgread.bench

@@ -16,7 +16,11 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 
 
-report: "workflow/report/workflow.rst"
+report: REPORT_TEXT
+
+
+onsuccess:
+    print_recommendation()
 
 
 rule all:

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from imgread.phases import PARAM_COLUMNS, PHASES
+from imgread.scaling import scaling_table
 
 # A cell: the phase, its variant, every phase's grid keys ("-" where a phase has no such key),
 # the number of images and the workers.
@@ -36,6 +37,14 @@ SUMMARY_COLUMNS = CELL + [
     "mean_mb_per_s",
     "mean_megapixels_per_s",
     "mean_images_per_s",
+    "cv",
+    "median_mb_per_s",
+    "median_megapixels_per_s",
+    "median_images_per_s",
+    "interfered_trials",
+    "median_interference_fraction",
+    "ceiling_kind",
+    "ceiling_fraction",
 ]
 SPEEDUP_COLUMNS = CELL + [
     "repetitions",
@@ -105,19 +114,52 @@ def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]
     return float(mean - half), float(mean + half)
 
 
-def summarize(trials: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """One row per (phase, variant, n_images, workers) with the statistics of its times."""
+# /proc/stat and /proc/<pid>/stat count in clock ticks (10 ms per CPU): less than this much
+# stolen or used by others is within counting error, however short the trial.
+INTERFERENCE_FLOOR_SECONDS = 0.05
+
+
+def flag_interference(trials: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """trials with an ``interfered`` column: True where the CPU the hypervisor and other
+    processes took during the timed region passed ``threshold`` of the machine's capacity
+    (and INTERFERENCE_FLOOR_SECONDS, below which it cannot be told from counting error)."""
+    df = trials.copy()
+    if "interference_fraction" not in df:
+        df["interfered"] = False
+        return df
+    taken = df["steal_seconds"].fillna(0.0) + df["other_cpu_seconds"].fillna(0.0)
+    df["interfered"] = (df["interference_fraction"].fillna(0.0) > threshold) & (
+        taken > INTERFERENCE_FLOOR_SECONDS
+    )
+    return df
+
+
+def summarize(
+    trials: pd.DataFrame, confidence: float = 0.95, device_mb_per_s: float | None = None
+) -> pd.DataFrame:
+    """One row per cell with the statistics of its times (mean and median side by side, the
+    coefficient of variation), the trials flagged for interference, and the fraction of the
+    ceiling it reaches: the device's read bandwidth for phases that read from it, else one
+    core's median rate of the same work x min(workers, physical cores)."""
+    if "interfered" not in trials:
+        trials = flag_interference(trials, np.inf)
+    medians = trials.groupby(BASELINE_KEYS + ["variant", "workers"])[
+        ["images_per_s", "mb_per_s"]
+    ].median()
     rows = []
     for key, g in trials.groupby(CELL, sort=True):
         s = g["seconds"].to_numpy(dtype=float)
         lo, hi = mean_ci(s, confidence)
+        cell = dict(zip(CELL, key, strict=True))
+        std = float(s.std(ddof=1)) if len(s) > 1 else float("nan")
+        kind, fraction = cell_ceiling(cell, g, medians, device_mb_per_s)
         rows.append(
             dict(
-                zip(CELL, key, strict=True),
+                cell,
                 repetitions=len(s),
                 mean_seconds=s.mean(),
                 median_seconds=float(np.median(s)),
-                std_seconds=float(s.std(ddof=1)) if len(s) > 1 else float("nan"),
+                std_seconds=std,
                 min_seconds=s.min(),
                 max_seconds=s.max(),
                 ci_low_seconds=lo,
@@ -127,9 +169,83 @@ def summarize(trials: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
                 mean_mb_per_s=g["mb_per_s"].mean(),
                 mean_megapixels_per_s=g["megapixels_per_s"].mean(),
                 mean_images_per_s=g["images_per_s"].mean(),
+                cv=std / s.mean(),
+                median_mb_per_s=g["mb_per_s"].median(),
+                median_megapixels_per_s=g["megapixels_per_s"].median(),
+                median_images_per_s=g["images_per_s"].median(),
+                interfered_trials=int(g["interfered"].sum()),
+                median_interference_fraction=(
+                    g["interference_fraction"].median()
+                    if "interference_fraction" in g
+                    else float("nan")
+                ),
+                ceiling_kind=kind,
+                ceiling_fraction=fraction,
             )
         )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def cores_of(g: pd.DataFrame) -> int:
+    """Physical cores of the machine the trials ran on (logical where not recorded)."""
+    col = "physical_cores" if "physical_cores" in g else "logical_cores"
+    return int(g[col].max())
+
+
+def cell_ceiling(
+    cell: dict, g: pd.DataFrame, medians: pd.DataFrame, device_mb_per_s: float | None
+) -> tuple[str, float]:
+    """(kind, fraction of it the cell's median rate reaches): 'device' for phases that read
+    from the device, 'cpu' for the rest; NaN where the ceiling was not measured."""
+    phase = PHASES[cell["phase"]]
+    kind = phase.ceiling_kind({p.name: cell[p.name] for p in phase.params})
+    if kind == "none":
+        return kind, float("nan")
+    if kind == "model":  # the consumer's own rate bounds it: the fraction reached is the AU
+        return kind, float(g["au"].median())
+    if kind == "device":
+        if not device_mb_per_s:
+            return "device", float("nan")
+        return "device", float(g["mb_per_s"].median()) / device_mb_per_s
+    ones = [
+        float(medians.loc[key, "images_per_s"])
+        for variant, workers in phase.one_core
+        if (key := (*ceiling_key(cell), variant, workers)) in medians.index
+    ]
+    if not ones:
+        return "cpu", float("nan")
+    one = max(ones)
+    usable = max(min(cell["workers"], cores_of(g)), 1)
+    return "cpu", float(g["images_per_s"].median()) / (one * usable)
+
+
+def baselines(trials: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """{BASELINE_KEYS values: the baseline cell's trials} (each phase's baseline variant and
+    worker count)."""
+    is_base = pd.Series(False, index=trials.index)
+    for name in trials["phase"].unique():
+        variant, workers = PHASES[name].baseline
+        is_base |= (
+            (trials["phase"] == name)
+            & (trials["variant"] == variant)
+            & (trials["workers"] == workers)
+        )
+    return {k: g for k, g in trials[is_base].groupby(BASELINE_KEYS, sort=False)}
+
+
+CURVE = ["phase", "variant", *PARAM_COLUMNS, "n_images"]
+
+
+def scaling(trials: pd.DataFrame) -> pd.DataFrame:
+    """The USL fit of every speedup-vs-workers curve (imgread.scaling)."""
+    base = {k: g["seconds"].mean() for k, g in baselines(trials).items()}
+    parallel = trials[
+        [
+            PHASES[p].variants[v].parallel
+            for p, v in zip(trials["phase"], trials["variant"], strict=True)
+        ]
+    ]
+    return scaling_table(parallel, CURVE, base)
 
 
 def bootstrap_ratio_ci(
@@ -165,26 +281,14 @@ def speedup(
     handing pixels over shows as a lower fraction. Cells without a baseline are left out.
     """
     rows = []
-    is_base = pd.Series(False, index=trials.index)
-    for name in trials["phase"].unique():
-        variant, workers = PHASES[name].baseline
-        is_base |= (
-            (trials["phase"] == name)
-            & (trials["variant"] == variant)
-            & (trials["workers"] == workers)
-        )
-    by_base = {k: g for k, g in trials[is_base].groupby(BASELINE_KEYS, sort=False)}
+    by_base = baselines(trials)
     for i, (key, g) in enumerate(trials.groupby(CELL, sort=True)):
         cell = dict(zip(CELL, key, strict=True))
         base = by_base.get(tuple(cell[k] for k in BASELINE_KEYS))
         if base is None:
             continue
         workers = cell["workers"]
-        cores = (
-            int(g["physical_cores"].max())
-            if "physical_cores" in g
-            else int(g["logical_cores"].max())
-        )
+        cores = cores_of(g)
         row = dict(cell, repetitions=len(g), baseline_repetitions=len(base), physical_cores=cores)
         for col, suffix in (("seconds", ""), ("total_seconds", "_total")):
             b = base[col].to_numpy(dtype=float)
@@ -435,3 +539,57 @@ def stream_producers(trials: pd.DataFrame) -> pd.DataFrame:
             )
         )
     return pd.DataFrame(rows, columns=columns)
+
+
+CEILING_COLUMNS = [
+    "kind",
+    "phase",
+    *PARAM_COLUMNS,
+    "n_images",
+    "readers",
+    "mb_per_s",
+    "images_per_s",
+    "megapixels_per_s",
+    "method",
+]
+
+
+def ceilings_table(summary: pd.DataFrame, device: dict | None) -> pd.DataFrame:
+    """What the hardware allows: the device's cold read bandwidth at each number of readers
+    (kind 'device'), and each one-core cell's median rate (kind 'cpu'; the phase's fastest
+    one-core cell x min(workers, physical cores) is a pool's ceiling)."""
+    rows = []
+    if device:
+        for readers, mbps in device["median_mb_per_s_by_jobs"].items():
+            rows.append(
+                dict(
+                    kind="device",
+                    readers=int(readers),
+                    mb_per_s=mbps,
+                    method=device["method"] if device["method"] != "fio" else device["fio_version"],
+                )
+            )
+    for (name, phase), (variant, workers) in (
+        ((n, p), cell) for n, p in PHASES.items() for cell in p.one_core
+    ):
+        base = summary[
+            (summary["phase"] == name)
+            & (summary["variant"] == variant)
+            & (summary["workers"] == workers)
+            & (summary["ceiling_kind"] == "cpu")
+        ]
+        for r in base.itertuples(index=False):
+            rows.append(
+                dict(
+                    kind="cpu",
+                    phase=name,
+                    **{c: getattr(r, c) for c in PARAM_COLUMNS},
+                    n_images=r.n_images,
+                    readers=1,
+                    mb_per_s=r.median_mb_per_s,
+                    images_per_s=r.median_images_per_s,
+                    megapixels_per_s=r.median_megapixels_per_s,
+                    method=f"{variant} x{workers}",
+                )
+            )
+    return pd.DataFrame(rows, columns=CEILING_COLUMNS)

@@ -31,7 +31,8 @@ def _label(df: pd.DataFrame) -> pd.Series:
 
 
 def _cores(trials: pd.DataFrame) -> int:
-    return int(trials["logical_cores"].max())
+    col = "physical_cores" if "physical_cores" in trials else "logical_cores"
+    return int(trials[col].max())
 
 
 def _save(fig, stem: Path, dpi: int) -> list[Path]:
@@ -45,13 +46,22 @@ def _save(fig, stem: Path, dpi: int) -> list[Path]:
     return out
 
 
-def load_time(trials, summary, speed, published, settings, **_):
+def load_time(trials, summary, speed, published, settings, device=None, **_):
     """Cold-cache load time per n by variant, with 95 % CIs over repetitions."""
     df = trials[trials["phase"] == "load"].assign(label=lambda d: _label(d))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(
         data=df, x="n_images", y="seconds", hue="label", marker="o", errorbar=("ci", 95), ax=ax
     )
+    if device and not df.empty:
+        per_n = df.groupby("n_images")["bytes"].median().sort_index()
+        ax.plot(
+            per_n.index,
+            per_n.to_numpy() / 1e6 / device["device_mb_per_s"],
+            ls="--",
+            c="black",
+            label=device_label(device),
+        )
     ax.set(
         xlabel="images read",
         ylabel="load time (s), cold page cache",
@@ -61,7 +71,37 @@ def load_time(trials, summary, speed, published, settings, **_):
     return fig
 
 
-def _speed_panels(speed, trials, column, ylabel, title, ideal):
+def device_label(device: dict) -> str:
+    """'device ceiling 1291 MB/s (fio-3.33, 8 readers)'."""
+    tool = device["fio_version"] if device["method"] == "fio" else "O_DIRECT reader"
+    return (
+        f"device ceiling {device['device_mb_per_s']:.0f} MB/s "
+        f"({tool}, {device['best_jobs']} readers)"
+    )
+
+
+def _usl_curves(ax, scaling, phase_rows, palette, hue, xs, scale=None):
+    """Draw each curve's USL fit (dotted, in its line's colour) where it was fitted."""
+    from imgread.scaling import usl  # noqa: PLC0415
+
+    if scaling is None or scaling.empty:
+        return
+    fits = phase_rows.merge(scaling, how="inner")
+    fits = fits[fits["status"] == "ok"]
+    grid = np.linspace(min(xs), max(xs), 100)
+    for i, (_, f) in enumerate(fits.iterrows()):
+        y = usl(grid, f["a"], f["b"])
+        ax.plot(
+            grid,
+            y if scale is None else y * scale(f),
+            ls=":",
+            lw=1.2,
+            c=palette[f[hue]],
+            label="USL fit" if i == 0 else None,
+        )
+
+
+def _speed_panels(speed, trials, column, ylabel, title, ideal, scaling=None):
     df = study_cells(speed)
     df = df[df["variant"] != "sequential"]
     variants = sorted(df["variant"].unique())
@@ -99,11 +139,31 @@ def _speed_panels(speed, trials, column, ylabel, title, ideal):
                 )
         xs = sorted(d["workers"].unique())
         ax.set_xticks(xs)
+        ceiling = [min(x, cores) for x in xs]
         if ideal == "linear":
-            ax.plot(xs, xs, ls="--", c="grey", label="ideal")
+            ax.plot(xs, xs, ls="--", c="grey", label="ideal (linear)")
+            ax.plot(
+                xs,
+                ceiling,
+                ls="-",
+                lw=2,
+                c="black",
+                alpha=0.6,
+                label=f"CPU ceiling ({cores} cores)",
+            )
+            keys = d[["phase", "variant", "decoder", "output", "delivery", "n_images"]]
+            _usl_curves(ax, scaling, keys.drop_duplicates(), palette, "n_images", xs)
         else:
             ax.axhline(1.0, ls="--", c="grey", label="ideal")
-        ax.axvline(cores, ls=":", c="black", label=f"{cores} logical cores")
+            ax.plot(
+                xs,
+                [c / x for c, x in zip(ceiling, xs, strict=True)],
+                ls="-",
+                lw=2,
+                c="black",
+                alpha=0.6,
+                label=f"CPU ceiling ({cores} cores)",
+            )
         ax.set(xlabel="workers", ylabel=ylabel, title=variant)
         ax.legend(title="images", fontsize="small")
     fig.suptitle(f"{title}\n{machine_label(trials)}")
@@ -111,16 +171,18 @@ def _speed_panels(speed, trials, column, ylabel, title, ideal):
     return fig
 
 
-def decode_speedup(trials, summary, speed, published, settings, **_):
-    """Decode speedup vs workers, one line per n, ideal line and the machine's core count."""
+def decode_speedup(trials, summary, speed, published, settings, scaling=None, **_):
+    """Decode speedup vs workers, one line per n, with its USL fit, the ideal line and the
+    CPU ceiling min(workers, physical cores)."""
     return _speed_panels(
         speed,
         trials,
         "speedup",
         "speedup over sequential (decode time only)",
         "Decode speedup, the study's cells: Pillow, full size, pixels discarded\n"
-        "(pool start-up excluded; shaded: 95 % bootstrap CI)",
+        "(pool start-up excluded; shaded: 95 % bootstrap CI; dotted: USL fit)",
         "linear",
+        scaling=scaling,
     )
 
 
@@ -137,7 +199,7 @@ def decode_efficiency(trials, summary, speed, published, settings, **_):
     )
 
 
-def throughput(trials, summary, speed, published, settings, **_):
+def throughput(trials, summary, speed, published, settings, device=None, **_):
     """Load MB/s and decode megapixels/s vs n, by variant."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, phase, col, ylabel in (
@@ -150,6 +212,9 @@ def throughput(trials, summary, speed, published, settings, **_):
             sns.lineplot(
                 data=df, x="n_images", y=col, hue="label", marker="o", errorbar=("ci", 95), ax=ax
             )
+            ax.legend(title="variant (workers)", fontsize="x-small")
+        if phase == "load" and device:
+            ax.axhline(device["device_mb_per_s"], ls="--", c="black", label=device_label(device))
             ax.legend(title="variant (workers)", fontsize="x-small")
         title = "decode (Pillow, full size, pixels discarded)" if phase == "decode" else phase
         ax.set(xlabel="images", ylabel=ylabel, title=title)
@@ -333,7 +398,7 @@ def _few_batches(d) -> str:
     return f"hollow markers: fewer than 10 batches per worker (num_workers {ws})"
 
 
-def _loader_panels(trials, column, ylabel, title, ideal, log=True):
+def _loader_panels(trials, column, ylabel, title, ideal, log=True, scaling=None):
     d = _loader(trials)
     if d.empty:
         return _empty((7, 4), "no DataLoader trials in this study")
@@ -366,6 +431,12 @@ def _loader_panels(trials, column, ylabel, title, ideal, log=True):
                     lw=0.8,
                     alpha=0.7,
                 )
+                fit = _loader_fit(scaling, g[g["line"] == line])
+                if fit is not None:  # the USL's speedup x the num_workers=1 rate
+                    from imgread.scaling import usl  # noqa: PLC0415
+
+                    grid = np.linspace(1, max(xs), 100)
+                    ax.plot(grid, m["y"][1] * usl(grid, *fit), ls=":", c=colours[line], lw=1.2)
         ax.axvline(cores, ls=":", c="black", label=f"{cores} physical cores")
         ax.set_xscale("symlog", base=2, linthresh=1)
         ticks = sorted(g["workers"].unique())
@@ -376,6 +447,8 @@ def _loader_panels(trials, column, ylabel, title, ideal, log=True):
             _plain(ax, "y")
         if ideal:
             ax.plot([], [], ls="--", c="grey", label="ideal: num_workers=1 x min(w, cores)")
+            if scaling is not None:
+                ax.plot([], [], ls=":", c="grey", label="USL fit")
         ax.legend(title="decoder, source", fontsize="x-small")
     n = int(d["n_images"].max())
     batch = ", ".join(sorted(d["batch_size"].astype(str).unique()))
@@ -386,14 +459,30 @@ def _loader_panels(trials, column, ylabel, title, ideal, log=True):
     return fig
 
 
-def dataloader_scaling(trials, summary, speed, published, settings, **_):
-    """DataLoader images/s vs num_workers per decoder and source, with the ideal line."""
+def _loader_fit(scaling, rows) -> tuple[float, float] | None:
+    """(a, b) of the USL fit of a DataLoader line (None if it was not fitted)."""
+    if scaling is None or scaling.empty or rows.empty:
+        return None
+    keys = ["phase", "variant", "decoder", "source", "batch_size", "page_cache", "pin_memory"]
+    keys += ["n_images"]
+    cell = rows.iloc[0]
+    mask = scaling["status"] == "ok"
+    for k in keys:
+        mask &= scaling[k].astype(str) == str(cell[k])
+    fit = scaling[mask]
+    return (float(fit["a"].iloc[0]), float(fit["b"].iloc[0])) if not fit.empty else None
+
+
+def dataloader_scaling(trials, summary, speed, published, settings, scaling=None, **_):
+    """DataLoader images/s vs num_workers per decoder and source, with the ideal line and
+    the USL fit."""
     return _loader_panels(
         trials,
         "images_per_s",
         "images/s, one epoch (median of repetitions)",
         "PyTorch DataLoader throughput (224 crop, normalised float32 batches)",
         ideal=True,
+        scaling=scaling,
     )
 
 
@@ -625,10 +714,22 @@ def draw(
     settings: dict,
     caches: pd.DataFrame | None = None,
     frames: pd.DataFrame | None = None,
+    scaling: pd.DataFrame | None = None,
+    device: dict | None = None,
 ) -> list[Path]:
     """Draw figure ``name`` and save it as ``out_stem``.png and .svg."""
     sns.set_theme(
         style=settings.get("style", "whitegrid"), context=settings.get("context", "paper")
     )
-    fig = PLOTTERS[name](trials, summary, speed, published, settings, caches=caches, frames=frames)
+    fig = PLOTTERS[name](
+        trials,
+        summary,
+        speed,
+        published,
+        settings,
+        caches=caches,
+        frames=frames,
+        scaling=scaling,
+        device=device,
+    )
     return _save(fig, Path(out_stem), int(settings.get("dpi", 150)))

@@ -1,7 +1,16 @@
+# One rule reads every trial record (declared inputs, never a glob) and writes the tables, the
+# answer (recommendation), the scaling fits, the ceilings, what the study measured
+# (study.json, from the records) and the report's text written from it.
+TABLE_CAPTIONS = ["dataloader_workers", "stream_producers", "scaling", "recommendation"]
+
+
 rule aggregate:
     input:
         trials=trial_files(),
         caches=expand(f"{CACHE_DIR}/{{decoder}}/cache.json", decoder=CACHES),
+        manifest=MANIFEST,
+        device=DEVICE_CEILING,
+        templates=expand("workflow/report/{name}.rst", name=["workflow", *TABLE_CAPTIONS]),
     output:
         trials="results/tables/trials.csv",
         frames="results/tables/frames.csv",
@@ -13,19 +22,35 @@ rule aggregate:
         caches="results/tables/decoded_cache.csv",
         loader_workers=report(
             "results/tables/dataloader_workers.csv",
-            caption="../report/dataloader_workers.rst",
+            caption="../../results/report/dataloader_workers.rst",
             category="Tables",
         ),
         stream_producers=report(
             "results/tables/stream_producers.csv",
-            caption="../report/stream_producers.rst",
+            caption="../../results/report/stream_producers.rst",
             category="Tables",
         ),
+        scaling=report(
+            "results/tables/scaling.csv",
+            caption="../../results/report/scaling.rst",
+            category="Tables",
+        ),
+        recommendation=report(
+            "results/tables/recommendation.csv",
+            caption="../../results/report/recommendation.rst",
+            category="Recommendation",
+        ),
+        recommendation_md="results/tables/recommendation.md",
+        ceilings="results/tables/ceilings.csv",
+        study="results/tables/study.json",
+        report_text=REPORT_TEXT,
+        captions=expand("results/report/{name}.rst", name=TABLE_CAPTIONS),
     log:
         "results/logs/aggregate.log",
     conda:
         "../../envs/imgread.yaml"
     params:
         analysis=config["analysis"],
+        config_files=CONFIG_FILES,
     script:
         "../scripts/aggregate.py"

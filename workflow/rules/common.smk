@@ -1,4 +1,6 @@
 # Helpers shared by the rules: config validation, the trial grid, paths and params.
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +11,6 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from imgread.config import FIGURES, check_config, check_schema, trial_grid
 from imgread.phases import PHASES, parse_segment
-from imgread.trial import platform_info
 
 min_version("9.0")
 
@@ -25,6 +26,14 @@ DATASET_DIR = f"results/datasets/{DATASET}"
 MANIFEST = f"{DATASET_DIR}/manifest.csv"
 VERIFIED = f"{DATASET_DIR}/verified.ok"
 REFERENCE_DIR = f"{DATASET_DIR}/reference"
+DEVICE_CEILING = f"{DATASET_DIR}/device_ceiling.json"
+# The report's own text (the recommendation first) is written from the records by aggregate.
+REPORT_TEXT = "results/report/workflow.rst"
+# The config files of this run, as given (recorded in study.json beside what was measured).
+CONFIG_FILES = [
+    os.path.relpath(f) if Path(f).resolve().is_relative_to(Path.cwd()) else str(f)
+    for f in workflow.configfiles
+]
 TRIALS_DIR = f"results/trials/{DATASET}"
 TABLES = [
     "results/tables/trials.csv",
@@ -37,14 +46,17 @@ TABLES = [
     "results/tables/decoded_cache.csv",
     "results/tables/dataloader_workers.csv",
     "results/tables/stream_producers.csv",
+    "results/tables/scaling.csv",
+    "results/tables/recommendation.csv",
+    "results/tables/recommendation.md",
+    "results/tables/ceilings.csv",
+    "results/tables/study.json",
 ]
 FIGURE_NAMES = FIGURES  # one list, in the package that draws them
 FIGURE_FILES = [
     f"results/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "svg")
 ]
 GRID = trial_grid(config)
-_HOST = platform_info()
-HOST = f"{_HOST['cpu_model']}, {_HOST['logical_cores']} logical cores, {_HOST['os']}"
 
 
 wildcard_constraints:
@@ -128,3 +140,29 @@ def cache_settings(wildcards):
 def dataset_settings(wildcards=None):
     """What the dataset rule makes (a changed setting regenerates the dataset)."""
     return config["dataset"]
+
+
+def print_recommendation():
+    """At the end of a run: the answer, from the table the run wrote (if it got that far)."""
+    path = Path("results/tables/recommendation.md")
+    if path.exists():
+        print(f"\nWhat to use on this machine ({path}):\n\n{path.read_text()}")
+
+
+def check_report_matches():
+    """With --report: refuse, before anything is read, when results/tables/ were made by a run
+    of other config files than this one (the report would show one study under another's
+    name). `make report` passes the config files study.json names."""
+    study = Path("results/tables/study.json")
+    if "--report" not in sys.argv or not study.exists():
+        return
+    made = json.loads(study.read_text())["config_files"]
+    if made != CONFIG_FILES:
+        sys.exit(
+            f"imgread: results/tables/ were made with config {' + '.join(made)}, not "
+            f"{' + '.join(CONFIG_FILES)}; run `make report` (it uses the config the tables "
+            f"were made with) or pass the same --configfile"
+        )
+
+
+check_report_matches()

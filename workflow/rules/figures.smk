@@ -1,5 +1,6 @@
 # One rule per figure, each a report() output with its own caption. Only the figure settings
-# and the tables are inputs, so changing a figure setting reruns the figures alone.
+# and the tables are inputs, so changing a figure setting reruns the figures alone. The
+# caption is written here too, from the records (study.json), never from the config.
 for _figure in FIGURE_NAMES:
 
     rule:
@@ -12,13 +13,18 @@ for _figure in FIGURE_NAMES:
             published="config/reference/published_decode.csv",
             caches="results/tables/decoded_cache.csv",
             frames="results/tables/frames.csv",
+            scaling="results/tables/scaling.csv",
+            device=DEVICE_CEILING,
+            study="results/tables/study.json",
+            template=f"workflow/report/{_figure}.rst",
         output:
             png=report(
                 f"results/figures/{_figure}.png",
-                caption=f"../report/{_figure}.rst",
+                caption=f"../../results/report/{_figure}.rst",
                 category="Figures",
             ),
             svg=f"results/figures/{_figure}.svg",
+            caption=f"results/report/{_figure}.rst",
         log:
             f"results/logs/figures/{_figure}.log",
         conda:
@@ -26,8 +32,5 @@ for _figure in FIGURE_NAMES:
         params:
             figure=_figure,
             settings=config["figures"],
-            dataset=config["dataset"],
-            cache=config["cache"],
-            host=HOST,
         script:
             "../scripts/figure.py"

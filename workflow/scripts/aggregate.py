@@ -1,4 +1,5 @@
-"""trials.csv, summary.csv, speedup.csv and the study's two tables as Markdown."""
+"""The tables, the recommendation, the scaling fits, the ceilings, study.json and the report's
+text, all from the trial records."""
 
 import json
 import sys
@@ -7,29 +8,49 @@ import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 import pandas as pd
 
 from imgread.analysis import (
+    ceilings_table,
     dataloader_workers,
     decode_table,
+    flag_interference,
     load_records,
     load_table,
     markdown_table,
     pipeline_table,
+    scaling,
     speedup,
     stream_producers,
     summarize,
 )
+from imgread.recommend import markdown, recommend
+from imgread.study import describe, write_captions
 from imgread.util import write_text_atomic
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
-out, a = snakemake.output, snakemake.params.analysis  # noqa: F821
-trials, frames = load_records(snakemake.input.trials)  # noqa: F821
-summary = summarize(trials, confidence=a["confidence"])
+i, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+a = p.analysis
+device = json.loads(open(i.device).read())
+trials, frames = load_records(i.trials)
+trials = flag_interference(trials, a["max_interference"])
+summary = summarize(trials, confidence=a["confidence"], device_mb_per_s=device["device_mb_per_s"])
 speed = speedup(
     trials, resamples=a["bootstrap_resamples"], confidence=a["confidence"], seed=a["seed"]
 )
-write_text_atomic(out.trials, trials.to_csv(index=False))
-write_text_atomic(out.frames, frames.to_csv(index=False))
-write_text_atomic(out.summary, summary.to_csv(index=False))
-write_text_atomic(out.speedup, speed.to_csv(index=False))
+rec = recommend(trials, summary, tolerance=a["tolerance"])
+study = describe(trials, i.manifest, device=device, config_files=p.config_files)
+tables = {
+    out.trials: trials,
+    out.frames: frames,
+    out.summary: summary,
+    out.speedup: speed,
+    out.loader_workers: dataloader_workers(trials),
+    out.stream_producers: stream_producers(trials),
+    out.scaling: scaling(trials),
+    out.recommendation: rec,
+    out.ceilings: ceilings_table(summary, device),
+    out.caches: pd.DataFrame([json.loads(open(c).read()) for c in i.caches]),
+}
+for path, df in tables.items():
+    write_text_atomic(path, df.to_csv(index=False))
 write_text_atomic(
     out.load_md,
     "# Load: sequential vs asyncio (mean of repetitions)\n\n"
@@ -49,8 +70,13 @@ write_text_atomic(
     "the cores allow, so the cost of handing the pixels over shows.\n\n"
     + markdown_table(pipeline_table(trials, speed)),
 )
-write_text_atomic(out.loader_workers, dataloader_workers(trials).to_csv(index=False))
-write_text_atomic(out.stream_producers, stream_producers(trials).to_csv(index=False))
-caches = pd.DataFrame([json.loads(open(p).read()) for p in snakemake.input.caches])  # noqa: F821
-write_text_atomic(out.caches, caches.to_csv(index=False))
+write_text_atomic(out.recommendation_md, markdown(rec, study, tolerance=a["tolerance"]))
+write_text_atomic(out.study, json.dumps(study, indent=2) + "\n")
+write_captions(
+    i.templates,
+    [out.report_text, *out.captions],
+    study,
+    recommendation=rec,
+    tolerance=a["tolerance"],
+)
 print(f"aggregated {len(trials)} trials into {len(summary)} cells", file=sys.stderr)

@@ -85,6 +85,15 @@ class Phase:
     baseline: tuple[str, int] = ("sequential", 1)  # (variant, workers) speedups are against
     params: tuple[Param, ...] = ()
     variants: dict[str, Variant] = {}
+    # What the recommendation compares. job_keys: the params that say what the user needs done
+    # (the rest, the variant and the workers are the strategy to choose); rate: the record
+    # column (higher is better) and its unit; ceiling: "device" (read bandwidth) or "cpu"
+    # (one core's rate x min(workers, cores)).
+    job_keys: tuple[str, ...] = ()
+    # (variant, workers) cells that do the work on one core; the fastest sets the CPU ceiling
+    one_core: tuple[tuple[str, int], ...] = (("sequential", 1),)
+    rate: tuple[str, str] = ("images_per_s", "images/s")
+    ceiling: str = "cpu"
 
     # -- grid keys
     def resolve(self, given: dict[str, str] | None) -> dict[str, str]:
@@ -157,6 +166,14 @@ class Phase:
     ) -> Verified:
         """Check the results after the clock stopped; VerificationError if they are wrong."""
         raise NotImplementedError
+
+    def objective(self, job: dict[str, str]) -> tuple[str, bool, str]:
+        """(record column, higher is better, unit) the recommendation ranks a job's cells by."""
+        return self.rate[0], True, self.rate[1]
+
+    def ceiling_kind(self, params: dict[str, str]) -> str:
+        """'device', 'cpu', or 'none' where no ceiling bounds the rate of this cell."""
+        return self.ceiling
 
     def ceiling_params(self, params: dict[str, str]) -> dict[str, str]:
         """The keys of the sequential cell whose rate x min(workers, cores) is a cell's CPU

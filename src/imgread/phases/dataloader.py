@@ -209,6 +209,9 @@ class DataLoaderPhase(phases.Phase):
     name = "dataloader"
     description = "feed a PyTorch DataLoader: decode + 224 crop + normalise, batched"
     baseline = ("torch", 1)  # the ideal line: the num_workers=1 rate x min(workers, cores)
+    job_keys = ("batch_size", "page_cache")
+    # in the training process (no IPC) or one worker process: whichever is faster
+    one_core = (("torch", 0), ("torch", 1))
     params = (
         phases.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
         phases.Param("source", "jpeg", SOURCES, "jpeg, or a decoded cache (npy or pickle)"),

@@ -221,6 +221,8 @@ class DecodePhase(phases.Phase):
     name = "decode"
     description = "decode to RGB (full size or the 224 crop) from a warm page cache"
     cache_state = "warm"
+    job_keys = ("output", "delivery")
+    rate = ("megapixels_per_s", "megapixels/s")  # comparable across decoders and sizes
     params = (
         phases.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
         phases.Param("output", "full", OUTPUTS, "full: as decoded; crop224: resize 256 + crop"),

@@ -63,6 +63,8 @@ class LoadPhase(phases.Phase):
     name = "load"
     description = "read compressed bytes from a cold page cache"
     cache_state = "cold"
+    rate = ("mb_per_s", "MB/s")
+    ceiling = "device"
     variants = {
         v.name: v
         for v in (

@@ -439,6 +439,22 @@ def frame_metrics(times, fps: int, deadline_ms: int, compute_s: float, warmup: i
 class StreamPhase(phases.Phase):
     name = "stream"
     description = "stream frames at fps into an emulated model; latency, deadlines, AU"
+    job_keys = ("fps", "compute_ms", "compute", "deadline_ms", "page_cache")
+
+    def objective(self, job):
+        # All frames at once: frames per second through the model; at a rate every producer
+        # keeps up or falls behind, and what tells them apart is the 99th percentile latency.
+        if str(job.get("fps", "0")) == "0":
+            return "images_per_s", True, "frames/s"
+        return "latency_p99_ms", False, "ms p99 latency"
+
+    def ceiling_kind(self, params):
+        # All at once, a model of compute_ms bounds the frames/s: the fraction of it reached
+        # is the AU. At a rate the frames/s are the offered rate, and with no model, threads
+        # and thread-per-frame overlap waits, so no per-core ceiling bounds the rate.
+        at_once = str(params.get("fps", "0")) == "0"
+        return "model" if at_once and str(params.get("compute_ms", "0")) != "0" else "none"
+
     params = (
         phases.Param("decoder", "opencv", tuple(DECODERS), "decoder of imgread.decoders"),
         phases.Param("fps", "0", None, "frames per second offered (0: all at once)", 0),

@@ -1,0 +1,186 @@
+"""What a set of results measured, read from the records themselves (trials, the manifest
+and dataset.json of the dataset the trials read), never from the config a report is built
+with: the captions, titles and table notes are written from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imgread.manifest import read_manifest
+
+
+def describe(
+    trials: pd.DataFrame,
+    manifest: str | os.PathLike,
+    device: dict | None = None,
+    config_files: list[str] | None = None,
+) -> dict:
+    """The study the trials are: dataset, sizes, repetitions, machines, phases, dates."""
+    m = read_manifest(manifest)
+    root = Path(manifest).parent
+    info_path = root / "dataset.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    widths = sorted({e.width for e in m.entries})
+    heights = sorted({e.height for e in m.entries})
+    sizes = np.array([e.bytes for e in m.entries], dtype=float)
+    reps = trials.groupby(["phase", "variant", "n_images", "workers"], dropna=False).size()
+    machines = (
+        trials[["hostname", "cpu_model", "logical_cores", "physical_cores"]]
+        .drop_duplicates()
+        .to_dict("records")
+    )
+    ids = sorted(trials["dataset_id"].unique()) if "dataset_id" in trials else []
+    cold = trials[trials["cache_state"] == "cold"]
+    return dict(
+        dataset=dict(
+            name=root.name,
+            id=m.dataset_id,
+            kind=info.get("kind", "unknown"),
+            source=info.get("source"),
+            count=len(m.entries),
+            width=widths[0] if len(widths) == 1 else f"{widths[0]}-{widths[-1]}",
+            height=heights[0] if len(heights) == 1 else f"{heights[0]}-{heights[-1]}",
+            mean_mb=float(sizes.mean() / 1e6),
+        ),
+        trials=int(len(trials)),
+        trial_dataset_ids=ids,
+        phases=sorted(trials["phase"].unique()),
+        sizes={
+            p: sorted(int(n) for n in g["n_images"].unique()) for p, g in trials.groupby("phase")
+        },
+        repetitions=dict(min=int(reps.min()), max=int(reps.max())),
+        machines=machines,
+        started=str(trials["started_at"].min()),
+        finished=str(trials["finished_at"].max()),
+        device=(
+            {k: device[k] for k in ("method", "fio_version", "device_mb_per_s", "best_jobs")}
+            if device
+            else None
+        ),
+        cold_cache=dict(
+            trials=int(len(cold)),
+            methods=sorted(cold["cache_method"].unique()),
+            max_resident_fraction=float(cold["max_resident_fraction"].max()) if len(cold) else None,
+            worst_resident_fraction=(
+                float(cold["resident_fraction_before"].max()) if len(cold) else None
+            ),
+        ),
+        interfered_trials=int(trials["interfered"].sum()) if "interfered" in trials else 0,
+        config_files=list(config_files or []),
+    )
+
+
+def _sizes(study: dict, phase: str | None) -> str:
+    sizes = (
+        study["sizes"].get(phase, [])
+        if phase
+        else sorted({n for v in study["sizes"].values() for n in v})
+    )
+    return ", ".join(map(str, sizes)) or "none"
+
+
+def dataset_line(study: dict) -> str:
+    """'Dataset quick-1mb: 300 generated images, 2016 x 1512 px, 0.96 MB on average.'"""
+    d = study["dataset"]
+    origin = "sampled from a folder" if d["kind"] == "sampled" else d["kind"]
+    return (
+        f"Dataset ``{d['name']}``: {d['count']} {origin} images, {d['width']} x {d['height']} px, "
+        f"{d['mean_mb']:.2f} MB on average."
+    )
+
+
+def repetitions_line(study: dict) -> str:
+    """'3 repetitions per cell' or '1-3 repetitions per cell'."""
+    r = study["repetitions"]
+    span = str(r["max"]) if r["min"] == r["max"] else f"{r['min']}-{r['max']}"
+    return f"{span} repetitions per cell"
+
+
+def machine_line(study: dict) -> str:
+    """The machines the trials ran on, as a sentence."""
+    ms = study["machines"]
+    names = "; ".join(
+        f"{m['cpu_model']} ({m['physical_cores']} physical / {m['logical_cores']} logical cores, "
+        f"host {m['hostname']})"
+        for m in ms
+    )
+    return f"Measured on {names}."
+
+
+def footer(study: dict, phase: str | None = None) -> str:
+    """The last line of every caption: what was measured, from the records."""
+    config = (
+        f" Config: {', '.join('``' + c + '``' for c in study['config_files'])}."
+        if study["config_files"]
+        else ""
+    )
+    return (
+        f"{dataset_line(study)} Images per trial: {_sizes(study, phase)}; "
+        f"{repetitions_line(study)}; {study['trials']} trials from {study['started'][:16]} to "
+        f"{study['finished'][:16]} UTC. {machine_line(study)}{config}"
+    )
+
+
+def device_line(study: dict) -> str:
+    """The device ceiling, as measured, or why there is none."""
+    d = study.get("device")
+    if not d:
+        return "The device ceiling was not measured."
+    tool = d["fio_version"] if d["method"] == "fio" else "the in-package O_DIRECT reader"
+    return (
+        f"Device ceiling: {d['device_mb_per_s']:.0f} MB/s, the best cold sequential read of the "
+        f"dataset's files with {d['best_jobs']} readers at once ({tool})."
+    )
+
+
+def render(template: str, study: dict, **fields) -> str:
+    """A caption template (Python format fields) filled from the study: {footer},
+    {footer_<phase>}, {dataset}, {repetitions}, {machine}, {device} and ``fields``."""
+    values = dict(
+        footer=footer(study),
+        dataset=dataset_line(study),
+        repetitions=repetitions_line(study),
+        machine=machine_line(study),
+        device=device_line(study),
+        **{f"footer_{p}": footer(study, p) for p in ("load", "decode", "dataloader", "stream")},
+        **fields,
+    )
+    return template.format(**values)
+
+
+def cache_fields(study: dict) -> dict:
+    """{cache_method}, {max_resident} and {worst_resident} for the cold-cache captions."""
+    c = study["cold_cache"]
+    if not c["trials"]:
+        return dict(cache_method="(no cold trials)", max_resident="-", worst_resident="-")
+    return dict(
+        cache_method=", ".join(c["methods"]),
+        max_resident=f"{c['max_resident_fraction']:.1%}",
+        worst_resident=f"{c['worst_resident_fraction']:.2%}",
+    )
+
+
+def write_captions(
+    templates: list[str], outs: list[str], study: dict, recommendation=None, tolerance=0.05
+) -> None:
+    """Render each caption template (workflow/report/<name>.rst) to the output of the same
+    name, filled from the study (and the recommendation, for the report's first page)."""
+    from imgread.recommend import how_to_read, rst  # noqa: PLC0415
+    from imgread.util import write_text_atomic  # noqa: PLC0415
+
+    by_name = {Path(o).stem: o for o in outs}
+    fields = dict(
+        cache_fields(study),
+        recommendation=rst(recommendation) if recommendation is not None else "",
+        how_to_read=how_to_read(tolerance),
+        interfered=study["interfered_trials"],
+    )
+    for template in templates:
+        out = by_name[Path(template).stem]
+        write_text_atomic(out, render(Path(template).read_text(), study, **fields))
