@@ -34,24 +34,27 @@ lint: setup
 	$(BIN)/snakemake --lint --cores 1
 
 reproduce: setup
+	@mkdir -p results && : > $(LAST_STUDY)
 	$(BIN)/snakemake --cores $(CORES)
 
 quick: setup
+	@mkdir -p results && echo config/quick.yaml > $(LAST_STUDY)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml
 
 smoke: setup
+	@mkdir -p results && echo config/smoke.yaml > $(LAST_STUDY)
 	$(BIN)/snakemake --cores 2 --configfile config/smoke.yaml
 
-# The report shows the study the tables were made from: its config files are in study.json
-# (config/config.yaml is always loaded; the others are passed again with --configfile).
-STUDY_CONFIGS = $(shell test -f results/tables/study.json && $(BIN)/python -c 'import json; print(" ".join(f for f in json.load(open("results/tables/study.json"))["config_files"] if f != "config/config.yaml"))')
+# `make report` shows the study make last ran: reproduce, quick and smoke note their config
+# here. The workflow refuses a report whose tables were made with another config.
+LAST_STUDY := results/.last-study-config
+STUDY_CONFIG = $(shell cat $(LAST_STUDY) 2>/dev/null)
 
 report: setup
-	@test -f results/tables/study.json || { echo "make report: no results/tables/study.json yet; run make quick or make reproduce first"; exit 2; }
-	$(BIN)/snakemake --cores 1 $(if $(strip $(STUDY_CONFIGS)),--configfile $(STUDY_CONFIGS)) --report results/report.html
+	$(BIN)/snakemake --cores 1 $(if $(STUDY_CONFIG),--configfile $(STUDY_CONFIG)) --report results/report.html
 
 bench: setup
 	$(BIN)/python -m imgread.bench
 
 clean-results:
-	rm -rf results/datasets results/trials results/tables results/figures results/logs results/report.html
+	rm -rf results/datasets results/trials results/tables results/figures results/logs results/report results/report.html $(LAST_STUDY)

@@ -5,6 +5,7 @@ with: the captions, titles and table notes are written from it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ def describe(
     trials: pd.DataFrame,
     manifest: str | os.PathLike,
     device: dict | None = None,
-    config_files: list[str] | None = None,
+    config: dict | None = None,
 ) -> dict:
     """The study the trials are: dataset, sizes, repetitions, machines, phases, dates."""
     m = read_manifest(manifest)
@@ -72,8 +73,14 @@ def describe(
             ),
         ),
         interfered_trials=int(trials["interfered"].sum()) if "interfered" in trials else 0,
-        config_files=list(config_files or []),
+        config_digest=config_digest(config) if config is not None else None,
     )
+
+
+def config_digest(config: dict) -> str:
+    """A short fingerprint of a config (defaults filled in), as the workflow computes it."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _sizes(study: dict, phase: str | None) -> str:
@@ -115,15 +122,10 @@ def machine_line(study: dict) -> str:
 
 def footer(study: dict, phase: str | None = None) -> str:
     """The last line of every caption: what was measured, from the records."""
-    config = (
-        f" Config: {', '.join('``' + c + '``' for c in study['config_files'])}."
-        if study["config_files"]
-        else ""
-    )
     return (
         f"{dataset_line(study)} Images per trial: {_sizes(study, phase)}; "
         f"{repetitions_line(study)}; {study['trials']} trials from {study['started'][:16]} to "
-        f"{study['finished'][:16]} UTC. {machine_line(study)}{config}"
+        f"{study['finished'][:16]} UTC. {machine_line(study)}"
     )
 
 

@@ -51,6 +51,5 @@ rule aggregate:
         "../../envs/imgread.yaml"
     params:
         analysis=config["analysis"],
-        config_files=CONFIG_FILES,
     script:
         "../scripts/aggregate.py"

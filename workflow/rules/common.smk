@@ -1,6 +1,5 @@
 # Helpers shared by the rules: config validation, the trial grid, paths and params.
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from imgread.config import FIGURES, check_config, check_schema, trial_grid
 from imgread.phases import PHASES, parse_segment
+from imgread.study import config_digest
 
 min_version("9.0")
 
@@ -29,11 +29,6 @@ REFERENCE_DIR = f"{DATASET_DIR}/reference"
 DEVICE_CEILING = f"{DATASET_DIR}/device_ceiling.json"
 # The report's own text (the recommendation first) is written from the records by aggregate.
 REPORT_TEXT = "results/report/workflow.rst"
-# The config files of this run, as given (recorded in study.json beside what was measured).
-CONFIG_FILES = [
-    os.path.relpath(f) if Path(f).resolve().is_relative_to(Path.cwd()) else str(f)
-    for f in workflow.configfiles
-]
 TRIALS_DIR = f"results/trials/{DATASET}"
 TABLES = [
     "results/tables/trials.csv",
@@ -150,18 +145,20 @@ def print_recommendation():
 
 
 def check_report_matches():
-    """With --report: refuse, before anything is read, when results/tables/ were made by a run
-    of other config files than this one (the report would show one study under another's
-    name). `make report` passes the config files study.json names."""
+    """With --report: refuse, before anything is read, when results/tables/ were made with
+    another config than this one (the report would show one study under another's settings).
+    `make report` passes the config the last `make quick`/`reproduce`/`smoke` used."""
     study = Path("results/tables/study.json")
     if "--report" not in sys.argv or not study.exists():
         return
-    made = json.loads(study.read_text())["config_files"]
-    if made != CONFIG_FILES:
+    made = json.loads(study.read_text())
+    if made.get("config_digest") != config_digest(config):
+        d = made["dataset"]
         sys.exit(
-            f"imgread: results/tables/ were made with config {' + '.join(made)}, not "
-            f"{' + '.join(CONFIG_FILES)}; run `make report` (it uses the config the tables "
-            f"were made with) or pass the same --configfile"
+            f"imgread: results/tables/ were made with another config (dataset {d['name']}, "
+            f"{made['trials']} trials) than this one (dataset {DATASET}, {len(GRID)} trials "
+            f"planned); build the report with the config the tables were made with (make "
+            f"report uses the one make last ran), or run this config's study first"
         )
 
 

@@ -36,7 +36,8 @@ speed = speedup(
     trials, resamples=a["bootstrap_resamples"], confidence=a["confidence"], seed=a["seed"]
 )
 rec = recommend(trials, summary, tolerance=a["tolerance"])
-study = describe(trials, i.manifest, device=device, config_files=p.config_files)
+# The config is read, not a param: recording it must not make a rerun of the tables.
+study = describe(trials, i.manifest, device=device, config=snakemake.config)  # noqa: F821
 tables = {
     out.trials: trials,
     out.frames: frames,
