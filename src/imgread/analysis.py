@@ -569,9 +569,7 @@ def ceilings_table(summary: pd.DataFrame, device: dict | None) -> pd.DataFrame:
                     method=device["method"] if device["method"] != "fio" else device["fio_version"],
                 )
             )
-    for (name, phase), (variant, workers) in (
-        ((n, p), cell) for n, p in PHASES.items() for cell in p.one_core
-    ):
+    for name, variant, workers in ((n, *cell) for n, p in PHASES.items() for cell in p.one_core):
         base = summary[
             (summary["phase"] == name)
             & (summary["variant"] == variant)

@@ -10,7 +10,9 @@ rule aggregate:
         caches=expand(f"{CACHE_DIR}/{{decoder}}/cache.json", decoder=CACHES),
         manifest=MANIFEST,
         device=DEVICE_CEILING,
-        templates=expand("workflow/report/{name}.rst", name=["workflow", *TABLE_CAPTIONS]),
+        templates=expand(
+            "workflow/report/{name}.rst", name=["workflow", *TABLE_CAPTIONS]
+        ),
     output:
         trials="results/tables/trials.csv",
         frames="results/tables/frames.csv",
