@@ -318,3 +318,17 @@ def test_the_smoke_workflow_on_a_read_only_photo_folder_changes_nothing_in_it(tm
         assert (project / "results/datasets/mine/manifest.csv").is_file()
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(src)], check=False)
+
+
+def test_atomic_writes_get_the_mode_the_umask_gives(tmp_path):
+    from imgread.util import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "shared.csv", "a\n")
+        os.umask(0o077)
+        write_text_atomic(tmp_path / "private.csv", "a\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.csv").stat().st_mode & 0o777 == 0o600

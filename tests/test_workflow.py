@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import xml.etree.ElementTree as ET
 from datetime import datetime
 
@@ -320,6 +322,8 @@ def test_report_builds_on_the_smoke_results(smoke_run):
     )
     html = (smoke_run / "results/report.html").read_text(errors="replace")
     assert len(html) > 50_000 and "decode_speedup.png" in html
+    # what the captions say is what was measured (the smoke dataset), first the answer
+    assert "8 generated images, 320 x 240 px" in html and "What to use on this machine" in html
 
 
 def test_second_run_with_nothing_changed_runs_nothing(smoke_run):
@@ -407,3 +411,71 @@ def test_adding_a_size_reruns_only_its_trials_and_the_aggregates(smoke_run, smok
         **{f"figure_{f}": 1 for f in FIGURES},
         "all": 1,
     }
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_written_files_get_the_mode_the_umask_gives(smoke_run):
+    expected = 0o666 & ~_umask()
+    files = [
+        *(smoke_run / "results/tables").iterdir(),
+        *(smoke_run / "results/trials").rglob("*.json"),
+        *(smoke_run / "results/report").glob("*.rst"),
+        smoke_run / "results/datasets/smoke/manifest.csv",
+        smoke_run / "results/datasets/smoke/dataset.json",
+        smoke_run / "results/datasets/smoke/device_ceiling.json",
+        *(smoke_run / "results/datasets/smoke/images").iterdir(),
+    ]
+    wrong = {
+        str(f): oct(f.stat().st_mode & 0o777) for f in files if f.stat().st_mode & 0o777 != expected
+    }
+    assert not wrong, f"expected {oct(expected)}: {wrong}"
+
+
+def test_captions_are_written_from_the_records_not_the_config(smoke_run):
+    study = json.loads((smoke_run / "results/tables/study.json").read_text())
+    assert study["dataset"]["name"] == "smoke" and study["dataset"]["count"] == 8
+    assert study["trials"] == len(pd.read_csv(smoke_run / "results/tables/trials.csv"))
+    for name in [*FIGURES, "workflow", "recommendation", "scaling"]:
+        text = (smoke_run / f"results/report/{name}.rst").read_text()
+        assert "Dataset ``smoke``: 8 generated images, 320 x 240 px" in text, name
+        assert "synthetic-4mb" not in text and "4032" not in text, name
+        assert "{" not in text, f"{name}: a template field was left unfilled"
+    # the load caption quotes the cold-cache proof of the trials themselves
+    load = (smoke_run / "results/report/load_time.rst").read_text()
+    assert "cache method fadvise" in load and "Images per trial: 4, 8" in load
+
+
+def test_the_report_opens_with_the_recommendation_and_refuses_another_configs_tables(
+    smoke_run,
+):
+    text = (smoke_run / "results/report/workflow.rst").read_text()
+    assert text.startswith("**What to use on this machine.**") and ".. list-table::" in text
+    rec = pd.read_csv(smoke_run / "results/tables/recommendation.csv")
+    assert set(rec["phase"]) == {"load", "decode", "dataloader", "stream"}
+    for phase in rec["phase"]:  # every answer is in the report's first table
+        assert f"   * - {phase}" in text
+    proc = snakemake(smoke_run, "--cores", "1", "--report", "other.html", check=False)
+    assert proc.returncode != 0 and not (smoke_run / "other.html").exists()
+    trials = len(pd.read_csv(smoke_run / "results/tables/trials.csv"))
+    assert (
+        f"were made with another config (dataset smoke, {trials} trials)"
+        in proc.stdout + proc.stderr
+    )
+
+
+def test_scaling_fits_every_curve_of_three_or_more_worker_counts(smoke_run):
+    scaling = pd.read_csv(smoke_run / "results/tables/scaling.csv")
+    fitted = scaling[scaling["status"] == "ok"]
+    # smoke.yaml: load threads 1, 2, 4 (at each n) are the curves with three worker counts;
+    # the DataLoader's 0, 1, 2 have two the USL is defined at (N >= 1)
+    assert set(zip(fitted["phase"], fitted["variant"], fitted["n_images"], strict=True)) == {
+        ("load", "threads", 4),
+        ("load", "threads", 8),
+    }
+    assert fitted[["a", "b", "rmse"]].notna().all().all()
+    assert (scaling.loc[scaling["status"] != "ok", "status"].str.startswith("not fitted")).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,14 +23,18 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = True):
-    """Run ``python -m snakemake ARGS`` in ``workdir``; return the CompletedProcess."""
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 600, check: bool = True, env: dict | None = None
+):
+    """Run ``python -m snakemake ARGS`` in ``workdir`` (``env``: variables to change);
+    return the CompletedProcess."""
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=workdir,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -1,0 +1,208 @@
+"""The scaling model, the recommendation and the noise flags, on hand-made numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imgread.analysis import flag_interference, summarize
+from imgread.noise import CpuSnapshot, interference
+from imgread.recommend import choose, markdown, recommend
+from imgread.scaling import fit_usl, usl
+
+# ---------------------------------------------------------------- the USL fit
+
+
+@pytest.mark.parametrize(("a", "b"), [(0.05, 0.002), (0.2, 0.01), (0.02, 0.0005)])
+def test_usl_fit_recovers_a_and_b_from_noisy_speedups(a, b):
+    rng = np.random.default_rng(1)
+    workers = np.repeat([1, 2, 4, 8, 12, 16, 24, 32], 10)
+    speedups = usl(workers, a, b) * (1 + rng.normal(0, 0.01, len(workers)))
+    fit = fit_usl(workers, speedups)
+    assert fit["status"] == "ok"
+    assert fit["a"] == pytest.approx(a, rel=0.10)
+    assert fit["b"] == pytest.approx(b, rel=0.10)
+    assert fit["peak_workers"] == pytest.approx(np.sqrt((1 - a) / b), rel=0.10)
+    assert fit["rmse"] < 0.05 * usl(32, a, b)
+
+
+def test_amdahl_is_the_usl_without_coherency():
+    workers = np.array([1, 2, 4, 8, 16] * 3)
+    fit = fit_usl(workers, usl(workers, 0.1, 0.0))
+    assert fit["b"] == pytest.approx(0.0, abs=1e-6)
+    assert fit["amdahl_serial_fraction"] == pytest.approx(0.1, rel=0.01)
+    assert fit["peak_workers"] > 1000  # no peak within any pool one could build
+
+
+def test_a_curve_with_too_few_worker_counts_says_so_instead_of_a_number():
+    fit = fit_usl([1, 1, 2, 2], [1.0, 1.0, 1.8, 1.9])
+    assert fit["status"].startswith("not fitted: 2 worker count(s)")
+    assert np.isnan(fit["a"]) and np.isnan(fit["b"]) and np.isnan(fit["peak_workers"])
+
+
+# ---------------------------------------------------------------- the recommendation
+
+
+def _trials(cells: dict[tuple[str, int], list[float]], n: int = 100, **keys) -> pd.DataFrame:
+    """Decode trials (full, discard, pillow) whose megapixels/s are the given values."""
+    rows = []
+    for (variant, workers), rates in cells.items():
+        for r, rate in enumerate(rates):
+            rows.append(
+                dict(
+                    phase="decode",
+                    variant=variant,
+                    decoder=keys.get("decoder", "pillow"),
+                    output="full",
+                    delivery="discard",
+                    n_images=n,
+                    workers=workers,
+                    repetition=r,
+                    seconds=100.0 / rate,
+                    startup_seconds=0.01,
+                    total_seconds=100.0 / rate + 0.01,
+                    megapixels_per_s=rate,
+                    images_per_s=rate / 10,
+                    mb_per_s=rate / 5,
+                    physical_cores=4,
+                    logical_cores=4,
+                    interference_fraction=0.0,
+                    steal_seconds=0.0,
+                    other_cpu_seconds=0.0,
+                )
+            )
+    df = pd.DataFrame(rows)
+    from imgread.analysis import with_all_keys
+
+    return with_all_keys(df)
+
+
+def _recommend(trials):
+    trials = flag_interference(trials, 0.1)
+    return recommend(trials, summarize(trials))
+
+
+def test_the_clear_best_cell_is_recommended_with_its_rate_and_speedup():
+    t = _trials(
+        {
+            ("sequential", 1): [100, 101, 99],
+            ("processes", 2): [190, 192, 188],
+            ("processes", 4): [370, 380, 375],
+        }
+    )
+    rec = _recommend(t).iloc[0]
+    assert (rec["variant"], rec["workers"]) == ("processes", 4)
+    assert rec["median"] == 375 and rec["as_good_as_best"] == 1
+    assert rec["speedup_over_default"] == pytest.approx(3.75)
+    assert rec["default_choice"].startswith("sequential x1")
+    # one core gives 100; 4 usable cores: 375 / 400
+    assert rec["ceiling_kind"] == "cpu" and rec["ceiling_fraction"] == pytest.approx(0.9375)
+
+
+def test_a_tie_within_5_percent_goes_to_the_fewest_workers():
+    t = _trials(
+        {
+            ("sequential", 1): [100, 100, 100],
+            ("processes", 2): [196, 197, 195],
+            ("threads", 4): [200, 201, 199],
+            ("processes", 8): [204, 205, 203],
+        }
+    )
+    rec = _recommend(t).iloc[0]
+    assert (rec["variant"], rec["workers"]) == ("processes", 2)
+    assert (rec["best_variant"], rec["best_workers"]) == ("processes", 8)
+    assert rec["as_good_as_best"] == 3
+
+
+def test_a_noisy_cell_does_not_win_on_one_lucky_repetition():
+    # threads x2 has one repetition far above the rest: its mean (200) beats the steady best
+    # (processes x2, 150), its median (100) does not, and its wide interval must not make it
+    # "as good as the best" either.
+    t = _trials(
+        {
+            ("sequential", 1): [80, 80, 80],
+            ("threads", 2): [100, 100, 400],
+            ("processes", 2): [150, 151, 149],
+        }
+    )
+    rec = _recommend(t).iloc[0]
+    assert (rec["variant"], rec["workers"]) == ("processes", 2)
+    assert rec["as_good_as_best"] == 1
+
+
+def test_choose_with_lower_is_better():
+    cells = pd.DataFrame({"workers": [1, 2, 4], "median": [30.0, 10.0, 10.3]})
+    chosen, best, good = choose(cells, higher=False)
+    assert (chosen, best, good) == (1, 1, 2)
+
+
+def test_a_row_per_n_only_where_the_answer_changes():
+    small = _trials({("sequential", 1): [100] * 3, ("processes", 2): [120] * 3}, n=10)
+    mid = _trials({("sequential", 1): [100] * 3, ("processes", 2): [180] * 3}, n=100)
+    large = _trials({("sequential", 1): [100] * 3, ("processes", 2): [190] * 3}, n=1000)
+    rec = _recommend(pd.concat([small, mid, large], ignore_index=True))
+    assert list(rec["n_images"]) == [1000]
+    assert rec.iloc[0]["also_for_n"] == "10, 100"
+    # at 10 images the pool does not pay: sequential wins there, so it gets its own row
+    small = _trials({("sequential", 1): [100] * 3, ("processes", 2): [60] * 3}, n=10)
+    rec = _recommend(pd.concat([small, mid, large], ignore_index=True))
+    assert list(rec["n_images"]) == [10, 1000]
+    assert rec.iloc[0]["variant"] == "sequential" and rec.iloc[1]["variant"] == "processes"
+    assert "10" in markdown(rec) and "processes x2" in markdown(rec)
+
+
+def test_every_job_of_a_phase_gets_its_own_answer():
+    full = _trials({("sequential", 1): [100] * 3, ("processes", 2): [190] * 3})
+    crop = full.assign(output="crop224")
+    rec = _recommend(pd.concat([full, crop], ignore_index=True))
+    assert sorted(rec["job"]) == [
+        "output=crop224, delivery=discard",
+        "output=full, delivery=discard",
+    ]
+
+
+def test_the_default_choice_is_the_default_decoder_when_it_was_measured():
+    pillow = _trials({("sequential", 1): [100] * 3})
+    fast = _trials({("sequential", 1): [300] * 3, ("threads", 2): [580] * 3}, decoder="simplejpeg")
+    rec = _recommend(pd.concat([pillow, fast], ignore_index=True)).iloc[0]
+    assert rec["settings"] == "decoder=simplejpeg" and rec["workers"] == 2
+    assert rec["default_choice"] == "sequential x1, decoder=pillow"
+    assert rec["speedup_over_default"] == pytest.approx(5.8)
+
+
+# ---------------------------------------------------------------- noise
+
+
+def _snap(steal, user, own):
+    machine = dict(user=user, nice=0, system=0, idle=0, iowait=0, irq=0, softirq=0, steal=steal)
+    return CpuSnapshot(machine=machine, own_seconds=own)
+
+
+def test_interference_counts_steal_and_other_processes_cpu():
+    cols = interference(_snap(0, 0, 0), _snap(0.5, 3.0, 2.0), seconds=2.0, cpus=2)
+    assert cols["own_cpu_seconds"] == 2.0
+    assert cols["steal_seconds"] == 0.5
+    assert cols["other_cpu_seconds"] == pytest.approx(1.0)
+    assert cols["interference_fraction"] == pytest.approx(1.5 / 4)
+
+
+def test_trials_past_the_threshold_are_flagged_and_counted_per_cell():
+    t = _trials({("sequential", 1): [100, 100, 100]})
+    t.loc[1, ["interference_fraction", "other_cpu_seconds"]] = (0.3, 0.6)
+    t.loc[2, ["interference_fraction", "other_cpu_seconds"]] = (0.3, 0.01)  # counting error
+    flagged = flag_interference(t, 0.1)
+    assert list(flagged["interfered"]) == [False, True, False]
+    s = summarize(flagged)
+    assert s["interfered_trials"].iloc[0] == 1
+    assert s["median_interference_fraction"].iloc[0] == pytest.approx(0.3)
+
+
+def test_summary_shows_median_beside_mean_and_the_cv():
+    t = _trials({("sequential", 1): [100, 100, 50]})
+    s = summarize(t).iloc[0]
+    times = 100.0 / np.array([100, 100, 50])
+    assert s["mean_seconds"] == pytest.approx(times.mean())
+    assert s["median_seconds"] == pytest.approx(1.0)
+    assert s["cv"] == pytest.approx(times.std(ddof=1) / times.mean())
+    assert s["median_megapixels_per_s"] == 100
