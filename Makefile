@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CORES  ?= 1
 
-.PHONY: setup test lint reproduce quick smoke report bench clean-results help
+.PHONY: setup system-deps test lint reproduce quick smoke report bench clean-results help
 
 help:
 	@echo "make reproduce   set up .venv and run the full study (snakemake --cores $(CORES))"
@@ -23,7 +23,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# fio measures the device ceiling when installed (the in-package O_DIRECT reader otherwise).
+# As root with apt it is installed here; otherwise this says what to install.
+system-deps:
+	@command -v fio >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing fio with apt-get"; \
+	    apt-get install -y -q fio >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fio >/dev/null 2>&1; } || \
+	      echo "imgread: apt-get could not install fio; the device ceiling will use the O_DIRECT reader"; \
+	  else \
+	    echo "imgread: fio is not installed; the device ceiling will use the O_DIRECT reader (for fio: sudo apt install fio)"; \
+	  fi; }
+
+setup: $(STAMP) system-deps
 
 test: setup
 	$(BIN)/python -m pytest

@@ -206,3 +206,9 @@ def test_summary_shows_median_beside_mean_and_the_cv():
     assert s["median_seconds"] == pytest.approx(1.0)
     assert s["cv"] == pytest.approx(times.std(ddof=1) / times.mean())
     assert s["median_megapixels_per_s"] == 100
+
+
+def test_a_curve_that_does_not_scale_peaks_at_one_worker():
+    workers = np.array([1, 2, 4, 8] * 3)
+    fit = fit_usl(workers, np.ones(len(workers)))
+    assert fit["a"] == pytest.approx(1.0, abs=1e-3) and fit["peak_workers"] == 1.0

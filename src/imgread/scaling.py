@@ -67,12 +67,20 @@ def fit_usl(workers, speedups) -> dict:
     out.update(
         a=float(a),
         b=float(b),
-        # N* below 1 (a near 1: no parallel part) means one worker is best
-        peak_workers=max(float(math.sqrt((1 - a) / b)), 1.0) if b > 0 else math.inf,
+        peak_workers=_peak(a, b),
         amdahl_serial_fraction=float(s),
         rmse=float(np.sqrt(np.mean((usl(n, a, b) - c) ** 2))),
     )
     return out
+
+
+def _peak(a: float, b: float) -> float:
+    """N* = sqrt((1 - a) / b); inf where nothing makes more workers slower (b = 0); 1 where
+    the fitted curve never gains 5 % over one worker (a near 1: nothing runs in parallel,
+    and N* is then a ratio of two numbers near 0, not a peak)."""
+    peak = math.inf if b <= 0 else max(math.sqrt(max(1 - a, 0.0) / b), 1.0)
+    best = float(usl(min(peak, 1e6), a, b))
+    return 1.0 if best < 1.05 * float(usl(1, a, b)) else peak
 
 
 SCALING_COLUMNS = [

@@ -30,7 +30,9 @@ def describe(
     widths = sorted({e.width for e in m.entries})
     heights = sorted({e.height for e in m.entries})
     sizes = np.array([e.bytes for e in m.entries], dtype=float)
-    reps = trials.groupby(["phase", "variant", "n_images", "workers"], dropna=False).size()
+    from imgread.analysis import CELL  # noqa: PLC0415 (analysis is heavier; load on use)
+
+    reps = trials.groupby([c for c in CELL if c in trials], dropna=False).size()
     machines = (
         trials[["hostname", "cpu_model", "logical_cores", "physical_cores"]]
         .drop_duplicates()
