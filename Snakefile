@@ -19,6 +19,10 @@ include: "workflow/rules/figures.smk"
 report: REPORT_TEXT
 
 
+onstart:
+    check_cluster()
+
+
 onsuccess:
     print_recommendation()
 
@@ -28,3 +32,4 @@ rule all:
     input:
         TABLES,
         FIGURE_FILES,
+    localrule: True

@@ -176,6 +176,7 @@ def _interrupt_config(saturate_dir: Path) -> dict:
             "saturate_dir": str(saturate_dir),
             "max_resident_fraction": 1.0,
         },
+        "ceiling": {"jobs": [1], "repetitions": 1},  # quick: the trials are what is stopped
     }
 
 

@@ -21,8 +21,9 @@ from imgread.scaling import scaling_table
 # A cell: the phase, its variant, every phase's grid keys ("-" where a phase has no such key),
 # the number of images and the workers.
 NO_PARAM = "-"
-CELL = ["phase", "variant", *PARAM_COLUMNS, "n_images", "workers"]
-BASELINE_KEYS = ["phase", *PARAM_COLUMNS, "n_images"]  # what a sequential baseline shares
+# The machine is the SLURM partition a cell was measured on ("local" off a cluster).
+CELL = ["phase", "machine", "variant", *PARAM_COLUMNS, "n_images", "workers"]
+BASELINE_KEYS = ["phase", "machine", *PARAM_COLUMNS, "n_images"]  # what a baseline shares
 SUMMARY_COLUMNS = CELL + [
     "repetitions",
     "mean_seconds",
@@ -100,6 +101,7 @@ def with_all_keys(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     for col in PARAM_COLUMNS:
         df[col] = df[col].fillna(NO_PARAM) if col in df else NO_PARAM
+    df["machine"] = df["machine"].fillna("local") if "machine" in df else "local"
     return df
 
 
@@ -233,7 +235,7 @@ def baselines(trials: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     return {k: g for k, g in trials[is_base].groupby(BASELINE_KEYS, sort=False)}
 
 
-CURVE = ["phase", "variant", *PARAM_COLUMNS, "n_images"]
+CURVE = ["phase", "machine", "variant", *PARAM_COLUMNS, "n_images"]
 
 
 def scaling(trials: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imgread import cache as cachectl
@@ -45,11 +45,14 @@ class Cell:
     workers: int
     repetition: int
     params: tuple[tuple[str, str], ...] = ()
+    machine: str = ""  # a SLURM partition of cluster.partitions ("" where none are listed)
 
     def path(self, trials_dir: str) -> str:
-        """The trial record's path: every key of the cell is in it."""
+        """The trial record's path: every key of the cell is in it (and the machine it runs
+        on, under on-<partition>/, where the config lists partitions)."""
+        where = f"{trials_dir}/on-{self.machine}" if self.machine else trials_dir
         return (
-            f"{trials_dir}/{self.phase}/{self.variant}/{params_segment(dict(self.params))}/"
+            f"{where}/{self.phase}/{self.variant}/{params_segment(dict(self.params))}/"
             f"n{self.n_images}_w{self.workers}_r{self.repetition}.json"
         )
 
@@ -67,6 +70,14 @@ def trial_grid(config: dict) -> list[Cell]:
     Combinations that repeat another cell's work (``Phase.redundant``) are left out.
     """
     cells: dict[Cell, None] = {}
+    machines = (config.get("cluster") or {}).get("partitions") or [""]
+    for machine in machines:
+        for cell in _cells(config):
+            cells[replace(cell, machine=machine)] = None
+    return list(cells)
+
+
+def _cells(config: dict):
     for phase_name, variants in config["phases"].items():
         phase = PHASES[phase_name]
         for variant, settings in (variants or {}).items():
@@ -82,11 +93,9 @@ def trial_grid(config: dict) -> list[Cell]:
                     for n in block.get("sizes", config["sizes"]):
                         for workers in block["workers"]:
                             for r in range(block.get("repetitions", config["repetitions"])):
-                                cell = Cell(
+                                yield Cell(
                                     phase_name, variant, n, workers, r, tuple(params.items())
                                 )
-                                cells[cell] = None
-    return list(cells)
 
 
 def _field(path) -> str:

@@ -27,7 +27,10 @@ def machine_label(trials: pd.DataFrame) -> str:
 
 
 def _label(df: pd.DataFrame) -> pd.Series:
-    return df["variant"] + df["workers"].map(lambda w: f" ({w})")
+    label = df["variant"] + df["workers"].map(lambda w: f" ({w})")
+    if "machine" in df and df["machine"].nunique() > 1:  # machines side by side
+        label = label + " on " + df["machine"].astype(str)
+    return label
 
 
 def _cores(trials: pd.DataFrame) -> int:
@@ -104,7 +107,9 @@ def _usl_curves(ax, scaling, phase_rows, palette, hue, xs, scale=None):
 def _speed_panels(speed, trials, column, ylabel, title, ideal, scaling=None):
     df = study_cells(speed)
     df = df[df["variant"] != "sequential"]
-    variants = sorted(df["variant"].unique())
+    # one panel per variant, and per machine where several were measured (side by side)
+    machines = sorted(df["machine"].unique()) if "machine" in df else ["local"]
+    variants = [(v, m) for m in machines for v in sorted(df["variant"].unique())]
     fig, axes = plt.subplots(
         1,
         max(len(variants), 1),
@@ -115,8 +120,10 @@ def _speed_panels(speed, trials, column, ylabel, title, ideal, scaling=None):
     cores = _cores(trials)
     sizes = sorted(df["n_images"].unique())
     palette = dict(zip(sizes, sns.color_palette("viridis", len(sizes)), strict=True))
-    for ax, variant in zip(axes[0], variants, strict=False):
+    for ax, (variant, machine) in zip(axes[0], variants, strict=False):
         d = df[df["variant"] == variant]
+        if "machine" in d:
+            d = d[d["machine"] == machine]
         sns.lineplot(
             data=d,
             x="workers",
@@ -151,7 +158,21 @@ def _speed_panels(speed, trials, column, ylabel, title, ideal, scaling=None):
                 alpha=0.6,
                 label=f"CPU ceiling ({cores} cores)",
             )
-            keys = d[["phase", "variant", "decoder", "output", "delivery", "n_images"]]
+            keys = d[
+                [
+                    c
+                    for c in (
+                        "phase",
+                        "machine",
+                        "variant",
+                        "decoder",
+                        "output",
+                        "delivery",
+                        "n_images",
+                    )
+                    if c in d
+                ]
+            ]
             _usl_curves(ax, scaling, keys.drop_duplicates(), palette, "n_images", xs)
         else:
             ax.axhline(1.0, ls="--", c="grey", label="ideal")
@@ -164,7 +185,11 @@ def _speed_panels(speed, trials, column, ylabel, title, ideal, scaling=None):
                 alpha=0.6,
                 label=f"CPU ceiling ({cores} cores)",
             )
-        ax.set(xlabel="workers", ylabel=ylabel, title=variant)
+        ax.set(
+            xlabel="workers",
+            ylabel=ylabel,
+            title=variant if len(machines) == 1 else f"{variant} on {machine}",
+        )
         ax.legend(title="images", fontsize="small")
     fig.suptitle(f"{title}\n{machine_label(trials)}")
     fig.tight_layout()

@@ -28,6 +28,7 @@ TOLERANCE = 0.05
 
 RECOMMENDATION_COLUMNS = [
     "phase",
+    "machine",
     "job",
     "n_images",
     "also_for_n",
@@ -92,14 +93,14 @@ def recommend(
     """One row per (phase, job), at the largest n, plus a row for each smaller n where the
     answer differs (see the module docstring)."""
     out = []
-    index = ["phase", "variant", *_param_columns(), "n_images", "workers"]
+    index = ["phase", "machine", "variant", *_param_columns(), "n_images", "workers"]
     ceilings = {
         tuple(map(str, k)): (kind, frac)
         for *k, kind, frac in summary[[*index, "ceiling_kind", "ceiling_fraction"]].itertuples(
             index=False
         )
     }
-    for phase_name, pt in trials.groupby("phase", sort=False):
+    for (phase_name, machine), pt in trials.groupby(["phase", "machine"], sort=False):
         phase = PHASES[phase_name]
         job_keys = list(phase.job_keys)
         strategy = [p.name for p in phase.params if p.name not in job_keys]
@@ -136,6 +137,7 @@ def recommend(
                 dmed = float(default["median"]) if default is not None else float("nan")
                 key = (
                     phase_name,
+                    machine,
                     pick["variant"],
                     *_cell_params(phase, job, settings),
                     n,
@@ -145,6 +147,7 @@ def recommend(
                 rows.append(
                     dict(
                         phase=phase_name,
+                        machine=machine,
                         job=_label(job),
                         n_images=int(n),
                         variant=pick["variant"],
@@ -233,6 +236,10 @@ HOW_TO_READ = (
 )
 
 
+def _several_machines(rec: pd.DataFrame) -> bool:
+    return rec["machine"].nunique() > 1
+
+
 def _rows(rec: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in rec.itertuples(index=False):
@@ -245,6 +252,7 @@ def _rows(rec: pd.DataFrame) -> list[list[str]]:
         speed = "-" if np.isnan(r.speedup_over_default) else f"{r.speedup_over_default:.2f}"
         out.append(
             [
+                *([r.machine] if _several_machines(rec) else []),
                 r.phase,
                 r.job,
                 n,
@@ -274,6 +282,10 @@ HEADER = [
 ]
 
 
+def _header(rec: pd.DataFrame) -> list[str]:
+    return (["machine"] if _several_machines(rec) else []) + HEADER
+
+
 def how_to_read(tolerance: float = TOLERANCE) -> str:
     """The paragraph under the table."""
     return HOW_TO_READ.format(
@@ -288,9 +300,11 @@ def markdown(rec: pd.DataFrame, study: dict | None = None, tolerance: float = TO
     lines = ["# What to use on this machine", ""]
     if study:
         lines += [machine_line(study) + " " + dataset_line(study).replace("``", "`"), ""]
+    header = _header(rec)
+    align = {"images": "---:", "as good as best": "---:", "x default": "---:", "of ceiling": "---:"}
     lines += [
-        "| " + " | ".join(HEADER) + " |",
-        "|:---|:---|---:|:---|:---|:---|---:|---:|---:|:---|",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(align.get(h, ":---") for h in header) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(rec)]
     return "\n".join(lines) + "\n\n" + how_to_read(tolerance) + "\n"
@@ -299,7 +313,7 @@ def markdown(rec: pd.DataFrame, study: dict | None = None, tolerance: float = TO
 def rst(rec: pd.DataFrame) -> str:
     """The recommendation as a reStructuredText list-table (for the HTML report)."""
     lines = [".. list-table::", "   :header-rows: 1", ""]
-    for row in [HEADER, *_rows(rec)]:
+    for row in [_header(rec), *_rows(rec)]:
         cells = [c.replace("*", "\\*").replace("|", "/") for c in row]
         lines.append("   * - " + cells[0])
         lines += [f"     - {c}" for c in cells[1:]]

@@ -58,6 +58,8 @@ class TrialSpec:
     params: dict[str, str] = field(default_factory=dict)  # the phase's grid keys
     reference: str | None = None  # checksums to verify delivered pixels against
     cache_dir: str | None = None  # a decoded cache (imgread cache build), for phases that read one
+    machine: str = "local"  # the machine type (SLURM partition) the cell is measured on
+    storage: str = "in place"  # where the files were read: in place, or a node-local copy
 
     def describe(self) -> str:
         """A short label naming the cell, for messages."""
@@ -110,6 +112,11 @@ class TrialRecord:
     imgread: str
     process_start_method: str
     physical_cores: int
+    memory_total_bytes: int
+    slurm_job_id: str
+    slurm_partition: str
+    machine: str
+    storage: str
     own_cpu_seconds: float
     steal_seconds: float
     other_cpu_seconds: float
@@ -149,6 +156,9 @@ def platform_info() -> dict:
         "cpu_model": cpu,
         "logical_cores": os.cpu_count() or 1,
         "physical_cores": physical_cores(),
+        "memory_total_bytes": _memory_total(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+        "slurm_partition": os.environ.get("SLURM_JOB_PARTITION", ""),
         "os": platform.platform(),
         "python": platform.python_version(),
         "pillow": PIL.__version__,
@@ -157,6 +167,13 @@ def platform_info() -> dict:
         "snakemake": _version("snakemake"),
         "imgread": _version("imgread"),
     }
+
+
+def _memory_total() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def physical_cores() -> int:
@@ -313,6 +330,8 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         dataset_id=manifest.dataset_id,
         process_start_method=process_start_method(),
         extra=_merge_columns(phase.record_fields(params), fields, checked.extra),
+        machine=spec.machine,
+        storage=spec.storage,
         **noise.interference(cpu_before, cpu_after, seconds, os.cpu_count() or 1),
         **platform_info(),
     )

@@ -49,6 +49,7 @@ rule aggregate:
         captions=expand("results/report/{name}.rst", name=TABLE_CAPTIONS),
     log:
         "results/logs/aggregate.log",
+    localrule: True
     conda:
         "../../envs/imgread.yaml"
     params:

@@ -1,5 +1,7 @@
 # Helpers shared by the rules: config validation, the trial grid, paths and params.
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,6 +65,7 @@ wildcard_constraints:
     n=r"\d+",
     w=r"\d+",
     r=r"\d+",
+    machine="[A-Za-z0-9_-]+",
 
 
 def trial_files(wildcards=None):
@@ -128,8 +131,24 @@ def cache_settings(wildcards):
     """
     phase = PHASES[wildcards.phase]
     if phase.page_cache(phase.resolve(parse_segment(wildcards.params))) == "cold":
+        if config["cluster"][
+            "stage_dataset"
+        ]:  # only then, so other runs' params stay as they were
+            return {
+                **config["cache"],
+                "stage_dataset": True,
+                "stage_dir": config["cluster"]["stage_dir"],
+            }
         return config["cache"]
     return {"method": "warm-read"}
+
+
+def shared_storage(wildcards):
+    """1 for a trial that reads the dataset cold where it is (a shared filesystem on a
+    cluster: profiles/slurm lets one such trial run at a time), else 0."""
+    phase = PHASES[wildcards.phase]
+    cold = phase.page_cache(phase.resolve(parse_segment(wildcards.params))) == "cold"
+    return int(cold and not config["cluster"]["stage_dataset"])
 
 
 def dataset_settings(wildcards=None):
@@ -163,3 +182,34 @@ def check_report_matches():
 
 
 check_report_matches()
+
+
+def partition_of(wildcards):
+    """The SLURM partition a trial_on job is submitted to: its machine."""
+    return wildcards.machine
+
+
+def check_cluster():
+    """On SLURM, before any job: one line and a stop if sbatch is missing or a partition the
+    run would submit to does not exist (SLURM itself would only fail job by job)."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    if shutil.which("sbatch") is None:
+        sys.exit(
+            "imgread: sbatch is not on PATH: this run uses the SLURM executor "
+            "(profiles/slurm); run it on a SLURM login node, or run locally without the profile"
+        )
+    listed = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True)
+    exists = set(listed.stdout.split())
+    default = workflow.resource_settings.default_resources
+    wanted = set(config["cluster"]["partitions"])
+    if default is not None and "slurm_partition" in default:
+        wanted.add(str(default["slurm_partition"].raw).strip("'\""))
+    missing = sorted(p for p in wanted if p not in exists)
+    if listed.returncode == 0 and missing:
+        sys.exit(
+            f"imgread: SLURM partition(s) {', '.join(missing)} do not exist on this cluster "
+            f"(sinfo lists {', '.join(sorted(exists)) or 'none'}); fix cluster.partitions in "
+            f"the config or slurm_partition in profiles/slurm"
+        )

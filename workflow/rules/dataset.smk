@@ -36,6 +36,8 @@ rule decode_reference:
         f"{REFERENCE_DIR}/{{decoder}}_{{output}}.csv",
     log:
         f"results/logs/dataset/{DATASET}.reference.{{decoder}}_{{output}}.log",
+    group:
+        "prepare"
     conda:
         "../../envs/imgread.yaml"
     resources:
@@ -60,6 +62,8 @@ rule decoded_cache:
         labels=f"{CACHE_DIR}/{{decoder}}/labels.npy",
     log:
         f"results/logs/dataset/{DATASET}.cache.{{decoder}}.log",
+    group:
+        "prepare"
     conda:
         "../../envs/imgread.yaml"
     resources:
@@ -81,6 +85,8 @@ rule device_ceiling:
         DEVICE_CEILING,
     log:
         f"results/logs/dataset/{DATASET}.device_ceiling.log",
+    group:
+        "prepare"
     conda:
         "../../envs/imgread.yaml"
     resources:

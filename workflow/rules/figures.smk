@@ -27,6 +27,7 @@ for _figure in FIGURE_NAMES:
             caption=f"results/report/{_figure}.rst",
         log:
             f"results/logs/figures/{_figure}.log",
+        localrule: True
         conda:
             "../../envs/imgread.yaml"
         params:

@@ -4,7 +4,9 @@
 # check the state at the moment the clock starts. The job measures residency right there.
 #
 # `timing=1` is limited to 1 globally by profiles/default, so no two trials ever overlap,
-# whatever --cores says.
+# whatever --cores says. On SLURM (profiles/slurm) trials run in job groups, many one after
+# another in one allocation of an exclusive node: `timing` is scoped per node there, and
+# `shared_storage` (cold reads of the dataset where it is) stays 1 on the whole cluster.
 rule trial:
     input:
         manifest=MANIFEST,
@@ -15,11 +17,28 @@ rule trial:
         f"{TRIALS_DIR}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.json",
     log:
         f"results/logs/trials/{DATASET}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.log",
+    group:
+        "trials"
     conda:
         "../../envs/imgread.yaml"
     resources:
         timing=1,
+        shared_storage=shared_storage,
     params:
         cache=cache_settings,
     script:
         "../scripts/trial.py"
+
+
+# The same trial on one of cluster.partitions (a machine type): its own folder, its partition.
+use rule trial as trial_on with:
+    output:
+        f"{TRIALS_DIR}/on-{{machine}}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.json",
+    log:
+        f"results/logs/trials/{DATASET}/on-{{machine}}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.log",
+    group:
+        "trials-on-{machine}"
+    resources:
+        timing=1,
+        shared_storage=shared_storage,
+        slurm_partition=partition_of,

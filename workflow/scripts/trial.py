@@ -1,10 +1,12 @@
 """One timed trial: the grid cell comes from the output path's wildcards."""
 
+import os
 import sys
 
 import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 
 from imgread.phases import PHASES, parse_segment
+from imgread.stage import staged_manifest
 from imgread.trial import TrialSpec, run_trial, write_record
 from imgread.util import exit_on_sigterm
 
@@ -13,8 +15,15 @@ exit_on_sigterm()  # Snakemake stops jobs with SIGTERM: clean up as on Ctrl-C
 w, cache_settings = snakemake.wildcards, snakemake.params.cache  # noqa: F821
 reference = snakemake.input.reference  # noqa: F821
 cache = snakemake.input.cache  # noqa: F821
+manifest, storage = snakemake.input.manifest, "in place"  # noqa: F821
+if cache_settings.get("stage_dataset"):  # cold on a cluster: read a node-local copy
+    manifest = staged_manifest(manifest, cache_settings.get("stage_dir"))
+    storage = f"node-local copy in {os.path.dirname(manifest)}"
+wildcards = dict(w.items())
 spec = TrialSpec(
-    manifest=snakemake.input.manifest,  # noqa: F821
+    manifest=str(manifest),
+    machine=wildcards.get("machine") or os.environ.get("SLURM_JOB_PARTITION") or "local",
+    storage=storage,
     phase=w.phase,
     variant=w.variant,
     n_images=int(w.n),
