@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CORES  ?= 1
 
-.PHONY: setup system-deps test lint reproduce quick smoke report bench clean-results help
+.PHONY: setup system-deps setup-slurm slurm-deps test-slurm test lint reproduce quick smoke report bench clean-results help
 
 help:
 	@echo "make reproduce   set up .venv and run the full study (snakemake --cores $(CORES))"
@@ -15,6 +15,7 @@ help:
 	@echo "make quick       a shorter study (config/quick.yaml)"
 	@echo "make report      build results/report.html from the finished results"
 	@echo "make bench       print the package's own performance figures"
+	@echo "make test-slurm  run the smoke study on a real SLURM cluster started here (root)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "imgread needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -61,6 +62,30 @@ smoke: setup
 # here. The workflow refuses a report whose tables were made with another config.
 LAST_STUDY := results/.last-study-config
 STUDY_CONFIG = $(shell cat $(LAST_STUDY) 2>/dev/null)
+
+# The study on a real SLURM cluster started on this machine for the test (see tests/test_slurm.py):
+# slurm-wlm and munge are installed with apt when missing (as root), the executor plugin with pip.
+SLURM_STAMP := $(VENV)/.slurm-stamp
+
+$(SLURM_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,slurm]'
+	touch $(SLURM_STAMP)
+
+setup-slurm: $(SLURM_STAMP)
+
+slurm-deps:
+	@missing=""; for c in munged slurmctld slurmd sbatch; do command -v $$c >/dev/null 2>&1 || test -x /usr/sbin/$$c || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing slurm-wlm and munge with apt-get (missing:$$missing)"; \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null; }; } || exit 1; \
+	  else \
+	    echo "make test-slurm needs root and the Debian packages slurm-wlm and munge (missing:$$missing): sudo apt install slurm-wlm munge, then run it as root"; exit 2; \
+	  fi; \
+	fi
+
+test-slurm: setup-slurm slurm-deps
+	$(BIN)/python -m pytest -m slurm -s tests/test_slurm.py
 
 report: setup
 	$(BIN)/snakemake --cores 1 $(if $(STUDY_CONFIG),--configfile $(STUDY_CONFIG)) --report results/report.html

@@ -4,7 +4,6 @@ cold before every run, and never writing to the dataset."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -14,21 +13,14 @@ from imgread.ceiling import measure_device, split
 from imgread.errors import UserError
 from imgread.manifest import read_manifest
 
+from .workflow_helpers import path_without
+
 HAVE_FIO = shutil.which("fio") is not None
 
 
 def path_without_fio(tmp_path: Path) -> str:
-    """A PATH with every command of this one except fio (one folder of links)."""
-    bin_dir = tmp_path / "bin-without-fio"
-    bin_dir.mkdir()
-    for folder in os.environ["PATH"].split(os.pathsep):
-        if not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            link = bin_dir / name
-            if name != "fio" and not link.exists():
-                link.symlink_to(Path(folder) / name)
-    return str(bin_dir)
+    """A PATH with every command of this one except fio."""
+    return path_without(tmp_path, "fio")
 
 
 def _fingerprint(manifest: Path) -> list[tuple[str, int, int]]:

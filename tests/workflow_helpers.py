@@ -42,3 +42,17 @@ def snakemake(
             f"{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def path_without(tmp_path: Path, command: str) -> str:
+    """A PATH with every command of this one except ``command`` (one folder of links)."""
+    bin_dir = tmp_path / f"bin-without-{command}"
+    bin_dir.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            link = bin_dir / name
+            if name != command and not link.exists():
+                link.symlink_to(Path(folder) / name)
+    return str(bin_dir)

@@ -7,9 +7,10 @@ the same phase and n, with a percentile bootstrap interval over repetitions.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -330,6 +331,25 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join([header, align, *body]) + "\n"
 
 
+def by_machine(table: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    """Make a per-study table one per machine: the frames are split by their machine column,
+    and where there are several, the results are stacked with a machine column first."""
+
+    @functools.wraps(table)
+    def wrapper(*frames: pd.DataFrame) -> pd.DataFrame:
+        machines = sorted(set().union(*(set(f["machine"]) for f in frames if "machine" in f)))
+        if len(machines) <= 1:
+            return table(*frames)
+        parts = []
+        for m in machines:
+            part = table(*(f[f["machine"] == m] if "machine" in f else f for f in frames))
+            parts.append(part.assign(machine=m)[["machine", *part.columns]])
+        return pd.concat(parts, ignore_index=True)
+
+    return wrapper
+
+
+@by_machine
 def load_table(summary: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
     """The study's Table 1: sequential vs asyncio load time per n, with speedup."""
     s = summary[summary["phase"] == "load"]
@@ -342,6 +362,7 @@ def load_table(summary: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+@by_machine
 def decode_table(summary: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
     """The study's Table 2: sequential vs processes decode per n and workers.
 
@@ -395,6 +416,7 @@ def pipeline_cells(df: pd.DataFrame) -> pd.DataFrame:
     return d[d["n_images"].isin(set(other["n_images"]))]
 
 
+@by_machine
 def pipeline_table(trials: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
     """Per decoder, output, delivery, variant and workers: median images/s and megapixels/s,
     speedup over the same decoder's sequential decode, and the fraction of the core ceiling."""
@@ -419,6 +441,7 @@ LOADER_LINE = ["decoder", "source", "batch_size", "page_cache", "pin_memory", "n
 HURT_MARGIN = 0.05  # a worker count "hurts" when its median rate is this much below the best
 
 
+@by_machine
 def dataloader_workers(trials: pd.DataFrame) -> pd.DataFrame:
     """Per DataLoader line (decoder, source, ...): the num_workers=1 rate, the best num_workers
     and its rate, the best over the goal (num_workers=1 rate x physical cores), and the first
@@ -469,6 +492,7 @@ AU_GOAL = 0.90
 LATENCY_GOAL = 1.5  # p99 within this many times one frame's read + decode + compute
 
 
+@by_machine
 def stream_producers(trials: pd.DataFrame) -> pd.DataFrame:
     """Per offered load (fps, compute, ...): the producer and worker count to use, with its
     median AU, p99 latency, achieved fps and deadline misses.

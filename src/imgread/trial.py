@@ -60,6 +60,7 @@ class TrialSpec:
     cache_dir: str | None = None  # a decoded cache (imgread cache build), for phases that read one
     machine: str = "local"  # the machine type (SLURM partition) the cell is measured on
     storage: str = "in place"  # where the files were read: in place, or a node-local copy
+    job_started_at: str | None = None  # when the trial's process started (UTC ISO 8601)
 
     def describe(self) -> str:
         """A short label naming the cell, for messages."""
@@ -99,6 +100,7 @@ class TrialRecord:
     peak_rss_children_bytes: int
     started_at: str
     finished_at: str
+    job_started_at: str
     dataset_id: str
     hostname: str
     cpu_model: str
@@ -327,6 +329,7 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         peak_rss_children_bytes=child_ru.ru_maxrss * rss_unit,
         started_at=started_at,
         finished_at=finished_at,
+        job_started_at=spec.job_started_at or started_at,
         dataset_id=manifest.dataset_id,
         process_start_method=process_start_method(),
         extra=_merge_columns(phase.record_fields(params), fields, checked.extra),

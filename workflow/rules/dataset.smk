@@ -3,6 +3,8 @@ rule dataset:
         manifest=MANIFEST,
     log:
         f"results/logs/dataset/{DATASET}.log",
+    group:
+        "prepare"
     conda:
         "../../envs/imgread.yaml"
     params:
@@ -20,6 +22,8 @@ rule verify_dataset:
         touch(VERIFIED),
     log:
         f"results/logs/dataset/{DATASET}.verify.log",
+    group:
+        "prepare"
     conda:
         "../../envs/imgread.yaml"
     script:

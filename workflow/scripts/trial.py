@@ -1,14 +1,18 @@
 """One timed trial: the grid cell comes from the output path's wildcards."""
 
-import os
-import sys
+from datetime import UTC, datetime
 
-import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
+JOB_STARTED_AT = datetime.now(UTC).isoformat()  # before the imports: the job's own time
 
-from imgread.phases import PHASES, parse_segment
-from imgread.stage import staged_manifest
-from imgread.trial import TrialSpec, run_trial, write_record
-from imgread.util import exit_on_sigterm
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import imgread_src  # noqa: E402, F401 (puts this checkout's src/ on sys.path)
+
+from imgread.phases import PHASES, parse_segment  # noqa: E402
+from imgread.stage import staged_manifest  # noqa: E402
+from imgread.trial import TrialSpec, run_trial, write_record  # noqa: E402
+from imgread.util import exit_on_sigterm  # noqa: E402
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 exit_on_sigterm()  # Snakemake stops jobs with SIGTERM: clean up as on Ctrl-C
@@ -24,6 +28,7 @@ spec = TrialSpec(
     manifest=str(manifest),
     machine=wildcards.get("machine") or os.environ.get("SLURM_JOB_PARTITION") or "local",
     storage=storage,
+    job_started_at=JOB_STARTED_AT,
     phase=w.phase,
     variant=w.variant,
     n_images=int(w.n),

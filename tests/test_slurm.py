@@ -1,0 +1,184 @@
+"""The workflow on a real SLURM cluster (slurm-wlm and munge on localhost, started by the test):
+`make test-slurm`, as root. Trials run in job groups on an exclusive node, on each of two
+partitions (one node in both), and the tables have the shape a local run gives."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .slurm_cluster import PARTITIONS, local_cluster, missing_commands
+from .workflow_helpers import copy_project, path_without, snakemake
+
+pytestmark = pytest.mark.slurm
+
+# What a cluster without accounting (no slurmdbd) needs, and status checks every second so
+# the smoke run is not all waiting: set by the test, not by editing the profile.
+LOCAL_CLUSTER_ARGS = (
+    "--slurm-no-account",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--seconds-between-status-checks",
+    "1",
+    "--default-resources",
+    f"slurm_partition={PARTITIONS[0]}",
+    "runtime=30",
+    "mem_mb=1000",
+    "cpus_per_task=1",
+)
+OVERRIDE = {"cluster": {"partitions": list(PARTITIONS)}}
+
+
+def _smoke_with_partitions(work: Path) -> tuple[str, ...]:
+    (work / "partitions.yaml").write_text(yaml.safe_dump(OVERRIDE))
+    return ("--configfile", "config/smoke.yaml", "partitions.yaml")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    missing = missing_commands()
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed: run `make test-slurm` (as root)")
+    with local_cluster(tmp_path_factory.mktemp("slurm-cluster")) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    """The smoke study on both partitions, locally and through profiles/slurm: (local
+    project, its wall seconds, SLURM project, its wall seconds, Snakemake's output)."""
+    local = copy_project(tmp_path_factory.mktemp("local") / "imgread")
+    t0 = time.monotonic()
+    snakemake(local, "--cores", "2", *_smoke_with_partitions(local), timeout=900)
+    local_wall = time.monotonic() - t0
+    remote = copy_project(tmp_path_factory.mktemp("remote") / "imgread")
+    t0 = time.monotonic()
+    proc = snakemake(
+        remote,
+        "--workflow-profile",
+        "profiles/slurm",
+        *_smoke_with_partitions(remote),
+        *LOCAL_CLUSTER_ARGS,
+        env=cluster,
+        timeout=1200,
+    )
+    return local, local_wall, remote, time.monotonic() - t0, proc.stdout + proc.stderr
+
+
+def _table(project: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(project / "results/tables" / name)
+
+
+def test_the_tables_have_the_shape_of_a_local_run(runs):
+    local, _, remote, _, _ = runs
+    for name in ("trials.csv", "summary.csv", "speedup.csv", "scaling.csv", "recommendation.csv"):
+        a, b = _table(local, name), _table(remote, name)
+        assert list(a.columns) == list(b.columns), name
+        assert len(a) == len(b), name
+    keys = ["machine", "phase", "variant", "n_images", "workers", "repetition"]
+    a, b = _table(local, "trials.csv"), _table(remote, "trials.csv")
+    assert sorted(map(tuple, a[keys].astype(str).values)) == sorted(
+        map(tuple, b[keys].astype(str).values)
+    )
+
+
+def test_every_cell_ran_on_each_partition_and_the_record_says_where(runs):
+    _, _, remote, _, _ = runs
+    trials = _table(remote, "trials.csv")
+    assert set(trials["machine"]) == set(PARTITIONS)
+    assert (trials["slurm_partition"] == trials["machine"]).all()
+    assert trials["slurm_job_id"].notna().all() and trials["hostname"].notna().all()
+    assert (trials["storage"] == "in place").all()
+    per_machine = trials.groupby("machine").size()
+    assert per_machine.nunique() == 1  # the same cells on both
+    rec = _table(remote, "recommendation.csv")
+    assert set(rec["machine"]) == set(PARTITIONS)
+
+
+def test_trials_ran_in_groups_and_never_two_at_once_on_the_node(runs):
+    _, _, remote, _, _ = runs
+    trials = _table(remote, "trials.csv")
+    jobs = trials.groupby("slurm_job_id").size()
+    assert len(jobs) < len(trials) / 10, f"{len(jobs)} SLURM jobs for {len(trials)} trials"
+    for _, on_node in trials.groupby("hostname"):
+        spans = sorted(
+            (datetime.fromisoformat(a), datetime.fromisoformat(b))
+            for a, b in zip(on_node.started_at, on_node.finished_at, strict=True)
+        )
+        for (s1, e1), (s2, e2) in itertools.pairwise(spans):
+            assert e1 <= s2, f"trials overlap on a node: [{s1}, {e1}] and [{s2}, {e2}]"
+
+
+def test_scheduling_overhead_is_at_most_a_tenth_of_the_trials_time(runs):
+    local, local_wall, remote, slurm_wall, _ = runs
+    trials = _table(remote, "trials.csv")
+    own = (
+        (pd.to_datetime(trials["finished_at"]) - pd.to_datetime(trials["job_started_at"]))
+        .dt.total_seconds()
+        .sum()
+    )
+    overhead = slurm_wall - local_wall
+    print(
+        f"\nSLURM smoke run: {slurm_wall:.0f} s; the same run locally: {local_wall:.0f} s; "
+        f"overhead {overhead:.0f} s = {overhead / own:.1%} of the trials' own time "
+        f"({own:.0f} s in {trials['slurm_job_id'].nunique()} SLURM jobs)"
+    )
+    assert overhead <= 0.10 * own
+
+
+def test_a_partition_that_does_not_exist_stops_the_run_before_any_trial(cluster, tmp_path):
+    work = copy_project(tmp_path / "imgread")
+    (work / "bad.yaml").write_text(yaml.safe_dump({"cluster": {"partitions": ["nosuch"]}}))
+    proc = snakemake(
+        work,
+        "--workflow-profile",
+        "profiles/slurm",
+        "--configfile",
+        "config/smoke.yaml",
+        "bad.yaml",
+        *LOCAL_CLUSTER_ARGS,
+        env=cluster,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "SLURM partition(s) nosuch do not exist on this cluster" in out, out[-3000:]
+    assert not list((work / "results").rglob("*.json"))
+
+
+def test_without_sbatch_the_run_stops_with_one_line(tmp_path):
+    work = copy_project(tmp_path / "imgread")
+    bin_dir = path_without(tmp_path, "sbatch")
+    proc = snakemake(
+        work,
+        "--workflow-profile",
+        "profiles/slurm",
+        "--configfile",
+        "config/smoke.yaml",
+        "--slurm-no-account",
+        env={"PATH": bin_dir},
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "sbatch" in out, out[-3000:]
+    assert not list((work / "results").rglob("*.json"))
+
+
+def test_a_dry_run_of_the_full_study_plans_few_slurm_jobs(tmp_path):
+    work = copy_project(tmp_path / "imgread")
+    proc = snakemake(work, "-n", "--workflow-profile", "profiles/slurm", "--slurm-no-account")
+    out = proc.stdout + proc.stderr
+    groups = re.findall(r"Group job (\S+) \(jobs", out)
+    counts = {g: groups.count(g) for g in set(groups)}
+    print(f"\nfull study on SLURM: {len(groups)} group jobs {counts} for 2195 trials")
+    assert counts["trials"] == 44  # 2195 trials in groups of 50
+    assert counts["prepare"] == 1
