@@ -15,9 +15,11 @@ import socket
 import subprocess
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 PARTITIONS = ("fast", "slow")  # one node in both: two "machine types" on one machine
+RUN_CONF = Path("/run/slurm/conf")
 NEEDED = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
 
 
@@ -46,10 +48,11 @@ def write_config(folder: Path, node: str, munge_socket: Path) -> Path:
     for sub in ("state", "spool", "log"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     cpus = os.cpu_count() or 1
+    ctld_port = _free_port()
     lines = [
         "ClusterName=imgread-test",
         f"SlurmctldHost={node}(127.0.0.1)",
-        f"SlurmctldPort={_free_port()}",
+        f"SlurmctldPort={ctld_port}",
         f"SlurmdPort={_free_port()}",
         "AuthType=auth/munge",
         f"AuthInfo=socket={munge_socket}",
@@ -67,6 +70,7 @@ def write_config(folder: Path, node: str, munge_socket: Path) -> Path:
         "JobCompType=jobcomp/none",
         "SchedulerParameters=sched_interval=1",
         "MessageTimeout=30",
+        "MinJobAge=3600",  # finished jobs stay in `scontrol show job` for the test to read
         f"StateSaveLocation={folder / 'state'}",
         f"SlurmdSpoolDir={folder / 'spool'}",
         f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
@@ -82,6 +86,7 @@ def write_config(folder: Path, node: str, munge_socket: Path) -> Path:
         )
     conf = folder / "slurm.conf"
     conf.write_text("\n".join(lines) + "\n")
+    (folder / "ctld.port").write_text(str(ctld_port))
     return conf
 
 
@@ -113,6 +118,14 @@ def local_cluster(folder: Path):
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     started: list[subprocess.Popen] = []
+    # Commands inside a job run without SLURM_CONF (the plugin's srun drops SLURM_* from its
+    # environment) and find the config where a configless slurmd puts it: /run/slurm/conf.
+    # Linked there for the test's lifetime (never /etc/slurm), removed afterwards.
+    if RUN_CONF.exists() or RUN_CONF.is_symlink():
+        raise RuntimeError(f"{RUN_CONF} exists: a slurmd seems to run here already")
+    made_parent = not RUN_CONF.parent.exists()
+    RUN_CONF.parent.mkdir(parents=True, exist_ok=True)
+    RUN_CONF.symlink_to(folder)
     logs = [folder / "log/munged.log", folder / "log/slurmctld.log", folder / "log/slurmd.log"]
     try:
         started.append(
@@ -133,8 +146,20 @@ def local_cluster(folder: Path):
             )
         )
         _wait("munged", sock.exists, logs=logs)
-        started.append(subprocess.Popen(["slurmctld", "-D", "-f", str(conf)], env=env))
-        started.append(subprocess.Popen(["slurmd", "-D", "-f", str(conf), "-N", node], env=env))
+        out = (folder / "log/daemons.out").open("w")
+        started.append(
+            subprocess.Popen(
+                ["slurmctld", "-D", "-f", str(conf)], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        )
+        started.append(
+            subprocess.Popen(
+                ["slurmd", "-D", "-f", str(conf), "-N", node],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        )
 
         def idle() -> bool:
             out = subprocess.run(
@@ -145,6 +170,9 @@ def local_cluster(folder: Path):
         _wait("the node (sinfo: idle)", idle, timeout=90, logs=logs)
         yield env
     finally:
+        RUN_CONF.unlink(missing_ok=True)
+        if made_parent:
+            RUN_CONF.parent.rmdir()
         for proc in reversed(started):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -154,3 +182,19 @@ def local_cluster(folder: Path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def job_times(env: dict, job_ids) -> dict[str, dict[str, datetime]]:
+    """{job id: SubmitTime, StartTime, EndTime} from `scontrol show job` (no accounting)."""
+    out = {}
+    for job in sorted({str(j) for j in job_ids}):
+        text = subprocess.run(
+            ["scontrol", "show", "job", "-o", job], env=env, capture_output=True, text=True
+        ).stdout
+        fields = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+        if "SubmitTime" not in fields:
+            continue
+        out[job] = {
+            k: datetime.fromisoformat(fields[k]) for k in ("SubmitTime", "StartTime", "EndTime")
+        }
+    return out

@@ -59,7 +59,7 @@ GRID = trial_grid(config)
 wildcard_constraints:
     phase="|".join(PHASES),
     variant="[a-z-]+",
-    params="default|[a-z0-9_,-]+",
+    params="default|[a-z0-9_+-]+",
     decoder="[a-z0-9-]+",
     output="[a-z0-9]+",
     n=r"\d+",

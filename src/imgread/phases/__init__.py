@@ -199,16 +199,22 @@ def expect_paths(phase: str, results: dict, root: Path, entries) -> dict[str, Im
     return expected
 
 
+SEPARATOR = "+"
+
+
 def params_segment(params: dict[str, str]) -> str:
-    """The trial path's folder for a cell's params: 'decoder-pillow,output-full,...'."""
-    return ",".join(f"{k}-{v}" for k, v in params.items()) or "default"
+    """The trial path's folder for a cell's params: 'decoder-pillow+output-full+...'.
+
+    Not commas: a group job on a cluster names its jobs' wildcards as comma-separated
+    WILDCARD=VALUE pairs (--target-jobs), so a value must not contain one."""
+    return SEPARATOR.join(f"{k}-{v}" for k, v in params.items()) or "default"
 
 
 def parse_segment(segment: str) -> dict[str, str]:
     """Inverse of :func:`params_segment`."""
     if segment == "default":
         return {}
-    return dict(part.split("-", 1) for part in segment.split(","))
+    return dict(part.split("-", 1) for part in segment.split(SEPARATOR))
 
 
 from imgread.phases.dataloader import DataLoaderPhase  # noqa: E402
