@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -14,8 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from imgread.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
+from imgread.phases import PHASES
+
 from .slurm_cluster import PARTITIONS, job_times, local_cluster, missing_commands
-from .workflow_helpers import copy_project, path_without, snakemake
+from .workflow_helpers import ROOT, copy_project, path_without, snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -35,12 +39,54 @@ LOCAL_CLUSTER_ARGS = (
     "mem_mb=1000",
     "cpus_per_task=1",
 )
-OVERRIDE = {"cluster": {"partitions": list(PARTITIONS)}}
+# Two machine types (one node in two partitions) on a small grid: every cell on each.
+MACHINES = {
+    "cluster": {"partitions": list(PARTITIONS)},
+    "sizes": [4],
+    "repetitions": 1,
+    "phases": {
+        "load": {"sequential": {"workers": [1]}, "threads": {"workers": [1, 2]}},
+        "decode": {"sequential": {"workers": [1]}, "processes": {"workers": [2]}},
+        "dataloader": {"torch": {"workers": []}},
+        "stream": {
+            v: {"workers": []}
+            for v in ("sequential", "processes", "threads", "thread-per-frame", "asyncio")
+        },
+    },
+}
 
 
-def _smoke_with_partitions(work: Path) -> tuple[str, ...]:
-    (work / "partitions.yaml").write_text(yaml.safe_dump(OVERRIDE))
-    return ("--configfile", "config/smoke.yaml", "partitions.yaml")
+def _config(work: Path, override: dict | None) -> tuple[str, ...]:
+    if override is None:
+        return ("--configfile", "config/smoke.yaml")
+    (work / "override.yaml").write_text(yaml.safe_dump(override))
+    return ("--configfile", "config/smoke.yaml", "override.yaml")
+
+
+def _grid(override: dict | None):
+    from snakemake.utils import update_config
+
+    from imgread.config import trial_grid
+
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    update_config(config, yaml.safe_load((ROOT / "config/smoke.yaml").read_text()))
+    update_config(config, override or {})
+    return trial_grid(config)
+
+
+def _on_slurm(cluster, tmp_path_factory, name: str, override: dict | None):
+    work = copy_project(tmp_path_factory.mktemp(name) / "imgread")
+    t0 = time.monotonic()
+    proc = snakemake(
+        work,
+        "--workflow-profile",
+        "profiles/slurm",
+        *_config(work, override),
+        *LOCAL_CLUSTER_ARGS,
+        env=cluster,
+        timeout=1200,
+    )
+    return work, time.monotonic() - t0, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -53,33 +99,37 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, tmp_path_factory):
-    """The smoke study on both partitions, locally and through profiles/slurm: (local
-    project, its wall seconds, SLURM project, its wall seconds, Snakemake's output)."""
-    local = copy_project(tmp_path_factory.mktemp("local") / "imgread")
-    t0 = time.monotonic()
-    snakemake(local, "--cores", "2", *_smoke_with_partitions(local), timeout=900)
-    local_wall = time.monotonic() - t0
-    remote = copy_project(tmp_path_factory.mktemp("remote") / "imgread")
-    t0 = time.monotonic()
-    proc = snakemake(
-        remote,
-        "--workflow-profile",
-        "profiles/slurm",
-        *_smoke_with_partitions(remote),
-        *LOCAL_CLUSTER_ARGS,
-        env=cluster,
-        timeout=1200,
-    )
-    return local, local_wall, remote, time.monotonic() - t0, proc.stdout + proc.stderr
+def smoke(cluster, tmp_path_factory):
+    """config/smoke.yaml through profiles/slurm: (project, wall seconds, output)."""
+    return _on_slurm(cluster, tmp_path_factory, "smoke", None)
+
+
+@pytest.fixture(scope="module")
+def machines(cluster, tmp_path_factory):
+    """The small grid on both partitions through profiles/slurm, and the same run locally."""
+    local = copy_project(tmp_path_factory.mktemp("machines-local") / "imgread")
+    snakemake(local, "--cores", "2", *_config(local, MACHINES), timeout=900)
+    remote, _, _ = _on_slurm(cluster, tmp_path_factory, "machines", MACHINES)
+    return local, remote
 
 
 def _table(project: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(project / "results/tables" / name)
 
 
-def test_the_tables_have_the_shape_of_a_local_run(runs):
-    local, _, remote, _, _ = runs
+def test_the_smoke_tables_have_a_local_runs_shape(smoke):
+    work, _, _ = smoke
+    grid = _grid(None)
+    trials, summary = _table(work, "trials.csv"), _table(work, "summary.csv")
+    assert len(trials) == len(grid)
+    assert len(summary) == len({replace(c, repetition=0) for c in grid})
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(_table(work, "speedup.csv").columns) == SPEEDUP_COLUMNS
+    assert set(_table(work, "recommendation.csv")["phase"]) == set(PHASES)
+
+
+def test_the_tables_have_the_shape_of_a_local_run_on_both_machines(machines):
+    local, remote = machines
     for name in ("trials.csv", "summary.csv", "speedup.csv", "scaling.csv", "recommendation.csv"):
         a, b = _table(local, name), _table(remote, name)
         assert list(a.columns) == list(b.columns), name
@@ -90,45 +140,47 @@ def test_the_tables_have_the_shape_of_a_local_run(runs):
     assert sorted(map(tuple, a[keys].astype(str).values)) == sorted(
         map(tuple, b[keys].astype(str).values)
     )
+    assert len(b) == len(_grid(MACHINES))
 
 
-def test_every_cell_ran_on_each_partition_and_the_record_says_where(runs):
-    _, _, remote, _, _ = runs
+def test_every_cell_ran_on_each_partition_and_the_record_says_where(machines):
+    _, remote = machines
     trials = _table(remote, "trials.csv")
     assert set(trials["machine"]) == set(PARTITIONS)
     assert (trials["slurm_partition"] == trials["machine"]).all()
     assert trials["slurm_job_id"].notna().all() and trials["hostname"].notna().all()
     assert (trials["storage"] == "in place").all()
-    per_machine = trials.groupby("machine").size()
-    assert per_machine.nunique() == 1  # the same cells on both
+    assert trials.groupby("machine").size().nunique() == 1  # the same cells on both
     rec = _table(remote, "recommendation.csv")
     assert set(rec["machine"]) == set(PARTITIONS)
+    assert (remote / "results/figures/decode_speedup.png").exists()
 
 
-def test_trials_ran_in_groups_and_never_two_at_once_on_the_node(runs):
-    _, _, remote, _, _ = runs
-    trials = _table(remote, "trials.csv")
-    jobs = trials.groupby("slurm_job_id").size()
-    assert len(jobs) < len(trials) / 10, f"{len(jobs)} SLURM jobs for {len(trials)} trials"
-    for _, on_node in trials.groupby("hostname"):
-        spans = sorted(
-            (datetime.fromisoformat(a), datetime.fromisoformat(b))
-            for a, b in zip(on_node.started_at, on_node.finished_at, strict=True)
+def test_trials_ran_in_groups_and_never_two_at_once_on_the_node(smoke, machines):
+    for trials in (_table(smoke[0], "trials.csv"), _table(machines[1], "trials.csv")):
+        jobs = trials.groupby("slurm_job_id").size()
+        assert len(jobs) <= max(2, len(trials) / 10), (
+            f"{len(jobs)} SLURM jobs, {len(trials)} trials"
         )
-        for (s1, e1), (s2, e2) in itertools.pairwise(spans):
-            assert e1 <= s2, f"trials overlap on a node: [{s1}, {e1}] and [{s2}, {e2}]"
+        for _, on_node in trials.groupby("hostname"):
+            spans = sorted(
+                (datetime.fromisoformat(a), datetime.fromisoformat(b))
+                for a, b in zip(on_node.started_at, on_node.finished_at, strict=True)
+            )
+            for (s1, e1), (s2, e2) in itertools.pairwise(spans):
+                assert e1 <= s2, f"trials overlap on a node: [{s1}, {e1}] and [{s2}, {e2}]"
 
 
-def test_scheduling_overhead_is_at_most_a_tenth_of_the_trials_time(runs, cluster):
+def test_scheduling_overhead_is_at_most_a_tenth_of_the_trials_time(smoke, cluster):
     """Scheduling: the time between the first SLURM job's submission and the last one's end
     in which no job of ours ran (queueing, start-up, status polling), against the trials'
     time in their allocations. Printed beside it: what Snakemake's start of each job inside
     an allocation costs, and the whole run against the same run locally."""
-    local, local_wall, remote, slurm_wall, _ = runs
+    remote, slurm_wall, _ = smoke
     trials = _table(remote, "trials.csv")
     jobs = job_times(cluster, trials["slurm_job_id"].astype(int).astype(str))
-    last = max(map(int, jobs))
-    every = job_times(cluster, range(1, last + 1))  # the prepare group too: ids count up
+    # the smoke run's other SLURM jobs (its prepare group): the ids between its first and last
+    every = job_times(cluster, range(min(map(int, jobs)) - 1, max(map(int, jobs)) + 1))
     busy = [(t["StartTime"], t["EndTime"]) for t in every.values()]
     first_submit = min(t["SubmitTime"] for t in every.values())
     span = (max(e for _, e in busy) - first_submit).total_seconds()
@@ -140,12 +192,12 @@ def test_scheduling_overhead_is_at_most_a_tenth_of_the_trials_time(runs, cluster
         .sum()
     )
     print(
-        f"\nSLURM smoke run on {len(PARTITIONS)} partitions: {len(trials)} trials in "
+        f"\nSLURM smoke run: {len(trials)} trials in "
         f"{len(jobs)} group jobs, {len(every)} SLURM jobs in all; scheduling {scheduling:.0f} s"
         f" = {scheduling / allocations:.1%} of the trials' {allocations:.0f} s in their "
         f"allocations; inside them Snakemake starts each job (srun + snakemake) at "
         f"{(allocations - own) / len(trials):.1f} s a trial (the trials' own processes: "
-        f"{own:.0f} s); whole run {slurm_wall:.0f} s, the same run locally {local_wall:.0f} s"
+        f"{own:.0f} s); whole run {slurm_wall:.0f} s"
     )
     assert scheduling <= 0.10 * allocations
 
