@@ -146,9 +146,7 @@ def cache_settings(wildcards):
 def shared_storage(wildcards):
     """1 for a trial that reads the dataset cold where it is (a shared filesystem on a
     cluster: profiles/slurm lets one such trial run at a time), else 0."""
-    phase = PHASES[wildcards.phase]
-    cold = phase.page_cache(phase.resolve(parse_segment(wildcards.params))) == "cold"
-    return int(cold and not config["cluster"]["stage_dataset"])
+    return int(_reads_shared_storage(wildcards.phase, parse_segment(wildcards.params)))
 
 
 def dataset_settings(wildcards=None):
@@ -213,3 +211,27 @@ def check_cluster():
             f"(sinfo lists {', '.join(sorted(exists)) or 'none'}); fix cluster.partitions in "
             f"the config or slurm_partition in profiles/slurm"
         )
+
+
+def _reads_shared_storage(phase_name, params):
+    phase = PHASES[phase_name]
+    cold = phase.page_cache(phase.resolve(params)) == "cold"
+    return cold and not config["cluster"]["stage_dataset"]
+
+
+def trial_group(wildcards):
+    """The job group of a trial on a cluster: per machine, and apart for the trials that take
+    `shared_storage`, so that the others' groups are all submitted at once and SLURM starts
+    each the moment a node is free (a group holding shared_storage waits for the one before).
+    """
+    kind = (
+        "cold"
+        if _reads_shared_storage(wildcards.phase, parse_segment(wildcards.params))
+        else "warm"
+    )
+    machine = getattr(wildcards, "machine", "")
+    name = f"trials-{kind}" + (f"-on-{machine}" if machine else "")
+    # group-components are looked up by a group's parent name, which Snakemake records only
+    # for wildcard templates: record it here, so `trials=50` in profiles/slurm applies
+    workflow.parent_groupids[name] = "trials"
+    return name

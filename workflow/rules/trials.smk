@@ -18,7 +18,7 @@ rule trial:
     log:
         f"results/logs/trials/{DATASET}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.log",
     group:
-        "trials"
+        trial_group
     conda:
         "../../envs/imgread.yaml"
     resources:
@@ -37,7 +37,7 @@ use rule trial as trial_on with:
     log:
         f"results/logs/trials/{DATASET}/on-{{machine}}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.log",
     group:
-        "trials-on-{machine}"
+        trial_group
     resources:
         timing=1,
         shared_storage=shared_storage,
