@@ -159,9 +159,8 @@ def test_every_cell_ran_on_each_partition_and_the_record_says_where(machines):
 def test_trials_ran_in_groups_and_never_two_at_once_on_the_node(smoke, machines):
     for trials in (_table(smoke[0], "trials.csv"), _table(machines[1], "trials.csv")):
         jobs = trials.groupby("slurm_job_id").size()
-        assert len(jobs) <= max(2, len(trials) / 10), (
-            f"{len(jobs)} SLURM jobs, {len(trials)} trials"
-        )
+        # one SLURM job per group (per machine, cold or warm, in fifties), not per trial
+        assert len(trials) / len(jobs) >= 5, f"{len(jobs)} SLURM jobs for {len(trials)} trials"
         for _, on_node in trials.groupby("hostname"):
             spans = sorted(
                 (datetime.fromisoformat(a), datetime.fromisoformat(b))
