@@ -479,3 +479,30 @@ def test_scaling_fits_every_curve_of_three_or_more_worker_counts(smoke_run):
     }
     assert fitted[["a", "b", "rmse"]].notna().all().all()
     assert (scaling.loc[scaling["status"] != "ok", "status"].str.startswith("not fitted")).all()
+
+
+def test_cold_trials_can_read_a_node_local_copy_and_say_so(tmp_path):
+    work = copy_project(tmp_path / "imgread")
+    stage = tmp_path / "node-local"
+    override = {
+        "cluster": {"stage_dataset": True, "stage_dir": str(stage)},
+        "sizes": [4],
+        "repetitions": 1,
+        "phases": {
+            "load": {"sequential": {"workers": [1]}, "threads": {"workers": [2]}},
+            "decode": {"sequential": {"workers": [1]}},
+            "dataloader": {"torch": {"workers": []}},
+            "stream": {
+                v: {"workers": []}
+                for v in ("sequential", "processes", "threads", "thread-per-frame", "asyncio")
+            },
+        },
+    }
+    (work / "stage.yaml").write_text(yaml.safe_dump(override))
+    snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml", "stage.yaml")
+    trials = pd.read_csv(work / "results/tables/trials.csv").set_index("phase")
+    copies = list(stage.glob("imgread-*/manifest.csv"))
+    assert len(copies) == 1  # made once, used by every cold trial
+    assert (trials.loc["load", "storage"] == f"node-local copy in {copies[0].parent}").all()
+    assert (trials.loc[["decode"], "storage"] == "in place").all()  # warm: from memory anyway
+    assert (trials.loc["load", "resident_fraction_before"] <= 0.01).all()
