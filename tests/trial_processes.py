@@ -17,7 +17,10 @@ def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (all its threads'), from /proc."""
     kids = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        kids.extend(int(k) for k in (task / "children").read_text().split())
+        try:
+            kids.extend(int(k) for k in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended between the listing and the read
     return kids
 
 
