@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import shutil
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -74,8 +75,18 @@ def _grid(override: dict | None):
     return trial_grid(config)
 
 
-def _on_slurm(cluster, tmp_path_factory, name: str, override: dict | None):
+def _project(tmp_path_factory, name: str, datasets_from: Path | None = None) -> Path:
+    """A copy of the project; with the datasets (images, checksums, caches, ceiling) of an
+    earlier run, so only the trials run again."""
     work = copy_project(tmp_path_factory.mktemp(name) / "imgread")
+    if datasets_from is not None:
+        shutil.copytree(
+            datasets_from / "results/datasets", work / "results/datasets", symlinks=True
+        )
+    return work
+
+
+def _on_slurm(cluster, work: Path, override: dict | None):
     t0 = time.monotonic()
     proc = snakemake(
         work,
@@ -101,15 +112,17 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def smoke(cluster, tmp_path_factory):
     """config/smoke.yaml through profiles/slurm: (project, wall seconds, output)."""
-    return _on_slurm(cluster, tmp_path_factory, "smoke", None)
+    return _on_slurm(cluster, _project(tmp_path_factory, "smoke"), None)
 
 
 @pytest.fixture(scope="module")
-def machines(cluster, tmp_path_factory):
-    """The small grid on both partitions through profiles/slurm, and the same run locally."""
-    local = copy_project(tmp_path_factory.mktemp("machines-local") / "imgread")
+def machines(cluster, smoke, tmp_path_factory):
+    """The small grid on both partitions through profiles/slurm, and the same run locally
+    (both on the smoke run's dataset)."""
+    local = _project(tmp_path_factory, "machines-local", datasets_from=smoke[0])
     snakemake(local, "--cores", "2", *_config(local, MACHINES), timeout=900)
-    remote, _, _ = _on_slurm(cluster, tmp_path_factory, "machines", MACHINES)
+    remote = _project(tmp_path_factory, "machines", datasets_from=smoke[0])
+    _on_slurm(cluster, remote, MACHINES)
     return local, remote
 
 
