@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from imgread.phases import PHASES
+from imgread.analysis import mean_ci
+from imgread.phases import PARAM_COLUMNS, PHASES
 
 TOLERANCE = 0.05
 
@@ -61,8 +62,6 @@ def _label(params: dict[str, str]) -> str:
 
 
 def _cell_stats(g: pd.DataFrame, column: str) -> dict:
-    from imgread.analysis import mean_ci  # noqa: PLC0415 (analysis imports this module)
-
     v = g[column].to_numpy(dtype=float)
     lo, hi = mean_ci(v)
     mean = v.mean()
@@ -93,7 +92,7 @@ def recommend(
     """One row per (phase, job), at the largest n, plus a row for each smaller n where the
     answer differs (see the module docstring)."""
     out = []
-    index = ["phase", "machine", "variant", *_param_columns(), "n_images", "workers"]
+    index = ["phase", "machine", "variant", *PARAM_COLUMNS, "n_images", "workers"]
     ceilings = {
         tuple(map(str, k)): (kind, frac)
         for *k, kind, frac in summary[[*index, "ceiling_kind", "ceiling_fraction"]].itertuples(
@@ -139,7 +138,7 @@ def recommend(
                     phase_name,
                     machine,
                     pick["variant"],
-                    *_cell_params(phase, job, settings),
+                    *_cell_params(job, settings),
                     n,
                     pick["workers"],
                 )
@@ -181,16 +180,10 @@ def recommend(
     return pd.DataFrame(out, columns=RECOMMENDATION_COLUMNS)
 
 
-def _param_columns() -> list[str]:
-    from imgread.phases import PARAM_COLUMNS  # noqa: PLC0415
-
-    return PARAM_COLUMNS
-
-
-def _cell_params(phase, job: dict, settings: dict) -> list[str]:
+def _cell_params(job: dict, settings: dict) -> list[str]:
     """The cell's value of every phase's key column ('-' where this phase has none)."""
     own = {**job, **settings}
-    return [own.get(c, "-") for c in _param_columns()]
+    return [own.get(c, "-") for c in PARAM_COLUMNS]
 
 
 def _find(cells: pd.DataFrame, variant: str, workers: int, settings: dict, best_of=None):

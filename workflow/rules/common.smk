@@ -129,11 +129,11 @@ def cache_settings(wildcards):
 
     As a param, a changed cache method reruns the load trials and leaves decode trials alone.
     """
-    phase = PHASES[wildcards.phase]
-    if phase.page_cache(phase.resolve(parse_segment(wildcards.params))) == "cold":
+    params = parse_segment(wildcards.params)
+    if _is_cold(wildcards.phase, params):
         if config["cluster"][
             "stage_dataset"
-        ]:  # only then, so other runs' params stay as they were
+        ]:  # only then: other runs' params stay as they were
             return {
                 **config["cache"],
                 "stage_dataset": True,
@@ -213,10 +213,14 @@ def check_cluster():
         )
 
 
-def _reads_shared_storage(phase_name, params):
+def _is_cold(phase_name, params):
+    """Whether a cell's trials start from a cold page cache (read from the device)."""
     phase = PHASES[phase_name]
-    cold = phase.page_cache(phase.resolve(params)) == "cold"
-    return cold and not config["cluster"]["stage_dataset"]
+    return phase.page_cache(phase.resolve(params)) == "cold"
+
+
+def _reads_shared_storage(phase_name, params):
+    return _is_cold(phase_name, params) and not config["cluster"]["stage_dataset"]
 
 
 def trial_group(wildcards):
