@@ -14,7 +14,7 @@ import pytest
 from imgread.dataset import GenerateParams, generate
 from imgread.errors import TrialError, UserError, VerificationError
 from imgread.manifest import read_manifest
-from imgread.phases import decode as decode_phase
+from imgread.reference import write_reference
 from imgread.trial import TrialSpec, run_trial
 
 from .test_faults import _corrupt_keeping_size_and_mtime
@@ -81,7 +81,7 @@ def test_the_studys_cells_are_unchanged_by_the_new_keys(small_dataset):
 def test_pixels_that_differ_from_the_reference_fail_the_trial(small_dataset, tmp_path):
     m = read_manifest(small_dataset)
     ref = tmp_path / "ref.csv"
-    decode_phase.write_reference(ref, m.root, m.entries[:4], "opencv", "crop224")
+    write_reference(ref, m.root, m.entries[:4], "opencv", "crop224")
     rows = ref.read_text().splitlines()
     cells = rows[3].split(",")
     cells[3] = str((int(cells[3]) + 1) % 2**32)  # image 2's checksum no longer matches
@@ -91,7 +91,7 @@ def test_pixels_that_differ_from_the_reference_fail_the_trial(small_dataset, tmp
     with pytest.raises(VerificationError, match=f"{m.entries[2].path}.*checksum differs"):
         run_trial(replace(spec, reference=str(ref)))
     good = tmp_path / "good.csv"
-    decode_phase.write_reference(good, m.root, m.entries[:4], "opencv", "crop224")
+    write_reference(good, m.root, m.entries[:4], "opencv", "crop224")
     rec = run_trial(replace(spec, reference=str(good)))
     assert rec.to_dict()["checksums_checked"] == 4
     with pytest.raises(UserError, match="reference of opencv/crop224, not simplejpeg/crop224"):

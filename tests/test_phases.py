@@ -5,7 +5,8 @@ import pytest
 
 from imgread.errors import UserError, VerificationError
 from imgread.manifest import read_manifest
-from imgread.phases import PHASES, get_phase, params_segment, parse_segment
+from imgread.layout import params_segment, parse_segment
+from imgread.phases.registry import PHASES, get_phase
 
 # Results keyed by path (load, decode); the DataLoader and the stream deliver batches and
 # frames and have their own tests (test_dataloader.py, test_stream.py).

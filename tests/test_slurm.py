@@ -19,7 +19,7 @@ import yaml
 
 from imgread.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
 from imgread.config import trial_grid
-from imgread.phases import PHASES
+from imgread.phases.registry import PHASES
 
 from .slurm_cluster import PARTITIONS, job_times, local_cluster, missing_commands
 from .workflow_helpers import ROOT, copy_project, path_without, snakemake

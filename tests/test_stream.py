@@ -10,7 +10,7 @@ import pytest
 from imgread.dataset import GenerateParams, generate
 from imgread.errors import TrialError
 from imgread.manifest import read_manifest
-from imgread.phases import get_phase
+from imgread.phases.registry import get_phase
 from imgread.phases.stream import frame_metrics, run_model
 from imgread.trial import TrialSpec, run_trial
 

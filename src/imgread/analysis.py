@@ -16,15 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from imgread.phases import PARAM_COLUMNS, PHASES
+from imgread.keys import BASELINE_KEYS, CELL, CURVE, NO_PARAM
+from imgread.phases.registry import PARAM_COLUMNS, PHASES
 from imgread.scaling import scaling_table
-
-# A cell: the phase, its variant, every phase's grid keys ("-" where a phase has no such key),
-# the number of images and the workers.
-NO_PARAM = "-"
-# The machine is the SLURM partition a cell was measured on ("local" off a cluster).
-CELL = ["phase", "machine", "variant", *PARAM_COLUMNS, "n_images", "workers"]
-BASELINE_KEYS = ["phase", "machine", *PARAM_COLUMNS, "n_images"]  # what a baseline shares
 SUMMARY_COLUMNS = CELL + [
     "repetitions",
     "mean_seconds",
@@ -234,9 +228,6 @@ def baselines(trials: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
             & (trials["workers"] == workers)
         )
     return {k: g for k, g in trials[is_base].groupby(BASELINE_KEYS, sort=False)}
-
-
-CURVE = ["phase", "machine", "variant", *PARAM_COLUMNS, "n_images"]
 
 
 def scaling(trials: pd.DataFrame) -> pd.DataFrame:

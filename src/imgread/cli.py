@@ -14,7 +14,7 @@ from imgread import cache as cachectl
 from imgread import dataset
 from imgread.decoders import DECODERS
 from imgread.errors import TrialError, UserError, VerificationError
-from imgread.phases import PARAM_COLUMNS, PHASES
+from imgread.phases.registry import PARAM_COLUMNS, PHASES
 from imgread.util import exit_on_sigterm
 
 

@@ -14,26 +14,8 @@ from pathlib import Path
 
 from imgread import cache as cachectl
 from imgread.errors import UserError
-from imgread.phases import PHASES, params_segment
-
-# The figures every study draws (imgread.figures has one plotter per name). Kept here, with no
-# plotting imports, because the Snakefile reads it at every parse.
-FIGURES = (
-    "load_time",
-    "decode_speedup",
-    "decode_efficiency",
-    "throughput",
-    "published_comparison",
-    "residency",
-    "decode_cost",
-    "dataloader_scaling",
-    "dataloader_first_batch",
-    "dataloader_cache",
-    "stream_latency_cdf",
-    "stream_p99",
-    "stream_au",
-)
-
+from imgread.layout import trial_path
+from imgread.phases.registry import PHASES
 
 @dataclass(frozen=True)
 class Cell:
@@ -48,12 +30,17 @@ class Cell:
     machine: str = ""  # a SLURM partition of cluster.partitions ("" where none are listed)
 
     def path(self, trials_dir: str) -> str:
-        """The trial record's path: every key of the cell is in it (and the machine it runs
-        on, under on-<partition>/, where the config lists partitions)."""
-        where = f"{trials_dir}/on-{self.machine}" if self.machine else trials_dir
-        return (
-            f"{where}/{self.phase}/{self.variant}/{params_segment(dict(self.params))}/"
-            f"n{self.n_images}_w{self.workers}_r{self.repetition}.json"
+        """The trial record's path (imgread.layout): every key of the cell is in it (and the
+        machine it runs on, under on-<partition>/, where the config lists partitions)."""
+        return trial_path(
+            trials_dir,
+            self.phase,
+            self.variant,
+            dict(self.params),
+            self.n_images,
+            self.workers,
+            self.repetition,
+            self.machine,
         )
 
 

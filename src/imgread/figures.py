@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from imgread.analysis import pipeline_cells, study_cells  # noqa: E402
-from imgread.config import FIGURES  # noqa: E402
+from imgread.phases.registry import FIGURES  # noqa: E402
 
 
 def machine_label(trials: pd.DataFrame) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from imgread.analysis import mean_ci
-from imgread.phases import PARAM_COLUMNS, PHASES
+from imgread.phases.registry import PARAM_COLUMNS, PHASES
 
 TOLERANCE = 0.05
 

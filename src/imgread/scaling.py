@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 
+from imgread.keys import BASELINE_KEYS
+
 MIN_WORKER_COUNTS = 3  # two parameters need at least three distinct N to leave a residual
 
 
@@ -101,7 +103,6 @@ def scaling_table(trials: pd.DataFrame, curve_keys: list[str], baselines: dict) 
     ``baselines`` maps a cell's baseline key (see imgread.analysis) to the mean time of its
     baseline; each trial's speedup is that mean over the trial's own time.
     """
-    from imgread.analysis import BASELINE_KEYS  # noqa: PLC0415 (analysis imports this module)
 
     rows = []
     for key, g in trials.groupby(curve_keys, sort=True):

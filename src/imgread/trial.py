@@ -35,9 +35,10 @@ from pathlib import Path
 from imgread import cache as cachectl
 from imgread import noise
 from imgread.errors import ImageDecodeError, TrialError, UserError
-from imgread.manifest import ImageEntry, read_manifest
-from imgread.phases import get_phase
-from imgread.pools import process_start_method
+from imgread.manifest import ImageEntry, Manifest, read_manifest
+from imgread.phases.base import Phase, Verified
+from imgread.phases.registry import get_phase
+from imgread.pools import Runner, process_start_method
 from imgread.util import write_text_atomic
 
 
@@ -215,8 +216,75 @@ def check_unchanged(root: Path, entries: tuple[ImageEntry, ...]) -> None:
             )
 
 
-def run_trial(spec: TrialSpec) -> TrialRecord:
-    """Run one trial as described in the module docstring and return its record."""
+def build_spec(
+    manifest: str,
+    phase: str,
+    variant: str,
+    n_images: int,
+    workers: int,
+    repetition: int,
+    params: dict[str, str],
+    inputs: dict[str, str | None] | None = None,
+    cache: dict | None = None,
+    **where,
+) -> TrialSpec:
+    """The one way a trial's spec is built (the workflow's trial rule and ``imgread trial``):
+    ``inputs`` the files the phase asked for (reference, cache_dir), ``cache`` the cache
+    settings (method, max_resident_fraction, saturate_*) used where the cell starts cold,
+    ``where`` the machine, storage and job_started_at."""
+    ph = get_phase(phase)
+    cold = ph.page_cache(ph.resolve(params)) == "cold"
+    settings = {k: v for k, v in (cache or {}).items() if k in _CACHE_FIELDS} if cold else {}
+    files = {k: str(v) for k, v in (inputs or {}).items() if v}
+    return TrialSpec(
+        manifest=str(manifest),
+        phase=phase,
+        variant=variant,
+        n_images=int(n_images),
+        workers=int(workers),
+        repetition=int(repetition),
+        params=dict(params),
+        reference=files.get("reference"),
+        cache_dir=files.get("cache_dir"),
+        **settings,
+        **where,
+    )
+
+
+_CACHE_FIELDS = ("cache_method", "max_resident_fraction", "saturate_bytes", "saturate_dir")
+
+
+@dataclass
+class _Prepared:
+    """A trial ready to start: its phase, resolved params, jobs and the files it proves."""
+
+    spec: TrialSpec
+    phase: Phase
+    params: dict[str, str]
+    manifest: Manifest
+    entries: tuple[ImageEntry, ...]
+    jobs: list
+    inputs: dict[str, str]
+    paths: list[str]
+    cold: bool
+
+
+@dataclass
+class _Timed:
+    """What the clock and the cache proof measured, and the runner's own columns."""
+
+    results: dict | None = None
+    concurrency: int = 1
+    fields: dict = field(default_factory=dict)
+    resident: float | None = None
+    state: str = ""
+    ns: dict[str, int] = field(default_factory=dict)
+    cpu: tuple = ()
+    runner: Runner | None = None
+
+
+def prepare(spec: TrialSpec) -> _Prepared:
+    """Check the spec against the phase and the dataset (step 1), before anything starts."""
     phase = get_phase(spec.phase)
     phase.variant(spec.variant)
     params = phase.resolve(spec.params)
@@ -246,60 +314,99 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
     phase.check(jobs, spec.workers, spec.variant, params)
     paths = phase.cache_files(jobs, params, inputs)
     cold = phase.page_cache(params) == "cold"
-    started_at = _utc_now()
+    return _Prepared(spec, phase, params, manifest, entries, jobs, inputs, paths, cold)
 
-    runner = None
-    results = None
+
+def prove_cache(t: _Prepared) -> tuple[float | None, str]:
+    """Make the page cache what the cell claims, right before the clock (step 3): flushed and
+    proven cold, or read and proven warm. (resident fraction before, state)."""
+    spec = t.spec
+    if not t.cold:
+        # Decoding is measured on files already in memory, as the study did; only the phases
+        # that read from the device start cold.
+        return cachectl.ensure_warm(t.paths), "warm"
+    resident = cachectl.ensure_cold(
+        t.paths,
+        spec.cache_method,
+        spec.max_resident_fraction,
+        saturate_bytes=spec.saturate_bytes,
+        saturate_dir=spec.saturate_dir,
+    )
+    return resident, "unflushed" if spec.cache_method == "none" else "cold"
+
+
+def time_work(t: _Prepared) -> _Timed:
+    """Start the variant, prove the cache, time exactly the work, close (steps 2-5). A dead
+    worker, an unreadable image or an OS error becomes a TrialError naming the cell."""
+    out = _Timed()
+    ns = out.ns
     try:
         try:
-            try:
-                t0 = time.perf_counter_ns()
-                runner = phase.start(spec.variant, spec.workers, params, jobs, inputs)
-                t1 = time.perf_counter_ns()
-                if cold:
-                    resident = cachectl.ensure_cold(
-                        paths,
-                        spec.cache_method,
-                        spec.max_resident_fraction,
-                        saturate_bytes=spec.saturate_bytes,
-                        saturate_dir=spec.saturate_dir,
-                    )
-                    state = "unflushed" if spec.cache_method == "none" else "cold"
-                else:
-                    # Decoding is measured on files already in memory, as the study did;
-                    # only the phases that read from the device start cold.
-                    resident = cachectl.ensure_warm(paths)
-                    state = "warm"
-                cpu_before = noise.snapshot()
-                t2 = time.perf_counter_ns()
-                results = runner.run(jobs)
-                t3 = time.perf_counter_ns()
-                cpu_after = noise.snapshot()
-            finally:
-                t_close = time.perf_counter_ns()
-                if runner is not None:
-                    fields = runner.fields()
-                    runner.close()
-                t4 = time.perf_counter_ns()
-        # Around close() too: a worker's death may be reported asynchronously (PyTorch raises
-        # it from its SIGCHLD handler, wherever the main thread happens to be).
-        except BrokenProcessPool as exc:
-            raise TrialError(_died(spec, exc)) from exc
-        except RuntimeError as exc:
-            if runner is not None and runner.died(exc):
-                raise TrialError(_died(spec, exc)) from exc
+            ns["start"] = time.perf_counter_ns()
+            out.runner = t.phase.start(
+                t.spec.variant, t.spec.workers, t.params, t.jobs, t.inputs
+            )
+            ns["started"] = time.perf_counter_ns()
+            out.resident, out.state = prove_cache(t)
+            before = noise.snapshot()
+            ns["run"] = time.perf_counter_ns()
+            out.results = out.runner.run(t.jobs)
+            ns["ran"] = time.perf_counter_ns()
+            out.cpu = (before, noise.snapshot())
+        finally:
+            # Around close() too: a worker's death may be reported asynchronously (PyTorch
+            # raises it from its SIGCHLD handler, wherever the main thread happens to be).
+            ns["close"] = time.perf_counter_ns()
+            if out.runner is not None:
+                out.fields = out.runner.fields()
+                out.runner.close()
+            ns["closed"] = time.perf_counter_ns()
+    except BaseException as exc:
+        release(out)
+        error = _as_trial_error(t.spec, out.runner, exc)
+        if error is None:
             raise
-        except (ImageDecodeError, OSError) as exc:
-            raise TrialError(f"trial {spec.describe()}: {exc}; no time recorded") from exc
-        checked = phase.verify(results, manifest.root, entries, params, inputs)
-    finally:
-        results = None  # the arrays may be views of memory that release() unmaps
-        if runner is not None:
-            runner.release()
-    finished_at = _utc_now()
+        raise error from exc
+    out.concurrency = out.runner.concurrency
+    return out
 
-    seconds = (t3 - t2) / 1e9
-    startup = (t1 - t0) / 1e9
+
+def release(timed: _Timed) -> None:
+    """Unmap what the runner kept for the check after the clock (shared memory)."""
+    timed.results = None  # the arrays may be views of memory that release() unmaps
+    if timed.runner is not None:
+        timed.runner.release()
+
+
+def _as_trial_error(spec: TrialSpec, runner, exc: BaseException) -> TrialError | None:
+    """The TrialError a failure inside the trial becomes (None: re-raise it as it is)."""
+    if isinstance(exc, BrokenProcessPool):
+        return TrialError(_died(spec, exc))
+    if isinstance(exc, RuntimeError) and runner is not None and runner.died(exc):
+        return TrialError(_died(spec, exc))
+    if isinstance(exc, ImageDecodeError | OSError):
+        return TrialError(f"trial {spec.describe()}: {exc}; no time recorded")
+    return None
+
+
+def run_trial(spec: TrialSpec) -> TrialRecord:
+    """Run one trial as described in the module docstring and return its record:
+    prepare -> (start, prove the cache, time, close) -> verify -> record."""
+    t = prepare(spec)
+    started_at = _utc_now()
+    timed = time_work(t)
+    try:
+        checked = t.phase.verify(timed.results, t.manifest.root, t.entries, t.params, t.inputs)
+    finally:
+        release(timed)
+    return record(t, timed, checked, started_at)
+
+
+def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> TrialRecord:
+    """The trial's tidy record (step 6): times, counts, rates, cache proof, noise, machine."""
+    spec, ns = t.spec, timed.ns
+    seconds = (ns["ran"] - ns["run"]) / 1e9
+    startup = (ns["started"] - ns["start"]) / 1e9
     self_ru = resource.getrusage(resource.RUSAGE_SELF)
     child_ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
@@ -309,33 +416,33 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
         n_images=spec.n_images,
         workers=spec.workers,
         repetition=spec.repetition,
-        concurrency=runner.concurrency,
+        concurrency=timed.concurrency,
         seconds=seconds,
         startup_seconds=startup,
         total_seconds=seconds + startup,
-        prepare_seconds=(t2 - t1) / 1e9,
-        shutdown_seconds=(t4 - t_close) / 1e9,
+        prepare_seconds=(ns["run"] - ns["started"]) / 1e9,
+        shutdown_seconds=(ns["closed"] - ns["close"]) / 1e9,
         images=checked.images,
         bytes=checked.bytes,
         pixels=checked.pixels,
         images_per_s=checked.images / seconds,
         mb_per_s=checked.bytes / 1e6 / seconds,
         megapixels_per_s=checked.pixels / 1e6 / seconds,
-        cache_method=spec.cache_method if cold else "warm-read",
-        cache_state=state,
-        resident_fraction_before=resident,
+        cache_method=spec.cache_method if t.cold else "warm-read",
+        cache_state=timed.state,
+        resident_fraction_before=timed.resident,
         max_resident_fraction=spec.max_resident_fraction,
         peak_rss_self_bytes=self_ru.ru_maxrss * rss_unit,
         peak_rss_children_bytes=child_ru.ru_maxrss * rss_unit,
         started_at=started_at,
-        finished_at=finished_at,
+        finished_at=_utc_now(),
         job_started_at=spec.job_started_at or started_at,
-        dataset_id=manifest.dataset_id,
+        dataset_id=t.manifest.dataset_id,
         process_start_method=process_start_method(),
-        extra=_merge_columns(phase.record_fields(params), fields, checked.extra),
+        extra=_merge_columns(t.phase.record_fields(t.params), timed.fields, checked.extra),
         machine=spec.machine,
         storage=spec.storage,
-        **noise.interference(cpu_before, cpu_after, seconds, os.cpu_count() or 1),
+        **noise.interference(*timed.cpu, seconds, os.cpu_count() or 1),
         **platform_info(),
     )
 

@@ -1,5 +1,7 @@
 # Helpers shared by the rules: config validation, the trial grid, paths and params.
+# Phases are never named here: each rule asks the phase registry (imgread.phases.registry).
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -7,11 +9,18 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-# The package lives in src/ of this checkout (rule scripts find it via scripts/imgread_src.py).
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# How the workflow finds the package, the one way, the same in the venv, a conda env from
+# envs/ and on a cluster node: this checkout's src/ first on PYTHONPATH, for this parse and
+# every job it starts (a conda env cannot install the checkout: Snakemake copies its yaml).
+SRC = str(Path(workflow.basedir) / "src")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [SRC, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != SRC)]
+)
+sys.path.insert(0, SRC)
 
-from imgread.config import FIGURES, check_config, check_schema, trial_grid
-from imgread.phases import PHASES, parse_segment
+from imgread.config import check_config, check_schema, trial_grid
+from imgread.layout import MACHINE_TEMPLATE, TRIAL_TEMPLATE, parse_segment
+from imgread.phases.registry import FIGURES, PHASES
 from imgread.study import config_digest
 
 min_version("9.0")
@@ -32,24 +41,23 @@ DEVICE_CEILING = f"{DATASET_DIR}/device_ceiling.json"
 # The report's own text (the recommendation first) is written from the records by aggregate.
 REPORT_TEXT = "results/report/workflow.rst"
 TRIALS_DIR = f"results/trials/{DATASET}"
+# Each phase's own tables (Phase.tables): plain files, and report() tables with a caption.
+PHASE_TABLES = [t for ph in PHASES.values() for t in ph.tables]
+CAPTIONED_TABLES = [t.stem for t in PHASE_TABLES if t.caption]
 TABLES = [
     "results/tables/trials.csv",
     "results/tables/frames.csv",
     "results/tables/summary.csv",
     "results/tables/speedup.csv",
-    "results/tables/load_table.md",
-    "results/tables/decode_table.md",
-    "results/tables/decode_pipeline.md",
+    *(f"results/tables/{t.file}" for t in PHASE_TABLES),
     "results/tables/decoded_cache.csv",
-    "results/tables/dataloader_workers.csv",
-    "results/tables/stream_producers.csv",
     "results/tables/scaling.csv",
     "results/tables/recommendation.csv",
     "results/tables/recommendation.md",
     "results/tables/ceilings.csv",
     "results/tables/study.json",
 ]
-FIGURE_NAMES = FIGURES  # one list, in the package that draws them
+FIGURE_NAMES = list(FIGURES)  # every registered phase's figures
 FIGURE_FILES = [
     f"results/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "svg")
 ]
@@ -68,19 +76,30 @@ wildcard_constraints:
     machine="[A-Za-z0-9_-]+",
 
 
+TRIAL_RECORD = f"{TRIALS_DIR}/{TRIAL_TEMPLATE}"  # the one template (imgread.layout)
+TRIAL_RECORD_ON = f"{TRIALS_DIR}/{MACHINE_TEMPLATE}"
+
+
+def trial_log(record):
+    """A trial's log: its record's path under results/logs/, ending in .log."""
+    return record.replace("results/trials/", "results/logs/trials/", 1).removesuffix(".json") + ".log"
+
+
 def trial_files(wildcards=None):
     """Every trial record the config asks for (declared, never globbed)."""
     return [c.path(TRIALS_DIR) for c in GRID]
 
 
-def _reference_of(phase, params):
+def _resolved(phase_name, params):
+    phase = PHASES[phase_name]
+    return phase, phase.resolve(params)
+
+
+def _reference_of(phase_name, params):
     """(decoder, output) whose sequential checksums a cell's delivered pixels are checked
-    against, or None (decode cells that discard the pixels, load cells)."""
-    if phase in ("dataloader", "stream"):
-        return params["decoder"], "crop224"
-    if phase == "decode" and params.get("delivery") == "pixels":
-        return params["decoder"], params["output"]
-    return None
+    against, or None: the phase says (Phase.reference)."""
+    phase, params = _resolved(phase_name, params)
+    return phase.reference(params)
 
 
 def reference_input(wildcards):
@@ -96,22 +115,20 @@ def reference_size(wildcards):
     return max(sizes, default=1)
 
 
-def _reads_cache(phase, params):
-    return phase == "dataloader" and params["source"] != "jpeg"
+def _cache_of(phase_name, params):
+    """The decoder whose decoded cache a cell reads, or None (Phase.decoded_cache)."""
+    phase, params = _resolved(phase_name, params)
+    return phase.decoded_cache(params)
 
 
 CACHE_DIR = f"{DATASET_DIR}/cache"
-CACHES = sorted(
-    {dict(c.params)["decoder"] for c in GRID if _reads_cache(c.phase, dict(c.params))}
-)
+CACHES = sorted({d for c in GRID if (d := _cache_of(c.phase, dict(c.params)))})
 
 
 def cache_input(wildcards):
-    """The decoded cache a DataLoader trial reads ([] for JPEG sources)."""
-    params = parse_segment(wildcards.params)
-    if not _reads_cache(wildcards.phase, params):
-        return []
-    return f"{CACHE_DIR}/{params['decoder']}/cache.json"
+    """The decoded cache a trial reads ([] where it reads the images)."""
+    decoder = _cache_of(wildcards.phase, parse_segment(wildcards.params))
+    return f"{CACHE_DIR}/{decoder}/cache.json" if decoder else []
 
 
 def cache_size(wildcards):
@@ -119,15 +136,14 @@ def cache_size(wildcards):
     return max(
         c.n_images
         for c in GRID
-        if _reads_cache(c.phase, dict(c.params))
-        and dict(c.params)["decoder"] == wildcards.decoder
+        if _cache_of(c.phase, dict(c.params)) == wildcards.decoder
     )
 
 
 def cache_settings(wildcards):
-    """The cache settings a trial depends on: load trials flush; decode trials read warm.
+    """The cache settings a trial depends on: cold cells flush; warm cells read first.
 
-    As a param, a changed cache method reruns the load trials and leaves decode trials alone.
+    As a param, a changed cache method reruns the cold trials and leaves warm trials alone.
     """
     params = parse_segment(wildcards.params)
     if _is_cold(wildcards.phase, params):
@@ -215,8 +231,8 @@ def check_cluster():
 
 def _is_cold(phase_name, params):
     """Whether a cell's trials start from a cold page cache (read from the device)."""
-    phase = PHASES[phase_name]
-    return phase.page_cache(phase.resolve(params)) == "cold"
+    phase, params = _resolved(phase_name, params)
+    return phase.page_cache(params) == "cold"
 
 
 def _reads_shared_storage(phase_name, params):

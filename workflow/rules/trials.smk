@@ -14,9 +14,9 @@ rule trial:
         reference=reference_input,
         cache=cache_input,
     output:
-        f"{TRIALS_DIR}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.json",
+        TRIAL_RECORD,
     log:
-        f"results/logs/trials/{DATASET}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.log",
+        trial_log(TRIAL_RECORD),
     group:
         trial_group
     conda:
@@ -33,9 +33,9 @@ rule trial:
 # The same trial on one of cluster.partitions (a machine type): its own folder, its partition.
 use rule trial as trial_on with:
     output:
-        f"{TRIALS_DIR}/on-{{machine}}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.json",
+        TRIAL_RECORD_ON,
     log:
-        f"results/logs/trials/{DATASET}/on-{{machine}}/{{phase}}/{{variant}}/{{params}}/n{{n}}_w{{w}}_r{{r}}.log",
+        trial_log(TRIAL_RECORD_ON),
     group:
         trial_group
     resources:

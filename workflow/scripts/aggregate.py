@@ -4,7 +4,6 @@ text, all from the trial records."""
 import json
 import sys
 
-import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 import pandas as pd
 
 from imgread.analysis import (

@@ -2,10 +2,9 @@
 
 import sys
 
-import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 
 from imgread.manifest import read_manifest
-from imgread.phases.decode import write_reference
+from imgread.reference import write_reference
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 w = snakemake.wildcards  # noqa: F821

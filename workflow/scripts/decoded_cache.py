@@ -2,7 +2,6 @@
 
 import sys
 
-import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 
 from imgread.decoded_cache import build
 

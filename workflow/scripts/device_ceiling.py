@@ -3,7 +3,6 @@
 import json
 import sys
 
-import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 
 from imgread.ceiling import measure_device
 from imgread.util import write_text_atomic

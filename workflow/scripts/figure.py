@@ -3,7 +3,6 @@
 import json
 import sys
 
-import imgread_src  # noqa: F401 (puts this checkout's src/ on sys.path)
 import pandas as pd
 
 from imgread.figures import draw

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from imgread import decoded_cache, phases
+from imgread import decoded_cache
 from imgread.decoders import CROP, DECODERS, checksum, warm_up
 from imgread.errors import ImageDecodeError, UserError, VerificationError
-from imgread.phases.decode import read_reference, reference_checksums
+from imgread.phases import base
 from imgread.pools import Runner
+from imgread.reference import read_reference, reference_checksums
 
 SOURCES = ("jpeg", "cache-npy", "cache-pickle")
 PREFETCH_FACTOR = 2  # PyTorch's default, recorded
@@ -205,22 +206,32 @@ def _manifest_of(path):
     return read_manifest(path)
 
 
-class DataLoaderPhase(phases.Phase):
+class DataLoaderPhase(base.Phase):
     name = "dataloader"
     description = "feed a PyTorch DataLoader: decode + 224 crop + normalise, batched"
     baseline = ("torch", 1)  # the ideal line: the num_workers=1 rate x min(workers, cores)
     job_keys = ("batch_size", "page_cache")
     # in the training process (no IPC) or one worker process: whichever is faster
     one_core = (("torch", 0), ("torch", 1))
+    tables = (
+        base.Table(
+            "dataloader_workers.csv", "imgread.tables.dataloader:dataloader_workers", caption=True
+        ),
+    )
+    figures = {
+        "dataloader_scaling": "imgread.figures.dataloader:dataloader_scaling",
+        "dataloader_first_batch": "imgread.figures.dataloader:dataloader_first_batch",
+        "dataloader_cache": "imgread.figures.dataloader:dataloader_cache",
+    }
     params = (
-        phases.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
-        phases.Param("source", "jpeg", SOURCES, "jpeg, or a decoded cache (npy or pickle)"),
-        phases.Param("batch_size", "32", None, "samples per batch"),
-        phases.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
-        phases.Param("pin_memory", "false", ("false", "true"), "DataLoader(pin_memory=...)"),
+        base.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
+        base.Param("source", "jpeg", SOURCES, "jpeg, or a decoded cache (npy or pickle)"),
+        base.Param("batch_size", "32", None, "samples per batch"),
+        base.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
+        base.Param("pin_memory", "false", ("false", "true"), "DataLoader(pin_memory=...)"),
     )
     variants = {
-        "torch": phases.Variant(
+        "torch": base.Variant(
             "torch",
             True,
             None,
@@ -231,6 +242,12 @@ class DataLoaderPhase(phases.Phase):
 
     def page_cache(self, params):
         return params["page_cache"]
+
+    def reference(self, params):
+        return params["decoder"], "crop224"
+
+    def decoded_cache(self, params):
+        return None if params["source"] == "jpeg" else params["decoder"]
 
     def unsupported(self, variant, params):
         if params["source"] == "cache-pickle" and params["page_cache"] == "cold":
@@ -301,7 +318,7 @@ class DataLoaderPhase(phases.Phase):
             "cache-pickle": 0,
         }[params["source"]]
         pixels = sum(e.pixels for e in entries) if params["source"] == "jpeg" else n * CROP * CROP
-        return phases.Verified(
+        return base.Verified(
             n,
             nbytes,
             pixels,

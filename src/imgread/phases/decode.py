@@ -16,21 +16,18 @@ refuses before the clock, naming n, the bytes needed and the memory available.
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import time
 from multiprocessing import resource_tracker, shared_memory
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from imgread import phases
 from imgread.decoders import DECODERS, OUTPUTS, checksum, get_decoder, output_shape, warm_up
 from imgread.errors import UserError, VerificationError
+from imgread.phases import base
 from imgread.pools import Pooled, Runner, Sequential, process_pool, thread_pool
-from imgread.util import write_text_atomic
+from imgread.reference import read_reference, reference_checksums
 
 DELIVERIES = ("discard", "pixels")
 MEMORY_HEADROOM = 0.8  # pixels may use at most this fraction of MemAvailable
@@ -39,7 +36,7 @@ MEMORY_HEADROOM = 0.8  # pixels may use at most this fraction of MemAvailable
 # --------------------------------------------------------------------------- the work
 
 
-def decode_job(decoder: str, output: str, delivery: str, job: phases.Job):
+def decode_job(decoder: str, output: str, delivery: str, job: base.Job):
     """Decode one image: its array (delivery ``pixels``) or only its pixel count."""
     d = DECODERS[decoder]
     if delivery == "discard":
@@ -96,7 +93,7 @@ class SharedMemoryRunner(Runner):
     error, a killed worker, Ctrl-C, SIGTERM) and unmapped once the results were checked.
     """
 
-    def __init__(self, workers: int, decoder: str, output: str, jobs: list[phases.Job]):
+    def __init__(self, workers: int, decoder: str, output: str, jobs: list[base.Job]):
         self.concurrency = workers
         self.offsets, total = [], 0
         for job in jobs:
@@ -175,84 +172,73 @@ def mem_available_bytes() -> int | None:
     return None
 
 
-def reference_checksums(
-    root: Path, entries, decoder: str, output: str
-) -> dict[str, tuple[tuple, int]]:
-    """{path: (shape, crc32)} of each image decoded sequentially by ``decoder`` to ``output``."""
-    d = get_decoder(decoder)
-    out = {}
-    for e in entries:
-        path = str(root / e.path)
-        rgb = d.decode(path, output)
-        out[path] = (rgb.shape, checksum(rgb))
-    return out
-
-
-def write_reference(dest, root: Path, entries, decoder: str, output: str) -> None:
-    """Write the reference checksums as CSV (path relative to the dataset, shape, crc32)."""
-    ref = reference_checksums(root, entries, decoder, output)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "height", "width", "crc32", "decoder", "output"])
-    for e in entries:
-        shape, crc = ref[str(root / e.path)]
-        w.writerow([e.path, shape[0], shape[1], crc, decoder, output])
-    write_text_atomic(dest, buf.getvalue())
-
-
-def read_reference(path, root: Path, decoder: str, output: str) -> dict[str, tuple[tuple, int]]:
-    """Read a reference CSV written by :func:`write_reference` for this decoder and output."""
-    out = {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
-            if (row["decoder"], row["output"]) != (decoder, output):
-                raise UserError(
-                    f"{path}: reference of {row['decoder']}/{row['output']}, not {decoder}/{output}"
-                )
-            shape = (int(row["height"]), int(row["width"]), 3)
-            out[str(root / row["path"])] = (shape, int(row["crc32"]))
-    return out
-
-
 # --------------------------------------------------------------------------- the phase
 
 
-class DecodePhase(phases.Phase):
+class DecodePhase(base.Phase):
     name = "decode"
     description = "decode to RGB (full size or the 224 crop) from a warm page cache"
     cache_state = "warm"
     job_keys = ("output", "delivery")
     rate = ("megapixels_per_s", "megapixels/s")  # comparable across decoders and sizes
+    tables = (
+        base.Table(
+            "decode_table.md",
+            "imgread.tables.decode:decode_table",
+            title="Decode: sequential vs processes (mean of repetitions)",
+        ),
+        base.Table(
+            "decode_pipeline.md",
+            "imgread.tables.decode:pipeline_table",
+            title=(
+                "Decode like a real pipeline: decoder x output x delivery (median of repetitions)"
+            ),
+            note=(
+                "megapixels/s counts the source image's pixels; speedup is over the same decoder, "
+                "output and delivery decoded sequentially; ceiling_fraction = rate / (the same "
+                "decoder and output's sequential rate with the pixels discarded x min(workers, "
+                "physical cores)): what the cores allow, so the cost of handing the pixels over "
+                "shows."
+            ),
+        ),
+    )
+    figures = {
+        "decode_speedup": "imgread.figures.decode:decode_speedup",
+        "decode_efficiency": "imgread.figures.decode:decode_efficiency",
+        "throughput": "imgread.figures.decode:throughput",
+        "published_comparison": "imgread.figures.decode:published_comparison",
+        "decode_cost": "imgread.figures.decode:decode_cost",
+    }
     params = (
-        phases.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
-        phases.Param("output", "full", OUTPUTS, "full: as decoded; crop224: resize 256 + crop"),
-        phases.Param(
+        base.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
+        base.Param("output", "full", OUTPUTS, "full: as decoded; crop224: resize 256 + crop"),
+        base.Param(
             "delivery", "discard", DELIVERIES, "discard: pixel count only; pixels: arrays"
         ),
     )
     variants = {
         v.name: v
         for v in (
-            phases.Variant(
+            base.Variant(
                 "sequential",
                 False,
                 _start_sequential,
                 "decode each file one after another (the study's baseline)",
             ),
-            phases.Variant(
+            base.Variant(
                 "processes",
                 True,
                 _start_processes,
                 "ProcessPoolExecutor(workers).map by path; pixels come back pickled "
                 "through the pool's pipe (the study's parallel decoder)",
             ),
-            phases.Variant(
+            base.Variant(
                 "threads",
                 True,
                 _start_threads,
                 "ThreadPoolExecutor(workers): the decoders release the GIL while decoding",
             ),
-            phases.Variant(
+            base.Variant(
                 "processes-shm",
                 True,
                 _start_shm,
@@ -263,6 +249,9 @@ class DecodePhase(phases.Phase):
         )
     }
 
+    def reference(self, params):
+        return (params["decoder"], params["output"]) if params["delivery"] == "pixels" else None
+
     def redundant(self, variant, params):
         # pillow-draft only differs from pillow when the output is resized.
         if params["decoder"] == "pillow-draft" and params["output"] == "full":
@@ -271,7 +260,7 @@ class DecodePhase(phases.Phase):
 
     def jobs(self, root, entries, params):
         return [
-            phases.Job(str(root / e.path), i, output_shape(e.width, e.height, params["output"]))
+            base.Job(str(root / e.path), i, output_shape(e.width, e.height, params["output"]))
             for i, e in enumerate(entries)
         ]
 
@@ -292,7 +281,7 @@ class DecodePhase(phases.Phase):
             )
 
     def verify(self, results, root, entries, params, inputs):
-        expected = phases.expect_paths(self.name, results, root, entries)
+        expected = base.expect_paths(self.name, results, root, entries)
         nbytes = sum(e.bytes for e in entries)
         pixels = sum(e.pixels for e in entries)
         out_pixels = 0
@@ -305,7 +294,7 @@ class DecodePhase(phases.Phase):
                 if count != h * w:
                     raise VerificationError(f"decode: {path} gave {count} pixels, expected {w}x{h}")
                 out_pixels += count
-            return phases.Verified(
+            return base.Verified(
                 len(results), nbytes, pixels, dict(extra, output_pixels=out_pixels)
             )
         t0 = time.perf_counter()
@@ -333,7 +322,7 @@ class DecodePhase(phases.Phase):
             verify_seconds=time.perf_counter() - t0,
             output_pixels=out_pixels,
         )
-        return phases.Verified(len(results), nbytes, pixels, extra)
+        return base.Verified(len(results), nbytes, pixels, extra)
 
     def ceiling_params(self, params):
         # The decoder's own rate: decoding alone, no pixels to hand over.

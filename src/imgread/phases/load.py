@@ -9,8 +9,8 @@ import os
 
 import aiofiles
 
-from imgread import phases
 from imgread.errors import VerificationError
+from imgread.phases import base
 from imgread.pools import Pooled, Runner, Sequential, thread_pool
 
 
@@ -59,28 +59,39 @@ class AsyncioRunner(Runner):
         self.loop.close()
 
 
-class LoadPhase(phases.Phase):
+class LoadPhase(base.Phase):
     name = "load"
     description = "read compressed bytes from a cold page cache"
     cache_state = "cold"
     rate = ("mb_per_s", "MB/s")
     ceiling = "device"
+    tables = (
+        base.Table(
+            "load_table.md",
+            "imgread.tables.load:load_table",
+            title="Load: sequential vs asyncio (mean of repetitions)",
+        ),
+    )
+    figures = {
+        "load_time": "imgread.figures.load:load_time",
+        "residency": "imgread.figures.load:residency",
+    }
     variants = {
         v.name: v
         for v in (
-            phases.Variant(
+            base.Variant(
                 "sequential",
                 False,
                 lambda w, p, jobs: Sequential(_read_job),
                 "open/read each file into a BytesIO, one after another (the study's baseline)",
             ),
-            phases.Variant(
+            base.Variant(
                 "asyncio",
                 False,
                 lambda w, p, jobs: AsyncioRunner(),
                 "aiofiles + asyncio.gather over all files (the study's parallel loader)",
             ),
-            phases.Variant(
+            base.Variant(
                 "threads",
                 True,
                 lambda w, p, jobs: Pooled(thread_pool(w), _read_job, w),
@@ -90,7 +101,7 @@ class LoadPhase(phases.Phase):
     }
 
     def verify(self, results, root, entries, params, inputs):
-        expected = phases.expect_paths(self.name, results, root, entries)
+        expected = base.expect_paths(self.name, results, root, entries)
         total = 0
         for path, value in results.items():
             got = value.getbuffer().nbytes
@@ -99,4 +110,4 @@ class LoadPhase(phases.Phase):
                     f"load: {path} read {got} bytes, manifest says {expected[path].bytes}"
                 )
             total += got
-        return phases.Verified(len(results), total, 0)
+        return base.Verified(len(results), total, 0)

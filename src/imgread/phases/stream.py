@@ -28,11 +28,11 @@ import time
 
 import numpy as np
 
-from imgread import phases
 from imgread.decoders import DECODERS, checksum, warm_up
 from imgread.errors import VerificationError
-from imgread.phases.decode import read_reference, reference_checksums
+from imgread.phases import base
 from imgread.pools import Runner, thread_pool
+from imgread.reference import read_reference, reference_checksums
 
 COMPUTE_KINDS = ("sleep", "cpu")
 
@@ -436,10 +436,20 @@ def frame_metrics(times, fps: int, deadline_ms: int, compute_s: float, warmup: i
     }
 
 
-class StreamPhase(phases.Phase):
+class StreamPhase(base.Phase):
     name = "stream"
     description = "stream frames at fps into an emulated model; latency, deadlines, AU"
     job_keys = ("fps", "compute_ms", "compute", "deadline_ms", "page_cache")
+    tables = (
+        base.Table(
+            "stream_producers.csv", "imgread.tables.stream:stream_producers", caption=True
+        ),
+    )
+    figures = {
+        "stream_latency_cdf": "imgread.figures.stream:stream_latency_cdf",
+        "stream_p99": "imgread.figures.stream:stream_p99",
+        "stream_au": "imgread.figures.stream:stream_au",
+    }
 
     def objective(self, job):
         # All frames at once: frames per second through the model; at a rate every producer
@@ -456,45 +466,45 @@ class StreamPhase(phases.Phase):
         return "model" if at_once and str(params.get("compute_ms", "0")) != "0" else "none"
 
     params = (
-        phases.Param("decoder", "opencv", tuple(DECODERS), "decoder of imgread.decoders"),
-        phases.Param("fps", "0", None, "frames per second offered (0: all at once)", 0),
-        phases.Param("compute_ms", "0", None, "the model's time per frame", 0),
-        phases.Param("compute", "sleep", COMPUTE_KINDS, "sleep (accelerator) or cpu (a core)"),
-        phases.Param("prefetch", "4", None, "frames produced ahead of the consumer at most"),
-        phases.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
-        phases.Param(
+        base.Param("decoder", "opencv", tuple(DECODERS), "decoder of imgread.decoders"),
+        base.Param("fps", "0", None, "frames per second offered (0: all at once)", 0),
+        base.Param("compute_ms", "0", None, "the model's time per frame", 0),
+        base.Param("compute", "sleep", COMPUTE_KINDS, "sleep (accelerator) or cpu (a core)"),
+        base.Param("prefetch", "4", None, "frames produced ahead of the consumer at most"),
+        base.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
+        base.Param(
             "deadline_ms", "0", None, "a frame is late after arrival + this (0: 1/fps)", 0
         ),
     )
     variants = {
         v.name: v
         for v in (
-            phases.Variant(
+            base.Variant(
                 "sequential",
                 False,
                 lambda w, p, j: SequentialStream(w, p),
                 "read, decode and compute inline (the baseline)",
             ),
-            phases.Variant(
+            base.Variant(
                 "processes",
                 True,
                 lambda w, p, j: ProcessesStream(w, p),
                 "multiprocessing.Pool(workers).apply_async per frame (seed recipe 1)",
             ),
-            phases.Variant(
+            base.Variant(
                 "threads",
                 True,
                 lambda w, p, j: ThreadsStream(w, p),
                 "a bounded thread pool feeding a queue.Queue",
             ),
-            phases.Variant(
+            base.Variant(
                 "thread-per-frame",
                 False,
                 lambda w, p, j: ThreadPerFrameStream(w, p),
                 "one thread per frame, joined at the end (seed recipe 2), at most "
                 "prefetch threads alive",
             ),
-            phases.Variant(
+            base.Variant(
                 "asyncio",
                 True,
                 lambda w, p, j: AsyncioStream(w, p),
@@ -502,6 +512,9 @@ class StreamPhase(phases.Phase):
             ),
         )
     }
+
+    def reference(self, params):
+        return params["decoder"], "crop224"
 
     def page_cache(self, params):
         return params["page_cache"]
@@ -544,7 +557,7 @@ class StreamPhase(phases.Phase):
             int(params["compute_ms"]) / 1e3,
             warmup,
         )
-        return phases.Verified(
+        return base.Verified(
             n,
             sum(e.bytes for e in entries),
             sum(e.pixels for e in entries),

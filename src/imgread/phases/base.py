@@ -1,0 +1,231 @@
+"""The contract of a phase: what a trial measures and everything the rest of the system asks
+about it (grid keys, variants, cache state, inputs, rate, ceiling, jobs, tables, figures).
+
+``imgread.trial`` runs any phase the same way; the workflow, the analysis, the figures and the
+recommendation ask a phase (through :mod:`imgread.phases.registry`) instead of naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from imgread.errors import UserError, VerificationError
+from imgread.manifest import ImageEntry
+from imgread.pools import Runner
+
+
+class Job(NamedTuple):
+    """One image of a trial: its path, its index, and the array shape a decode must return."""
+
+    path: str
+    index: int
+    shape: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Param:
+    """A grid key a phase adds to a trial (a column of trials.csv and a part of its path).
+    ``choices`` None means any whole number >= ``minimum`` (kept as its decimal string)."""
+
+    name: str
+    default: str
+    choices: tuple[str, ...] | None
+    description: str
+    minimum: int = 1
+
+    def check(self, value) -> str:
+        """The value as a string; UserError naming the phase's key and what is allowed."""
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if self.choices is None:
+            if not text.isdigit() or int(text) < self.minimum:
+                raise UserError(
+                    f"{self.name} must be a whole number >= {self.minimum}, got {value!r}"
+                )
+            return str(int(text))
+        if text not in self.choices:
+            raise UserError(
+                f"unknown {self.name} {value!r}; choose one of {', '.join(self.choices)}"
+            )
+        return text
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of doing a phase's work. ``parallel`` variants take a worker count;
+    ``allowed`` restricts the values of some params (other combinations measure nothing)."""
+
+    name: str
+    parallel: bool
+    start: Callable[..., Runner]
+    description: str
+    allowed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    min_workers: int = 1  # 0 where the work can run in the calling process (num_workers=0)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What a run did, checked against the manifest (and extra columns for the record)."""
+
+    images: int
+    bytes: int
+    pixels: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table a phase adds to results/tables/: ``build`` ("module:function") is called with
+    the phase's rows of (trials, summary, speedup) and returns a DataFrame, written as CSV, or
+    as Markdown under ``title`` and ``note`` where ``file`` ends in .md. ``caption``: the table
+    is a report() output with workflow/report/<stem>.rst as its caption."""
+
+    file: str
+    build: str
+    title: str = ""
+    note: str = ""
+    caption: bool = False
+
+    @property
+    def stem(self) -> str:
+        return self.file.rsplit(".", 1)[0]
+
+
+class Phase:
+    """Base of every phase; subclasses set the class attributes and implement the methods.
+
+    The registry (imgread.phases.registry) checks the contract when it loads a phase."""
+
+    name: str = ""
+    description: str = ""
+    cache_state: str = "warm"  # "cold": evicted and proven cold; "warm": read and proven warm
+    baseline: tuple[str, int] = ("sequential", 1)  # (variant, workers) speedups are against
+    params: tuple[Param, ...] = ()
+    variants: dict[str, Variant] = {}
+    # What the recommendation compares. job_keys: the params that say what the user needs done
+    # (the rest, the variant and the workers are the strategy to choose); rate: the record
+    # column (higher is better) and its unit; ceiling: "device" (read bandwidth) or "cpu"
+    # (one core's rate x min(workers, cores)).
+    job_keys: tuple[str, ...] = ()
+    # (variant, workers) cells that do the work on one core; the fastest sets the CPU ceiling
+    one_core: tuple[tuple[str, int], ...] = (("sequential", 1),)
+    rate: tuple[str, str] = ("images_per_s", "images/s")
+    ceiling: str = "cpu"
+    # What the report shows of the phase: its own tables, and its figures, each drawn by a
+    # function "module:function"(data: imgread.figures.common.FigureData) -> Figure.
+    tables: tuple[Table, ...] = ()
+    figures: dict[str, str] = {}
+
+    # -- grid keys
+    def resolve(self, given: dict[str, str] | None) -> dict[str, str]:
+        """Every param of this phase, defaults filled in; UserError for an unknown key/value."""
+        given = dict(given or {})
+        out = {}
+        for p in self.params:
+            try:
+                out[p.name] = p.check(given.pop(p.name, p.default))
+            except UserError as exc:
+                raise UserError(f"{self.name}: {exc}") from None
+        if given:
+            raise UserError(
+                f"{self.name}: unknown setting(s) {sorted(given)}; this phase takes "
+                f"{[p.name for p in self.params] or 'none'}"
+            )
+        return out
+
+    def unsupported(self, variant: str, params: dict[str, str]) -> str | None:
+        """Why ``variant`` cannot run with ``params`` (None if it can)."""
+        for key, allowed in self.variants[variant].allowed.items():
+            if params[key] not in allowed:
+                return (
+                    f"{self.name}/{variant} takes {key} {' or '.join(allowed)}, not {params[key]!r}"
+                )
+        return None
+
+    def redundant(self, variant: str, params: dict[str, str]) -> bool:
+        """True for combinations that repeat another cell's work (left out of config grids)."""
+        return self.unsupported(variant, params) is not None
+
+    def variant(self, name: str) -> Variant:
+        """The registered variant; UserError naming the allowed names otherwise."""
+        try:
+            return self.variants[name]
+        except KeyError:
+            raise UserError(
+                f"unknown {self.name} variant {name!r}; choose one of {', '.join(self.variants)}"
+            ) from None
+
+    def page_cache(self, params: dict[str, str]) -> str:
+        """'cold' or 'warm': the page-cache state this cell's trials start from."""
+        return self.cache_state
+
+    # -- the inputs a trial of a cell needs besides the dataset (the workflow makes them first)
+    def reference(self, params: dict[str, str]) -> tuple[str, str] | None:
+        """(decoder, output) whose sequential checksums the cell's delivered pixels are
+        checked against, or None where the cell hands no pixels back."""
+        return None
+
+    def decoded_cache(self, params: dict[str, str]) -> str | None:
+        """The decoder whose decoded cache (imgread.decoded_cache) the cell reads, or None."""
+        return None
+
+    # -- the trial
+    def cache_files(self, jobs: list[Job], params: dict, inputs: dict[str, str]) -> list[str]:
+        """The files whose page-cache state is prepared and proven (the images by default)."""
+        return [j.path for j in jobs]
+
+    def jobs(self, root: Path, entries: tuple[ImageEntry, ...], params: dict) -> list[Job]:
+        """The jobs of a trial over ``entries`` (before the clock)."""
+        return [Job(str(root / e.path), i) for i, e in enumerate(entries)]
+
+    def check(self, jobs: list[Job], workers: int, variant: str, params: dict) -> None:
+        """Refuse, before the clock, a trial that cannot run here (UserError)."""
+
+    def start(
+        self, variant: str, workers: int, params: dict, jobs: list[Job], inputs: dict[str, str]
+    ) -> Runner:
+        """Start the variant: pools created, every worker running, buffers allocated."""
+        return self.variants[variant].start(workers, params, jobs)
+
+    def verify(
+        self,
+        results: dict,
+        root: Path,
+        entries: tuple[ImageEntry, ...],
+        params: dict,
+        inputs: dict[str, str],
+    ) -> Verified:
+        """Check the results after the clock stopped; VerificationError if they are wrong."""
+        raise NotImplementedError
+
+    def objective(self, job: dict[str, str]) -> tuple[str, bool, str]:
+        """(record column, higher is better, unit) the recommendation ranks a job's cells by."""
+        return self.rate[0], True, self.rate[1]
+
+    def ceiling_kind(self, params: dict[str, str]) -> str:
+        """'device', 'cpu', or 'none' where no ceiling bounds the rate of this cell."""
+        return self.ceiling
+
+    def ceiling_params(self, params: dict[str, str]) -> dict[str, str]:
+        """The keys of the sequential cell whose rate x min(workers, cores) is a cell's CPU
+        ceiling (by default the cell's own keys)."""
+        return dict(params)
+
+    def record_fields(self, params: dict) -> dict[str, Any]:
+        """Columns this phase adds to every record (params and versions)."""
+        return dict(params)
+
+
+def expect_paths(phase: str, results: dict, root: Path, entries) -> dict[str, ImageEntry]:
+    """{path: entry} of the trial's images; VerificationError unless results cover exactly them."""
+    expected = {str(root / e.path): e for e in entries}
+    if set(results) != set(expected):
+        missing = sorted(set(expected) - set(results))[:3]
+        raise VerificationError(
+            f"{phase}: results cover {len(results)} files, expected {len(expected)} "
+            f"(missing e.g. {missing})"
+        )
+    return expected
+
