@@ -17,6 +17,7 @@ Every trial runs in a fresh process through the CLI, as the workflow runs them.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -32,7 +33,9 @@ from PIL import Image
 
 from imgread import cache
 from imgread.dataset import INFO_NAME, GenerateParams, generate
+from imgread.decoders import DECODERS, OUTPUTS, versions, warm_up
 from imgread.manifest import read_manifest
+from imgread.phases.registry import PHASES, load_object
 
 
 def _encode_only(args) -> float:
@@ -46,8 +49,9 @@ def _encode_only(args) -> float:
 
 
 def _trial(
-    manifest: Path, phase: str, variant: str, n: int, workers: int, rep: int, **params: str
+    manifest: Path, variant: str, n: int, workers: int, rep: int, *, phase: str, **params: str
 ) -> dict:
+    """One trial through the CLI in a fresh process, as the workflow runs them; its record."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = Path(tmp.name)
     try:
@@ -121,17 +125,22 @@ def main(argv: list[str] | None = None) -> int:
         f"(sum of per-image encode times {sum(encode_times):.1f} s / {cores})"
     )
     print(f"ratio                       {gen_s / encode_s:8.2f} x  (target <= 1.5)")
-    for number, section in (
-        (1, _decode_one),
-        (3, _residency),
-        (4, _cold_load),
-        (5, _decode_speedup),
-        (6, _decoders),
-        (7, _deliveries),
-    ):
+    for number, section in _sections():
         if number in sections:
             section(m, manifest, args)
     return 0
+
+
+def _sections():
+    """(number, function) of every section: the package's own, and each phase's benches
+    (Phase.bench, in registry order), numbered as the module docstring lists them."""
+    phase_benches = [
+        functools.partial(load_object(target), trial=functools.partial(_trial, phase=ph.name))
+        for ph in PHASES.values()
+        for target in ph.bench
+    ]
+    own = [_decode_one, _residency, *phase_benches[:2], _decoders, *phase_benches[2:]]
+    return list(zip((1, 3, 4, 5, 6, 7, *range(8, 8 + len(phase_benches))), own, strict=False))
 
 
 def _decode_one(m, manifest, args) -> None:
@@ -163,42 +172,7 @@ def _residency(m, manifest, args) -> None:
     print(f"imgread flush said: {r.stdout.strip()}")
 
 
-def _cold_load(m, manifest, args) -> None:
-    n300 = min(300, len(m))
-    print(f"\n## cold load of {n300} images (fadvise flush, {args.repeats} trials each)")
-    for variant, workers in [("sequential", 1), ("asyncio", 1), ("threads", 8)]:
-        recs = [_trial(manifest, "load", variant, n300, workers, i) for i in range(args.repeats)]
-        mbs = [rec["mb_per_s"] for rec in recs]
-        print(
-            f"{variant:>10}({workers}) median {statistics.median(mbs):8.1f} MB/s  "
-            f"(all: {', '.join(f'{x:.0f}' for x in mbs)}; resident before "
-            f"{max(rec['resident_fraction_before'] for rec in recs):.4f})"
-        )
-
-
-def _decode_speedup(m, manifest, args) -> None:
-    n100 = min(100, len(m))
-    print(f"\n## decode of {n100} images, warm, {args.repeats} trials each")
-    seq = statistics.mean(
-        rec["seconds"]
-        for rec in (
-            _trial(manifest, "decode", "sequential", n100, 1, i) for i in range(args.repeats)
-        )
-    )
-    print(f"sequential mean {seq:.3f} s")
-    for variant in ("processes", "threads"):
-        recs = [_trial(manifest, "decode", variant, n100, 2, i) for i in range(args.repeats)]
-        mean = statistics.mean(rec["seconds"] for rec in recs)
-        total = statistics.mean(rec["total_seconds"] for rec in recs)
-        print(
-            f"{variant:>10}(2) mean {mean:.3f} s, speedup {seq / mean:.2f}x "
-            f"(with start-up {total:.3f} s, {seq / total:.2f}x)"
-        )
-
-
 def _decoders(m, manifest, args) -> None:
-    from imgread.decoders import DECODERS, OUTPUTS, versions, warm_up
-
     data = (m.root / m.entries[0].path).read_bytes()
     print(f"\n## per-image decode time, one {len(data) / 1e6:.2f} MB image from bytes, 7 repeats")
     for output in OUTPUTS:
@@ -215,50 +189,6 @@ def _decoders(m, manifest, args) -> None:
                 f"{output:>8} {name:<13} median {statistics.median(times) * 1e3:6.1f} ms, "
                 f"min {min(times) * 1e3:6.1f} ms  ({versions()[name]})"
             )
-
-
-def _deliveries(m, manifest, args) -> None:
-    n = min(40, len(m))
-    cells = [
-        ("sequential", 1, "discard"),
-        ("sequential", 1, "pixels"),
-        ("threads", 2, "discard"),
-        ("threads", 2, "pixels"),
-        ("processes", 2, "discard"),
-        ("processes", 2, "pixels"),
-        ("processes-shm", 2, "pixels"),
-    ]
-    print(f"\n## 2-worker speedup of each delivery, {n} images, {args.repeats} trials each")
-    print("speedup = median sequential time (same decoder, output, delivery) / median time")
-    for decoder in ("pillow", "simplejpeg"):
-        for output in ("full", "crop224"):
-            median = {}
-            for variant, workers, delivery in cells:
-                recs = [
-                    _trial(
-                        manifest,
-                        "decode",
-                        variant,
-                        n,
-                        workers,
-                        i,
-                        decoder=decoder,
-                        output=output,
-                        delivery=delivery,
-                    )
-                    for i in range(args.repeats)
-                ]
-                median[(variant, delivery)] = statistics.median(r["seconds"] for r in recs)
-            line = ", ".join(
-                f"{v}/{d} {median[('sequential', d)] / t:.2f}x"
-                for (v, d), t in median.items()
-                if v != "sequential"
-            )
-            seq = ", ".join(
-                f"{d} {median[('sequential', d)] / n * 1e3:.0f} ms/image"
-                for d in ("discard", "pixels")
-            )
-            print(f"{decoder:>10} {output:>7}: sequential {seq}; {line}")
 
 
 if __name__ == "__main__":

@@ -7,15 +7,23 @@ naming the field, the value and what is allowed, before any job runs.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import jsonschema
+import yaml
+
 from imgread import cache as cachectl
+from imgread.dataset import find_candidates
 from imgread.errors import UserError
 from imgread.layout import trial_path
 from imgread.phases.registry import PHASES
+from imgread.util import write_text_atomic
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -85,6 +93,12 @@ def _cells(config: dict):
                                 )
 
 
+def _is_cold(cell: Cell) -> bool:
+    """Whether a cell's trials start from a cold page cache (flushed by cache.method)."""
+    phase = PHASES[cell.phase]
+    return phase.page_cache(phase.resolve(dict(cell.params))) == "cold"
+
+
 def _field(path) -> str:
     out = ""
     for part in path:
@@ -101,16 +115,39 @@ def _specific(err):
     return err
 
 
+def study_schema(schema_path: str | os.PathLike) -> dict:
+    """config/schema.yaml with the config section of every registered phase that brings its
+    own (Phase.schema: a phase from outside the package) added under ``phases``."""
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    sections = schema["properties"]["phases"]["properties"]
+    for name, phase in PHASES.items():
+        if phase.schema is not None and name not in sections:
+            sections[name] = phase.schema
+    return schema
+
+
+def schema_file(schema_path: str | os.PathLike) -> str:
+    """A path to :func:`study_schema` for Snakemake's ``validate`` (which takes a file): the
+    schema itself, or a merged copy in a temporary file where a phase brings a section."""
+    schema = study_schema(schema_path)
+    if schema == yaml.safe_load(Path(schema_path).read_text(encoding="utf-8")):
+        return str(Path(schema_path).resolve())
+    text = yaml.safe_dump(schema)
+    # Named by its content: every parse of the Snakefile (each job's too) finds the same file.
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"imgread-schema-{digest}.yaml"
+    if not path.exists():
+        write_text_atomic(path, text)
+    return str(path)
+
+
 def check_schema(config: dict, schema_path: str | os.PathLike) -> None:
     """Validate against the JSON schema; UserError naming the field, value and what is allowed.
 
     Snakemake's own ``validate`` (run after this, to fill in defaults) reports the same
     problems as a long jsonschema dump; this says it in one line.
     """
-    import jsonschema
-    import yaml
-
-    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    schema = study_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path)))
     if not errors:
@@ -184,14 +221,13 @@ def check_config(config: dict) -> None:
             f"config 'sizes': {largest} is larger than the dataset "
             f"(dataset.count = {ds['count']}); raise dataset.count or drop the size"
         )
-    if not trial_grid(config):
+    grid = trial_grid(config)
+    if not grid:
         raise UserError("config 'phases': no variant has any workers; nothing to measure")
     if ds.get("source"):
         source = Path(ds["source"])
         if not source.is_dir():
             raise UserError(f"config 'dataset.source': {source} does not exist or is not a folder")
-        from imgread.dataset import find_candidates
-
         if not find_candidates(source, ds.get("include_png", False)):
             raise UserError(
                 f"config 'dataset.source': {source} holds no images (.jpg/.jpeg"
@@ -203,7 +239,7 @@ def check_config(config: dict) -> None:
             f"config 'cache.method': unknown method {c['method']!r}; "
             f"allowed: {list(cachectl.METHODS)}"
         )
-    if "load" in config["phases"] and config["phases"]["load"]:
+    if any(_is_cold(cell) for cell in grid):
         if c["method"] == "drop_caches" and os.geteuid() != 0:
             raise UserError(
                 "config 'cache.method': drop_caches needs root (it writes "

@@ -1,7 +1,7 @@
-# One rule reads every trial record (declared inputs, never a glob) and writes the tables, the
-# answer (recommendation), the scaling fits, the ceilings, what the study measured
-# (study.json, from the records) and the report's text written from it.
-TABLE_CAPTIONS = ["dataloader_workers", "stream_producers", "scaling", "recommendation"]
+# One rule reads every trial record (declared inputs, never a glob) and writes the tables, each
+# phase's own tables (Phase.tables), the answer (recommendation), the scaling fits, the
+# ceilings, what the study measured (study.json, from the records) and the report's text.
+TABLE_CAPTIONS = [*CAPTIONED_TABLES, "scaling", "recommendation"]
 
 
 rule aggregate:
@@ -10,28 +10,25 @@ rule aggregate:
         caches=expand(f"{CACHE_DIR}/{{decoder}}/cache.json", decoder=CACHES),
         manifest=MANIFEST,
         device=DEVICE_CEILING,
-        templates=expand(
-            "workflow/report/{name}.rst", name=["workflow", *TABLE_CAPTIONS]
-        ),
+        templates=[caption_template(name) for name in ["workflow", *TABLE_CAPTIONS]],
     output:
         trials="results/tables/trials.csv",
         frames="results/tables/frames.csv",
         summary="results/tables/summary.csv",
         speedup="results/tables/speedup.csv",
-        load_md="results/tables/load_table.md",
-        decode_md="results/tables/decode_table.md",
-        pipeline_md="results/tables/decode_pipeline.md",
+        phase_tables=[
+            f"results/tables/{t.file}" for t in PHASE_TABLES if not t.caption
+        ],
+        captioned_tables=[
+            report(
+                f"results/tables/{t.file}",
+                caption=f"../../results/report/{t.stem}.rst",
+                category="Tables",
+            )
+            for t in PHASE_TABLES
+            if t.caption
+        ],
         caches="results/tables/decoded_cache.csv",
-        loader_workers=report(
-            "results/tables/dataloader_workers.csv",
-            caption="../../results/report/dataloader_workers.rst",
-            category="Tables",
-        ),
-        stream_producers=report(
-            "results/tables/stream_producers.csv",
-            caption="../../results/report/stream_producers.rst",
-            category="Tables",
-        ),
         scaling=report(
             "results/tables/scaling.csv",
             caption="../../results/report/scaling.rst",

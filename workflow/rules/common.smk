@@ -18,7 +18,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 sys.path.insert(0, SRC)
 
-from imgread.config import check_config, check_schema, trial_grid
+from imgread.config import check_config, check_schema, schema_file, trial_grid
 from imgread.layout import MACHINE_TEMPLATE, TRIAL_TEMPLATE, parse_segment
 from imgread.phases.registry import FIGURES, PHASES
 from imgread.study import config_digest
@@ -28,8 +28,9 @@ min_version("9.0")
 
 # One clear line for a bad value, before any job: the schema (with our wording), then
 # Snakemake's validate to fill in defaults, then the checks a schema cannot express.
-check_schema(config, Path(workflow.basedir) / "config/schema.yaml")
-validate(config, "../../config/schema.yaml", set_default=True)
+SCHEMA = Path(workflow.basedir) / "config/schema.yaml"
+check_schema(config, SCHEMA)
+validate(config, schema_file(SCHEMA), set_default=True)
 check_config(config)
 
 DATASET = config["dataset"]["name"]
@@ -78,6 +79,17 @@ wildcard_constraints:
 
 TRIAL_RECORD = f"{TRIALS_DIR}/{TRIAL_TEMPLATE}"  # the one template (imgread.layout)
 TRIAL_RECORD_ON = f"{TRIALS_DIR}/{MACHINE_TEMPLATE}"
+
+
+def caption_template(name):
+    """The caption template of a figure or table: workflow/report/<name>.rst, or the owning
+    phase's own folder (Phase.captions_dir) for a phase from outside the package."""
+    owner = FIGURES.get(name) or next(
+        (ph for ph in PHASES.values() for t in ph.tables if t.stem == name), None
+    )
+    if owner is not None and owner.captions_dir:
+        return str(Path(owner.captions_dir) / f"{name}.rst")
+    return f"workflow/report/{name}.rst"
 
 
 def trial_log(record):

@@ -16,7 +16,7 @@ for _figure in FIGURE_NAMES:
             scaling="results/tables/scaling.csv",
             device=DEVICE_CEILING,
             study="results/tables/study.json",
-            template=f"workflow/report/{_figure}.rst",
+            template=caption_template(_figure),
         output:
             png=report(
                 f"results/figures/{_figure}.png",

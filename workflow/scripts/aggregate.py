@@ -2,22 +2,19 @@
 text, all from the trial records."""
 
 import json
+import os
 import sys
 
 import pandas as pd
 
 from imgread.analysis import (
     ceilings_table,
-    dataloader_workers,
-    decode_table,
     flag_interference,
     load_records,
-    load_table,
-    markdown_table,
-    pipeline_table,
+    phase_tables,
+    render_table,
     scaling,
     speedup,
-    stream_producers,
     summarize,
 )
 from imgread.recommend import markdown, recommend
@@ -42,8 +39,6 @@ tables = {
     out.frames: frames,
     out.summary: summary,
     out.speedup: speed,
-    out.loader_workers: dataloader_workers(trials),
-    out.stream_producers: stream_producers(trials),
     out.scaling: scaling(trials),
     out.recommendation: rec,
     out.ceilings: ceilings_table(summary, device),
@@ -51,25 +46,10 @@ tables = {
 }
 for path, df in tables.items():
     write_text_atomic(path, df.to_csv(index=False))
-write_text_atomic(
-    out.load_md,
-    "# Load: sequential vs asyncio (mean of repetitions)\n\n"
-    + markdown_table(load_table(summary, speed)),
-)
-write_text_atomic(
-    out.decode_md,
-    "# Decode: sequential vs processes (mean of repetitions)\n\n"
-    + markdown_table(decode_table(summary, speed)),
-)
-write_text_atomic(
-    out.pipeline_md,
-    "# Decode like a real pipeline: decoder x output x delivery (median of repetitions)\n\n"
-    "megapixels/s counts the source image's pixels; speedup is over the same decoder, output "
-    "and delivery decoded sequentially; ceiling_fraction = rate / (the same decoder and "
-    "output's sequential rate with the pixels discarded x min(workers, physical cores)): what "
-    "the cores allow, so the cost of handing the pixels over shows.\n\n"
-    + markdown_table(pipeline_table(trials, speed)),
-)
+# Each phase's own tables, written where the rule declared them.
+declared = {os.path.basename(p): p for p in [*out.phase_tables, *out.captioned_tables]}
+for table, df in phase_tables(trials, summary, speed):
+    write_text_atomic(declared[table.file], render_table(table, df))
 write_text_atomic(out.recommendation_md, markdown(rec, study, tolerance=a["tolerance"]))
 write_text_atomic(out.study, json.dumps(study, indent=2) + "\n")
 write_captions(

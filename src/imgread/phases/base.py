@@ -117,6 +117,13 @@ class Phase:
     # function "module:function"(data: imgread.figures.common.FigureData) -> Figure.
     tables: tuple[Table, ...] = ()
     figures: dict[str, str] = {}
+    # A phase from outside the package brings its config section's JSON schema (the built-in
+    # phases' sections are in config/schema.yaml) and a folder of caption templates
+    # (<figure or table>.rst; None: the workflow's workflow/report/).
+    schema: dict | None = None
+    captions_dir: str | None = None
+    # Sections of `make bench` (imgread.bench): "module:function"(m, manifest, args, trial).
+    bench: tuple[str, ...] = ()
 
     # -- grid keys
     def resolve(self, given: dict[str, str] | None) -> dict[str, str]:

@@ -17,6 +17,7 @@ refuses before the clock, naming n, the bytes needed and the memory available.
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 from multiprocessing import resource_tracker, shared_memory
 from typing import NamedTuple
@@ -202,6 +203,7 @@ class DecodePhase(base.Phase):
             ),
         ),
     )
+    bench = ("imgread.phases.decode:bench_speedup", "imgread.phases.decode:bench_deliveries")
     figures = {
         "decode_speedup": "imgread.figures.decode:decode_speedup",
         "decode_efficiency": "imgread.figures.decode:decode_efficiency",
@@ -330,3 +332,71 @@ class DecodePhase(base.Phase):
 
     def record_fields(self, params):
         return dict(params, decoder_version=get_decoder(params["decoder"]).version())
+
+
+# --------------------------------------------------------------------------- make bench
+
+
+def bench_speedup(m, manifest, args, trial) -> None:
+    """make bench: speedup of processes and threads at 2 workers on 100 images."""
+    n100 = min(100, len(m))
+    print(f"\n## decode of {n100} images, warm, {args.repeats} trials each")
+    seq = statistics.mean(
+        rec["seconds"]
+        for rec in (
+            trial(manifest, "sequential", n100, 1, i) for i in range(args.repeats)
+        )
+    )
+    print(f"sequential mean {seq:.3f} s")
+    for variant in ("processes", "threads"):
+        recs = [trial(manifest, variant, n100, 2, i) for i in range(args.repeats)]
+        mean = statistics.mean(rec["seconds"] for rec in recs)
+        total = statistics.mean(rec["total_seconds"] for rec in recs)
+        print(
+            f"{variant:>10}(2) mean {mean:.3f} s, speedup {seq / mean:.2f}x "
+            f"(with start-up {total:.3f} s, {seq / total:.2f}x)"
+        )
+
+
+def bench_deliveries(m, manifest, args, trial) -> None:
+    """make bench: 2-worker speedup of every delivery, pillow and simplejpeg, on 40 images."""
+    n = min(40, len(m))
+    cells = [
+        ("sequential", 1, "discard"),
+        ("sequential", 1, "pixels"),
+        ("threads", 2, "discard"),
+        ("threads", 2, "pixels"),
+        ("processes", 2, "discard"),
+        ("processes", 2, "pixels"),
+        ("processes-shm", 2, "pixels"),
+    ]
+    print(f"\n## 2-worker speedup of each delivery, {n} images, {args.repeats} trials each")
+    print("speedup = median sequential time (same decoder, output, delivery) / median time")
+    for decoder in ("pillow", "simplejpeg"):
+        for output in ("full", "crop224"):
+            median = {}
+            for variant, workers, delivery in cells:
+                recs = [
+                    trial(
+                        manifest,
+                        variant,
+                        n,
+                        workers,
+                        i,
+                        decoder=decoder,
+                        output=output,
+                        delivery=delivery,
+                    )
+                    for i in range(args.repeats)
+                ]
+                median[(variant, delivery)] = statistics.median(r["seconds"] for r in recs)
+            line = ", ".join(
+                f"{v}/{d} {median[('sequential', d)] / t:.2f}x"
+                for (v, d), t in median.items()
+                if v != "sequential"
+            )
+            seq = ", ".join(
+                f"{d} {median[('sequential', d)] / n * 1e3:.0f} ms/image"
+                for d in ("discard", "pixels")
+            )
+            print(f"{decoder:>10} {output:>7}: sequential {seq}; {line}")

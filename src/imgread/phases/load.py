@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import statistics
 
 import aiofiles
 
@@ -72,6 +73,7 @@ class LoadPhase(base.Phase):
             title="Load: sequential vs asyncio (mean of repetitions)",
         ),
     )
+    bench = ("imgread.phases.load:bench_cold_load",)
     figures = {
         "load_time": "imgread.figures.load:load_time",
         "residency": "imgread.figures.load:residency",
@@ -111,3 +113,20 @@ class LoadPhase(base.Phase):
                 )
             total += got
         return base.Verified(len(results), total, 0)
+
+
+# --------------------------------------------------------------------------- make bench
+
+
+def bench_cold_load(m, manifest, args, trial) -> None:
+    """make bench: cold-load MB/s of sequential, asyncio and threads(8) on 300 images."""
+    n300 = min(300, len(m))
+    print(f"\n## cold load of {n300} images (fadvise flush, {args.repeats} trials each)")
+    for variant, workers in [("sequential", 1), ("asyncio", 1), ("threads", 8)]:
+        recs = [trial(manifest, variant, n300, workers, i) for i in range(args.repeats)]
+        mbs = [rec["mb_per_s"] for rec in recs]
+        print(
+            f"{variant:>10}({workers}) median {statistics.median(mbs):8.1f} MB/s  "
+            f"(all: {', '.join(f'{x:.0f}' for x in mbs)}; resident before "
+            f"{max(rec['resident_fraction_before'] for rec in recs):.4f})"
+        )
