@@ -178,9 +178,25 @@ def check_config(config: dict) -> None:
     """Raise UserError for the first problem a schema cannot see (run after check_schema,
     which owns every per-field type and range)."""
     ds = config["dataset"]
-    largest = max(config["sizes"])
-    # Phases and variants are checked against the phase registry (the source of truth), so a
-    # variant added there but not yet to schema.yaml, or the reverse, is caught here.
+    largest = max([*config["sizes"], *_check_phases(config)])
+    if largest > ds["count"]:
+        raise UserError(
+            f"config 'sizes': {largest} is larger than the dataset "
+            f"(dataset.count = {ds['count']}); raise dataset.count or drop the size"
+        )
+    grid = trial_grid(config)
+    if not grid:
+        raise UserError("config 'phases': no variant has any workers; nothing to measure")
+    if ds.get("source"):
+        _check_source(ds)
+    _check_cache(config["cache"], cold=any(_is_cold(cell) for cell in grid))
+
+
+def _check_phases(config: dict) -> list[int]:
+    """Phases, variants, workers and keys against the registry (the source of truth, so a
+    variant added there but not yet to schema.yaml, or the reverse, is caught here); the
+    blocks' own sizes."""
+    sizes = []
     for phase_name, variants in config["phases"].items():
         if phase_name not in PHASES:
             raise UserError(
@@ -197,56 +213,57 @@ def check_config(config: dict) -> None:
                 where = f"phases.{phase_name}.{name}" + (
                     f"[{i}]" if isinstance(settings, list) else ""
                 )
-                workers = block.get("workers", [])
-                least = phase.variants[name].min_workers
-                if any(w < least for w in workers):
-                    raise UserError(
-                        f"config '{where}.workers': {name} takes at least {least} workers, "
-                        f"got {workers}"
-                    )
-                if not phase.variants[name].parallel and workers not in ([], [1]):
-                    raise UserError(
-                        f"config '{where}.workers': {name} is not parallel, "
-                        f"so workers must be [1] (or [] to leave it out), got {workers}"
-                    )
-                for p in phase.params:
-                    for value in block.get(p.name, []):
-                        try:
-                            p.check(value)
-                        except UserError as exc:
-                            raise UserError(f"config '{where}.{p.name}': {exc}") from None
-                largest = max([largest, *block.get("sizes", [])])
-    if largest > ds["count"]:
+                _check_block(phase, name, block, where)
+                sizes.extend(block.get("sizes", []))
+    return sizes
+
+
+def _check_block(phase, name: str, block: dict, where: str) -> None:
+    workers = block.get("workers", [])
+    least = phase.variants[name].min_workers
+    if any(w < least for w in workers):
         raise UserError(
-            f"config 'sizes': {largest} is larger than the dataset "
-            f"(dataset.count = {ds['count']}); raise dataset.count or drop the size"
+            f"config '{where}.workers': {name} takes at least {least} workers, got {workers}"
         )
-    grid = trial_grid(config)
-    if not grid:
-        raise UserError("config 'phases': no variant has any workers; nothing to measure")
-    if ds.get("source"):
-        source = Path(ds["source"])
-        if not source.is_dir():
-            raise UserError(f"config 'dataset.source': {source} does not exist or is not a folder")
-        if not find_candidates(source, ds.get("include_png", False)):
-            raise UserError(
-                f"config 'dataset.source': {source} holds no images (.jpg/.jpeg"
-                f"{', .png' if ds.get('include_png') else ''}, searched recursively)"
-            )
-    c = config["cache"]
+    if not phase.variants[name].parallel and workers not in ([], [1]):
+        raise UserError(
+            f"config '{where}.workers': {name} is not parallel, "
+            f"so workers must be [1] (or [] to leave it out), got {workers}"
+        )
+    for p in phase.params:
+        for value in block.get(p.name, []):
+            try:
+                p.check(value)
+            except UserError as exc:
+                raise UserError(f"config '{where}.{p.name}': {exc}") from None
+
+
+def _check_source(ds: dict) -> None:
+    source = Path(ds["source"])
+    if not source.is_dir():
+        raise UserError(f"config 'dataset.source': {source} does not exist or is not a folder")
+    if not find_candidates(source, ds.get("include_png", False)):
+        raise UserError(
+            f"config 'dataset.source': {source} holds no images (.jpg/.jpeg"
+            f"{', .png' if ds.get('include_png') else ''}, searched recursively)"
+        )
+
+
+def _check_cache(c: dict, cold: bool) -> None:
     if c["method"] not in cachectl.METHODS:
         raise UserError(
             f"config 'cache.method': unknown method {c['method']!r}; "
             f"allowed: {list(cachectl.METHODS)}"
         )
-    if any(_is_cold(cell) for cell in grid):
-        if c["method"] == "drop_caches" and os.geteuid() != 0:
-            raise UserError(
-                "config 'cache.method': drop_caches needs root (it writes "
-                "/proc/sys/vm/drop_caches); use fadvise"
-            )
-        if c["method"] == "saturate":
-            try:
-                cachectl.check_saturate_room(c["saturate_bytes"], c.get("saturate_dir"))
-            except UserError as exc:
-                raise UserError(f"config 'cache.saturate_bytes': {exc}") from None
+    if not cold:
+        return
+    if c["method"] == "drop_caches" and os.geteuid() != 0:
+        raise UserError(
+            "config 'cache.method': drop_caches needs root (it writes "
+            "/proc/sys/vm/drop_caches); use fadvise"
+        )
+    if c["method"] == "saturate":
+        try:
+            cachectl.check_saturate_room(c["saturate_bytes"], c.get("saturate_dir"))
+        except UserError as exc:
+            raise UserError(f"config 'cache.saturate_bytes': {exc}") from None
