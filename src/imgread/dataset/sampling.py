@@ -1,0 +1,204 @@
+"""Sampling: a seeded sample of the user's own images, copied into a dataset folder.
+
+The source folder is only ever read. Each candidate is read once, decoded once to prove it is
+valid, and its bytes copied; what cannot be read is listed in skipped.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imgread.dataset.folder import (
+    DEFAULT_SEED,
+    IMAGES_DIR,
+    SKIPPED_NAME,
+    SOURCES_NAME,
+    prepare_out_dir,
+    write_failed,
+    write_image,
+    write_info,
+)
+from imgread.dataset.identity import content_id
+from imgread.errors import UserError
+from imgread.manifest import ImageEntry, write_manifest
+from imgread.util import Progress, atomic_path, write_text_atomic
+
+CANDIDATE_EXTENSIONS = (".jpg", ".jpeg")
+
+
+def find_candidates(source: Path, include_png: bool = False) -> list[Path]:
+    """Image files under ``source`` (recursive, symlinked folders not followed), sorted."""
+    exts = CANDIDATE_EXTENSIONS + ((".png",) if include_png else ())
+    found = []
+    for dirpath, dirnames, filenames in os.walk(source, followlinks=False, onerror=None):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(exts):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _validate(data: bytes) -> tuple[int, int] | str:
+    """Decode ``data`` fully; return (width, height), or the reason it cannot be read."""
+    if not data:
+        return "empty file"
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            rgb = img.convert("RGB")
+            return rgb.size
+    except Exception as exc:  # Pillow raises many types for bad files; each is a reason to skip
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _read_valid(path: Path) -> tuple[bytes, tuple[int, int] | str]:
+    """The file's bytes and (width, height), or the reason it cannot be used."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return b"", f"cannot read: {exc.strerror or exc}"
+    return data, _validate(data)
+
+
+def sample(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    count: int,
+    seed: int = DEFAULT_SEED,
+    include_png: bool = False,
+    on_invalid: str = "skip",
+    progress: bool = True,
+) -> Path:
+    """Copy ``count`` valid images chosen by ``seed`` from ``source`` into ``out``.
+
+    The source folder is only read. Candidates are visited in a seeded shuffled order; each is
+    read once, decoded once to prove it is valid, and its bytes copied. Files that cannot be
+    read are listed in skipped.csv (and on stderr); ``on_invalid='fail'`` makes any an error.
+    """
+    source = Path(source)
+    out = Path(out)
+    src_real, candidates = _check_request(source, out, count, include_png, on_invalid)
+    prepare_out_dir(out)
+    write_info(out, {"kind": "sampled", "complete": False, "source": str(src_real)})
+    rng = np.random.default_rng([seed, 0x5A3])
+    taken = _Taken(source, out, on_invalid)
+    bar = Progress(count, f"sample {source}", enabled=progress)
+    for i in rng.permutation(len(candidates)):
+        if len(taken.entries) == count:
+            break
+        if taken.take(candidates[i]):
+            bar.update()
+    _write_skipped(out, taken.skipped)
+    if len(taken.entries) < count:
+        raise UserError(
+            f"--source {source}: found {len(taken.entries)} valid images, fewer than the "
+            f"{count} asked for ({len(taken.skipped)} skipped, listed in {out / SKIPPED_NAME})"
+        )
+    _write_sources(out, taken.sources)
+    manifest = write_manifest(out, taken.entries)
+    write_info(
+        out,
+        {
+            "kind": "sampled",
+            "complete": True,
+            "source": str(src_real),
+            "count": count,
+            "seed": seed,
+            "include_png": include_png,
+            "skipped": len(taken.skipped),
+        },
+    )
+    return manifest
+
+
+def _check_request(
+    source: Path, out: Path, count: int, include_png: bool, on_invalid: str
+) -> tuple[Path, list[Path]]:
+    """Refuse a request that cannot work; return the resolved source and its candidates."""
+    if on_invalid not in ("skip", "fail"):
+        raise UserError(f"on_invalid must be 'skip' or 'fail', got {on_invalid!r}")
+    if count < 1:
+        raise UserError(f"--count must be at least 1, got {count}")
+    if not source.is_dir():
+        raise UserError(f"--source {source} is not a folder")
+    src_real, out_real = source.resolve(), out.resolve()
+    if out_real == src_real or src_real in out_real.parents or out_real in src_real.parents:
+        raise UserError(f"--out {out} must not be inside --source {source} (or contain it)")
+    candidates = find_candidates(source, include_png)
+    if not candidates:
+        exts = ", ".join(CANDIDATE_EXTENSIONS + ((".png",) if include_png else ()))
+        raise UserError(f"--source {source} holds no images ({exts}, searched recursively)")
+    return src_real, candidates
+
+
+@dataclass
+class _Taken:
+    """The images copied so far, the files skipped and why, and each copy's source path."""
+
+    source: Path
+    out: Path
+    on_invalid: str
+    entries: list[ImageEntry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    sources: list[tuple[str, str]] = field(default_factory=list)
+    seen_real: set[Path] = field(default_factory=set)
+
+    def take(self, path: Path) -> bool:
+        """Copy ``path`` as the next image if it is valid and new; say whether it was."""
+        rel_src = str(path.relative_to(self.source))
+        real = Path(os.path.realpath(path))  # never raises, even on a symlink loop
+        if real in self.seen_real:
+            self.skipped.append((rel_src, "duplicate of another candidate (symlink)"))
+            return False
+        self.seen_real.add(real)
+        data, result = _read_valid(path)
+        if isinstance(result, str):
+            self._skip(path, rel_src, result)
+            return False
+        k = len(self.entries)
+        rel = f"{IMAGES_DIR}/{k:05d}{path.suffix.lower()}"
+        dest = self.out / rel
+        try:
+            write_image(dest, data)
+        except OSError as exc:
+            raise write_failed(exc, self.out) from None
+        width, height = result
+        self.sources.append((rel, rel_src))
+        digest, mtime_ns = content_id(data), os.stat(dest).st_mtime_ns
+        self.entries.append(ImageEntry(k, rel, len(data), width, height, digest, mtime_ns))
+        return True
+
+    def _skip(self, path: Path, rel_src: str, reason: str) -> None:
+        """List an invalid file (and say so on stderr); an error where on_invalid is 'fail'."""
+        self.skipped.append((rel_src, reason))
+        print(f"imgread: skipped {path}: {reason}", file=sys.stderr)
+        if self.on_invalid == "fail":
+            _write_skipped(self.out, self.skipped)
+            raise UserError(
+                f"invalid image {path}: {reason} (on_invalid=fail; use skip to ignore such files)"
+            )
+
+
+def _write_skipped(out: Path, skipped: Iterable[tuple[str, str]]) -> None:
+    with atomic_path(out / SKIPPED_NAME) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["source_path", "reason"])
+            writer.writerows(skipped)
+
+
+def _write_sources(out: Path, sources: Iterable[tuple[str, str]]) -> None:
+    """sources.csv: each copied image's path in the dataset and in the user's folder."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([("path", "source"), *sources])
+    write_text_atomic(out / SOURCES_NAME, buf.getvalue())
