@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from imgread.dataset import GenerateParams, generate
+from imgread.dataset import generate
 
-SMALL = GenerateParams(count=12, width=320, height=240, target_bytes=50_000, seed=3)
+from .helpers import SMALL
 
 
 @pytest.fixture(scope="session")

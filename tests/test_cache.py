@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -82,9 +84,6 @@ def test_drop_caches_as_root_empties_the_cache(small_dataset):
 
 
 def test_drop_caches_without_root_is_refused_clearly(small_dataset):
-    import subprocess
-    import sys
-
     code = (
         "import os\n"
         "from imgread import cache\n"

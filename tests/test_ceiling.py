@@ -13,7 +13,7 @@ from imgread.ceiling import measure_device, split
 from imgread.errors import UserError
 from imgread.manifest import read_manifest
 
-from .workflow_helpers import path_without
+from .helpers import copy_project, path_without, snakemake
 
 HAVE_FIO = shutil.which("fio") is not None
 
@@ -74,8 +74,6 @@ def test_readers_share_the_files_without_overlap():
 
 @pytest.mark.workflow
 def test_the_ceiling_rule_runs_with_and_without_fio(tmp_path):
-    from .workflow_helpers import copy_project, snakemake
-
     work = copy_project(tmp_path / "imgread")
     target = "results/datasets/smoke/device_ceiling.json"
     args = (target, "--cores", "1", "--configfile", "config/smoke.yaml")

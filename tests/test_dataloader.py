@@ -17,13 +17,13 @@ from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
 from imgread.trial import TrialSpec, run_trial
 
-from .test_delivery import segments
-from .test_faults import _corrupt_keeping_size_and_mtime
-from .trial_processes import (
+from .helpers import (
     HAVE_PROC,
+    corrupt_keeping_size_and_mtime,
     kill_worker,
     left_alive,
     run_trial_cli,
+    segments,
     start_trial,
     wait_for_workers,
 )
@@ -177,7 +177,7 @@ def test_a_corrupted_image_fails_the_trial_naming_it(tmp_path, workers):
     )
     m = read_manifest(ds)
     victim = m.root / m.entries[5].path
-    _corrupt_keeping_size_and_mtime(victim)
+    corrupt_keeping_size_and_mtime(victim)
     with pytest.raises(TrialError) as info:
         run_trial(loader_spec(ds, 8, workers, batch_size=2))
     msg = str(info.value)

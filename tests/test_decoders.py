@@ -6,10 +6,13 @@ import io
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
+import simplejpeg
 from PIL import Image
 
+from imgread.dataset import GenerateParams, generate
 from imgread.decoders import (
     CROP,
     DECODERS,
@@ -22,7 +25,7 @@ from imgread.decoders import (
 from imgread.errors import ImageDecodeError
 from imgread.manifest import read_manifest
 
-from .test_faults import make_messy_folder
+from .helpers import make_messy_folder
 
 FULL_TOLERANCE = 2.0  # mean absolute difference from Pillow at full size, in levels
 # At 224 the reduced-DCT decoders scale inside the IDCT while Pillow decodes fully and then
@@ -37,8 +40,6 @@ def _mad(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def photo_like(tmp_path_factory):
     """A generated 1024 x 768 photo-like JPEG (the project's own generator)."""
-    from imgread.dataset import GenerateParams, generate
-
     out = tmp_path_factory.mktemp("dec") / "ds"
     m = read_manifest(
         generate(
@@ -121,8 +122,6 @@ def test_resize_crop_is_the_imagenet_evaluation_transform():
 
 def test_reduced_decoders_really_decode_at_a_smaller_scale(monkeypatch, photo_like):
     """opencv asks for the largest reduction covering 256 (1024x768 -> /2 = 512x384)."""
-    import cv2
-
     seen = []
     real = cv2.imdecode
     monkeypatch.setattr(cv2, "imdecode", lambda buf, flags: seen.append(flags) or real(buf, flags))
@@ -144,9 +143,6 @@ def test_cli_lists_every_decoder_with_its_version():
     )
     for name in DECODERS:
         assert f"\n{name} " in "\n" + r.stdout
-    import cv2
-    import simplejpeg
-
     assert f"opencv {cv2.__version__}" in r.stdout
     assert f"simplejpeg {simplejpeg.__version__}" in r.stdout
     assert "libjpeg-turbo" in r.stdout

@@ -7,33 +7,29 @@ import json
 import os
 import signal
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from imgread.dataset import GenerateParams, generate
 from imgread.errors import TrialError, UserError, VerificationError
 from imgread.manifest import read_manifest
+from imgread.phases import decode as decode_phase
 from imgread.reference import write_reference
 from imgread.trial import TrialSpec, run_trial
 
-from .test_faults import _corrupt_keeping_size_and_mtime
-from .trial_processes import (
+from .helpers import (
     HAVE_PROC,
+    SHM,
+    corrupt_keeping_size_and_mtime,
     kill_worker,
     left_alive,
     run_trial_cli,
+    segments,
     start_trial,
     wait_for_workers,
 )
 
-SHM = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="needs Linux /dev/shm")
-
-
-def segments() -> set[str]:
-    """Python's shared-memory segments (SharedMemory names them psm_*)."""
-    return {p.name for p in SHM.iterdir() if p.name.startswith("psm_")}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +116,7 @@ def test_shared_memory_is_released_when_an_image_fails(tmp_path):
         progress=False,
     )
     m = read_manifest(ds)
-    _corrupt_keeping_size_and_mtime(m.root / m.entries[4].path)
+    corrupt_keeping_size_and_mtime(m.root / m.entries[4].path)
     before = segments()
     params = {"decoder": "simplejpeg", "delivery": "pixels"}
     with pytest.raises(TrialError, match="decoder simplejpeg"):

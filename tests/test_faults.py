@@ -4,15 +4,12 @@ worker, a full disk. (Config errors, interruption and read-only sources: test_ro
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -22,72 +19,18 @@ from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
 from imgread.trial import TrialSpec, run_trial
 
-from .trial_processes import (
+from .helpers import (
     HAVE_PROC,
+    corrupt_keeping_size_and_mtime,
     kill_worker,
     left_alive,
+    make_messy_folder,
+    photo,
     run_trial_cli,
     start_trial,
+    tree_state,
     wait_for_workers,
 )
-
-
-def tree_state(root: Path) -> dict:
-    """Every entry's digest (files), mode and mtime under root, links not followed."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st = os.lstat(p)
-            digest = None
-            if p.is_file() and not p.is_symlink() and st.st_mode & 0o444:
-                try:
-                    digest = hashlib.sha256(p.read_bytes()).hexdigest()
-                except PermissionError:
-                    digest = "unreadable"
-            state[str(p.relative_to(root))] = (digest, st.st_mode, st.st_mtime_ns)
-    return state
-
-
-def _photo(seed: int, size=(64, 48)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
-    return Image.fromarray(base).resize(size, Image.Resampling.BICUBIC)
-
-
-def make_messy_folder(root: Path) -> dict[str, str]:
-    """A user's folder with everything in it; returns {relative path: 'valid' | reason-ish}."""
-    (root / "nested" / "deeper").mkdir(parents=True)
-    kinds = {}
-
-    def save(rel, img, kind="valid", **kw):
-        img.save(root / rel, **kw)
-        kinds[rel] = kind
-
-    save("plain rgb.jpg", _photo(1), format="JPEG")
-    save("nested/ünïcödé photo.JPEG", _photo(2), format="JPEG")
-    save("nested/deeper/cmyk.jpg", _photo(3).convert("CMYK"), format="JPEG")
-    save("grey.jpg", _photo(4).convert("L"), format="JPEG")
-    save("progressive.jpg", _photo(5), format="JPEG", progressive=True)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90
-    save("rotated.jpg", _photo(6), format="JPEG", exif=exif.tobytes())
-    save("palette.png", _photo(7).convert("P"), kind="png", format="PNG")
-    good = io.BytesIO()
-    _photo(8).save(good, format="JPEG")
-    (root / "truncated.jpg").write_bytes(good.getvalue()[: len(good.getvalue()) // 3])
-    kinds["truncated.jpg"] = "invalid"
-    (root / "empty.jpg").write_bytes(b"")
-    kinds["empty.jpg"] = "invalid"
-    (root / "notes.jpg").write_text("this is not an image\n")
-    kinds["notes.jpg"] = "invalid"
-    os.symlink("..", root / "nested" / "loop")  # a folder loop: must not be followed
-    os.symlink("self.jpg", root / "self.jpg")  # a file loop: cannot be opened
-    kinds["self.jpg"] = "invalid"
-    _photo(9).save(root / "locked.jpg", format="JPEG")
-    os.chmod(root / "locked.jpg", 0)
-    kinds["locked.jpg"] = "unreadable"  # unreadable only for a non-root user
-    return kinds
 
 
 @pytest.fixture
@@ -167,8 +110,8 @@ def test_an_unreadable_file_is_skipped_for_a_non_root_user():
         os.chmod(top, 0o777)
         src = top / "photos"
         src.mkdir()
-        _photo(1).save(src / "ok.jpg", format="JPEG")
-        _photo(2).save(src / "locked.jpg", format="JPEG")
+        photo(1).save(src / "ok.jpg", format="JPEG")
+        photo(2).save(src / "locked.jpg", format="JPEG")
         os.chmod(src / "locked.jpg", 0)
         for p in (src, src / "ok.jpg"):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
@@ -203,14 +146,6 @@ def fresh_dataset(tmp_path):
     )
 
 
-def _corrupt_keeping_size_and_mtime(path: Path) -> None:
-    st = os.stat(path)
-    data = bytearray(path.read_bytes())
-    data[0:2] = b"XX"  # no JPEG start-of-image marker any more
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
 @pytest.mark.parametrize(
     "variant,workers,decoder,delivery",
     [
@@ -228,7 +163,7 @@ def test_an_image_that_no_longer_decodes_fails_the_trial_naming_it(
 ):
     m = read_manifest(fresh_dataset)
     victim = m.root / m.entries[3].path
-    _corrupt_keeping_size_and_mtime(victim)
+    corrupt_keeping_size_and_mtime(victim)
     params = {"decoder": decoder, "delivery": delivery}
     with pytest.raises(TrialError) as info:
         run_trial(TrialSpec(str(fresh_dataset), "decode", variant, 6, workers, params=params))
@@ -242,7 +177,7 @@ def test_an_image_that_no_longer_decodes_fails_the_trial_naming_it(
 
 def test_the_cli_writes_no_record_for_a_failed_trial(fresh_dataset, tmp_path):
     m = read_manifest(fresh_dataset)
-    _corrupt_keeping_size_and_mtime(m.root / m.entries[0].path)
+    corrupt_keeping_size_and_mtime(m.root / m.entries[0].path)
     out = tmp_path / "rec.json"
     r = run_trial_cli(
         fresh_dataset, out, "--phase", "decode", "--variant", "sequential", "--n", "3"
@@ -255,7 +190,7 @@ def test_the_sha256_check_names_a_file_changed_behind_the_manifests_back(fresh_d
     assert verify_hashes(fresh_dataset, progress=False) == 6
     m = read_manifest(fresh_dataset)
     victim = m.root / m.entries[2].path
-    _corrupt_keeping_size_and_mtime(victim)  # the cheap stat check cannot see this
+    corrupt_keeping_size_and_mtime(victim)  # the cheap stat check cannot see this
     with pytest.raises(UserError, match=f"changed after the manifest.*{victim.name}.*sha256"):
         verify_hashes(fresh_dataset, progress=False)
 

@@ -1,11 +1,13 @@
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from imgread.errors import UserError, VerificationError
-from imgread.manifest import read_manifest
 from imgread.layout import params_segment, parse_segment
+from imgread.manifest import read_manifest
+from imgread.phases.load import asyncio_default_workers
 from imgread.phases.registry import PHASES, get_phase
 
 # Results keyed by path (load, decode); the DataLoader and the stream deliver batches and
@@ -111,10 +113,6 @@ def test_params_round_trip_through_the_trial_path():
 
 
 def test_asyncio_variant_uses_the_pool_size_asyncio_would_pick():
-    from concurrent.futures import ThreadPoolExecutor
-
-    from imgread.phases.load import asyncio_default_workers
-
     stdlib_default = ThreadPoolExecutor()._max_workers  # what loop.run_in_executor(None) makes
     assert asyncio_default_workers() == stdlib_default
     load = get_phase("load")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgread.dataset import GenerateParams, generate
+from imgread.dataset import GenerateParams, generate, verify_hashes
+from imgread.util import write_text_atomic
 
-from .test_faults import tree_state
-from .workflow_helpers import ROOT, copy_project, snakemake
+from .helpers import ROOT, copy_project, snakemake, tree_state
 
 pytestmark = pytest.mark.workflow
 
@@ -248,8 +248,6 @@ def _gone_within(project: Path, seconds: float) -> list[int]:
 @pytest.mark.parametrize("stop", sorted(STOPS))
 @pytest.mark.parametrize("stage", ["generation", "trial"])
 def test_an_interrupted_run_leaves_nothing_half_done_and_resumes(tmp_path, stop, stage):
-    from imgread.dataset import verify_hashes
-
     sig, to_group = STOPS[stop]
     project = copy_project(tmp_path / "imgread")
     sat = tmp_path / "saturate"
@@ -322,8 +320,6 @@ def test_the_smoke_workflow_on_a_read_only_photo_folder_changes_nothing_in_it(tm
 
 
 def test_atomic_writes_get_the_mode_the_umask_gives(tmp_path):
-    from imgread.util import write_text_atomic
-
     old = os.umask(0o022)
     try:
         write_text_atomic(tmp_path / "shared.csv", "a\n")

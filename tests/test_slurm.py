@@ -16,13 +16,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from imgread.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
 from imgread.config import trial_grid
 from imgread.phases.registry import PHASES
 
+from .helpers import ROOT, copy_project, path_without, snakemake
 from .slurm_cluster import PARTITIONS, job_times, local_cluster, missing_commands
-from .workflow_helpers import ROOT, copy_project, path_without, snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -67,8 +68,6 @@ def _config(work: Path, override: dict | None) -> tuple[str, ...]:
 
 
 def _grid(override: dict | None):
-    from snakemake.utils import update_config
-
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     update_config(config, yaml.safe_load((ROOT / "config/smoke.yaml").read_text()))
     update_config(config, override or {})

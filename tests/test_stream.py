@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -11,12 +12,19 @@ from imgread.dataset import GenerateParams, generate
 from imgread.errors import TrialError
 from imgread.manifest import read_manifest
 from imgread.phases.registry import get_phase
-from imgread.phases.stream import frame_metrics, run_model
+from imgread.phases.stream import frame_metrics
+from imgread.producers import run_model
 from imgread.trial import TrialSpec, run_trial
 
-from .test_delivery import segments
-from .test_faults import _corrupt_keeping_size_and_mtime
-from .trial_processes import HAVE_PROC, kill_worker, left_alive, start_trial, wait_for_workers
+from .helpers import (
+    HAVE_PROC,
+    corrupt_keeping_size_and_mtime,
+    kill_worker,
+    left_alive,
+    segments,
+    start_trial,
+    wait_for_workers,
+)
 
 PRODUCERS = [
     ("sequential", 1),
@@ -100,7 +108,7 @@ def test_a_corrupted_frame_fails_the_trial_naming_it(tmp_path, variant, workers)
     )
     m = read_manifest(ds)
     victim = m.root / m.entries[4].path
-    _corrupt_keeping_size_and_mtime(victim)
+    corrupt_keeping_size_and_mtime(victim)
     with pytest.raises(TrialError) as info:
         run_trial(stream_spec(ds, 8, variant, workers))
     msg = str(info.value)
@@ -110,8 +118,6 @@ def test_a_corrupted_frame_fails_the_trial_naming_it(tmp_path, variant, workers)
 
 
 def threading_leftovers():
-    import threading
-
     time.sleep(0.1)
     return [t.name for t in threading.enumerate() if t.name.startswith("imgread-frame")]
 

@@ -5,6 +5,7 @@ from datetime import datetime
 
 import pytest
 
+from imgread.dataset import GenerateParams, generate
 from imgread.errors import UserError
 from imgread.manifest import read_manifest
 from imgread.trial import TrialRecord, TrialSpec, run_trial, write_record
@@ -103,8 +104,6 @@ def test_bad_specs_are_user_errors(small_dataset):
 
 
 def test_a_file_changed_after_the_manifest_is_refused(tmp_path):
-    from imgread.dataset import GenerateParams, generate
-
     manifest = generate(
         tmp_path / "ds",
         GenerateParams(count=3, width=64, height=48, target_bytes=5000),

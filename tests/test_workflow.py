@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from datetime import datetime
 
@@ -14,9 +16,9 @@ import yaml
 from PIL import Image
 
 from imgread.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
-from imgread.config import FIGURES
+from imgread.phases.registry import FIGURES
 
-from .workflow_helpers import ROOT, copy_project, snakemake
+from .helpers import ROOT, copy_project, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -334,9 +336,6 @@ def test_second_run_with_nothing_changed_runs_nothing(smoke_run):
 def test_lint_and_format_are_clean():
     proc = snakemake(ROOT, "--lint", "--cores", "1", check=False)
     assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout
-    import subprocess
-    import sys
-
     fmt = subprocess.run(
         [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"],
         cwd=ROOT,
