@@ -23,7 +23,7 @@ def modules() -> dict[str, Path]:
 
 def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
     """Every imgread module ``path`` imports, at the top or inside a function; importing
-    a.b.c also runs the packages a and a.b."""
+    a.b.c also runs the packages a and a.b (unless the importer is part of them)."""
     is_package = path.name == "__init__.py"
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -45,7 +45,10 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
                 target = target.rpartition(".")[0]
             parts = target.split(".")
             found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return {m for m in found if m in known and m != name}
+    # A package's own __init__ is already running when its modules import each other: an
+    # edge from a module to a package it is part of is no cycle.
+    ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+    return {m for m in found if m in known and m != name and m not in ancestors}
 
 
 def import_graph() -> dict[str, set[str]]:

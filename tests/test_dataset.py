@@ -10,7 +10,7 @@ from imgread.dataset import GenerateParams, generate, sample
 from imgread.errors import UserError
 from imgread.manifest import read_manifest
 
-from .conftest import SMALL
+from .helpers import SMALL
 
 
 def _tree_state(root: Path) -> dict:
