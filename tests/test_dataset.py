@@ -10,18 +10,7 @@ from imgread.dataset import GenerateParams, generate, sample
 from imgread.errors import UserError
 from imgread.manifest import read_manifest
 
-from .helpers import SMALL
-
-
-def _tree_state(root: Path) -> dict:
-    """Every file's bytes digest and mtime, and every name, under root."""
-    return {
-        str(p.relative_to(root)): (
-            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None,
-            p.stat().st_mtime_ns,
-        )
-        for p in sorted(root.rglob("*"))
-    }
+from .helpers import SMALL, tree_state
 
 
 def test_generate_is_deterministic_for_a_seed(tmp_path, small_dataset):
@@ -100,10 +89,10 @@ def _photo_folder(root: Path, n: int) -> Path:
 
 def test_sample_copies_a_seeded_sample_and_leaves_the_source_untouched(tmp_path):
     src = _photo_folder(tmp_path / "src", 9)
-    before = _tree_state(src)
+    before = tree_state(src)
     manifest = sample(src, tmp_path / "out", count=5, seed=7, progress=False)
     again = sample(src, tmp_path / "out2", count=5, seed=7, progress=False)
-    assert _tree_state(src) == before
+    assert tree_state(src) == before
     m = read_manifest(manifest)
     assert len(m) == 5
     source_digests = {v[0] for v in before.values() if v[0]}
