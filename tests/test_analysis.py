@@ -3,7 +3,10 @@
 import pandas as pd
 import pytest
 
-from imgread.analysis import pipeline_table, speedup, study_cells, summarize, with_all_keys
+from imgread.analysis import phase_tables, render_table, speedup, summarize, with_all_keys
+from imgread.phases.registry import PHASES
+from imgread.tables.dataloader import dataloader_workers
+from imgread.tables.decode import pipeline_table, study_cells
 
 
 def _rows(variant, workers, seconds, delivery="discard", decoder="opencv", output="full", n=10):
@@ -69,7 +72,7 @@ def test_summary_keeps_cells_with_different_keys_apart(trials):
 
 
 def test_pipeline_table_has_medians_speedups_and_ceilings(trials):
-    table = pipeline_table(trials, speedup(trials, resamples=10))
+    table = pipeline_table(trials, summarize(trials), speedup(trials, resamples=10))
     row = table[(table.variant == "threads")].iloc[0]
     assert row.median_images_per_s == pytest.approx(10.0)
     assert row.median_megapixels_per_s == pytest.approx(120.0)
@@ -77,8 +80,6 @@ def test_pipeline_table_has_medians_speedups_and_ceilings(trials):
 
 
 def test_dataloader_workers_names_the_best_count_and_where_more_hurt():
-    from imgread.analysis import dataloader_workers
-
     rows = []
     for w, rates in {0: [9, 9], 1: [10, 10], 2: [19, 19.2], 4: [18.5, 18.5], 8: [15, 15]}.items():
         for i, r in enumerate(rates):
@@ -98,10 +99,31 @@ def test_dataloader_workers_names_the_best_count_and_where_more_hurt():
                     physical_cores=2,
                 )
             )
-    table = dataloader_workers(pd.DataFrame(rows))
+    table = dataloader_workers(pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
     assert len(table) == 1
     row = table.iloc[0]
     assert row.images_per_s_w1 == 10 and row.best_workers == 2
     assert row.best_images_per_s == pytest.approx(19.1)
     assert row.best_over_cores_x_w1 == pytest.approx(19.1 / 20)
     assert row.hurts_from_workers == 8  # 18.5 is within 5 % of 19.1; 15 is not
+
+
+def test_phase_tables_are_every_phases_tables_in_registry_order(trials):
+    summary, speed = summarize(trials), speedup(trials, resamples=10)
+    built = phase_tables(trials, summary, speed)
+    assert [t.file for t, _ in built] == [t.file for p in PHASES.values() for t in p.tables]
+    tables = {t.stem: (t, df) for t, df in built}
+    table, df = tables["decode_pipeline"]
+    pd.testing.assert_frame_equal(df, pipeline_table(trials, summary, speed))
+    assert render_table(table, df).startswith(f"# {table.title}\n\n{table.note}\n\n| n_images |")
+    table, df = tables["dataloader_workers"]  # no DataLoader rows: an empty table, its header
+    assert df.empty and render_table(table, df) == ",".join(df.columns) + "\n"
+
+
+def test_phase_tables_of_several_machines_have_a_machine_column_even_where_a_phase_has_none(
+    trials,
+):
+    two = pd.concat([trials, trials.assign(machine="other")], ignore_index=True)
+    tables = {t.stem: df for t, df in phase_tables(two, summarize(two), speedup(two, resamples=10))}
+    assert list(tables["decode_pipeline"]["machine"].unique()) == ["local", "other"]
+    assert tables["load_table"].columns[0] == "machine" and tables["load_table"].empty

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgread.analysis import flag_interference, summarize
+from imgread.analysis import flag_interference, summarize, with_all_keys
 from imgread.noise import CpuSnapshot, interference
 from imgread.recommend import choose, markdown, recommend
 from imgread.scaling import fit_usl, usl
@@ -72,10 +72,7 @@ def _trials(cells: dict[tuple[str, int], list[float]], n: int = 100, **keys) -> 
                     other_cpu_seconds=0.0,
                 )
             )
-    df = pd.DataFrame(rows)
-    from imgread.analysis import with_all_keys
-
-    return with_all_keys(df)
+    return with_all_keys(pd.DataFrame(rows))
 
 
 def _recommend(trials):

@@ -100,8 +100,8 @@ SCALING_COLUMNS = [
 def scaling_table(trials: pd.DataFrame, curve_keys: list[str], baselines: dict) -> pd.DataFrame:
     """One USL fit per curve (``curve_keys``: phase, variant, the phase's keys, n).
 
-    ``baselines`` maps a cell's baseline key (see imgread.analysis) to the mean time of its
-    baseline; each trial's speedup is that mean over the trial's own time.
+    ``baselines`` maps a cell's baseline key (BASELINE_KEYS; see imgread.stats.baselines) to
+    the mean time of its baseline; each trial's speedup is that mean over the trial's own time.
     """
 
     rows = []

@@ -13,7 +13,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imgread.keys import CELL
 from imgread.manifest import read_manifest
+from imgread.phases.registry import PHASES
+from imgread.text import (
+    dataset_line,
+    device_line,
+    footer,
+    how_to_read,
+    machine_line,
+    repetitions_line,
+    rst,
+)
+from imgread.util import write_text_atomic
 
 
 def describe(
@@ -23,15 +35,6 @@ def describe(
     config: dict | None = None,
 ) -> dict:
     """The study the trials are: dataset, sizes, repetitions, machines, phases, dates."""
-    m = read_manifest(manifest)
-    root = Path(manifest).parent
-    info_path = root / "dataset.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    widths = sorted({e.width for e in m.entries})
-    heights = sorted({e.height for e in m.entries})
-    sizes = np.array([e.bytes for e in m.entries], dtype=float)
-    from imgread.analysis import CELL  # noqa: PLC0415 (analysis is heavier; load on use)
-
     reps = trials.groupby([c for c in CELL if c in trials], dropna=False).size()
     machines = (
         trials[["hostname", "cpu_model", "logical_cores", "physical_cores"]]
@@ -41,16 +44,7 @@ def describe(
     ids = sorted(trials["dataset_id"].unique()) if "dataset_id" in trials else []
     cold = trials[trials["cache_state"] == "cold"]
     return dict(
-        dataset=dict(
-            name=root.name,
-            id=m.dataset_id,
-            kind=info.get("kind", "unknown"),
-            source=info.get("source"),
-            count=len(m.entries),
-            width=widths[0] if len(widths) == 1 else f"{widths[0]}-{widths[-1]}",
-            height=heights[0] if len(heights) == 1 else f"{heights[0]}-{heights[-1]}",
-            mean_mb=float(sizes.mean() / 1e6),
-        ),
+        dataset=_dataset(manifest),
         trials=int(len(trials)),
         trial_dataset_ids=ids,
         phases=sorted(trials["phase"].unique()),
@@ -79,68 +73,31 @@ def describe(
     )
 
 
+def _dataset(manifest: str | os.PathLike) -> dict:
+    """The dataset the manifest lists: name, id, kind, count, pixel sizes, mean file size."""
+    m = read_manifest(manifest)
+    root = Path(manifest).parent
+    info_path = root / "dataset.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    widths = sorted({e.width for e in m.entries})
+    heights = sorted({e.height for e in m.entries})
+    sizes = np.array([e.bytes for e in m.entries], dtype=float)
+    return dict(
+        name=root.name,
+        id=m.dataset_id,
+        kind=info.get("kind", "unknown"),
+        source=info.get("source"),
+        count=len(m.entries),
+        width=widths[0] if len(widths) == 1 else f"{widths[0]}-{widths[-1]}",
+        height=heights[0] if len(heights) == 1 else f"{heights[0]}-{heights[-1]}",
+        mean_mb=float(sizes.mean() / 1e6),
+    )
+
+
 def config_digest(config: dict) -> str:
     """A short fingerprint of a config (defaults filled in), as the workflow computes it."""
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _sizes(study: dict, phase: str | None) -> str:
-    sizes = (
-        study["sizes"].get(phase, [])
-        if phase
-        else sorted({n for v in study["sizes"].values() for n in v})
-    )
-    return ", ".join(map(str, sizes)) or "none"
-
-
-def dataset_line(study: dict) -> str:
-    """'Dataset quick-1mb: 300 generated images, 2016 x 1512 px, 0.96 MB on average.'"""
-    d = study["dataset"]
-    origin = "sampled from a folder" if d["kind"] == "sampled" else d["kind"]
-    return (
-        f"Dataset ``{d['name']}``: {d['count']} {origin} images, {d['width']} x {d['height']} px, "
-        f"{d['mean_mb']:.2f} MB on average."
-    )
-
-
-def repetitions_line(study: dict) -> str:
-    """'3 repetitions per cell' or '1-3 repetitions per cell'."""
-    r = study["repetitions"]
-    span = str(r["max"]) if r["min"] == r["max"] else f"{r['min']}-{r['max']}"
-    return f"{span} repetitions per cell"
-
-
-def machine_line(study: dict) -> str:
-    """The machines the trials ran on, as a sentence."""
-    ms = study["machines"]
-    names = "; ".join(
-        f"{m['cpu_model']} ({m['physical_cores']} physical / {m['logical_cores']} logical cores, "
-        f"host {m['hostname']})"
-        for m in ms
-    )
-    return f"Measured on {names}."
-
-
-def footer(study: dict, phase: str | None = None) -> str:
-    """The last line of every caption: what was measured, from the records."""
-    return (
-        f"{dataset_line(study)} Images per trial: {_sizes(study, phase)}; "
-        f"{repetitions_line(study)}; {study['trials']} trials from {study['started'][:16]} to "
-        f"{study['finished'][:16]} UTC. {machine_line(study)}"
-    )
-
-
-def device_line(study: dict) -> str:
-    """The device ceiling, as measured, or why there is none."""
-    d = study.get("device")
-    if not d:
-        return "The device ceiling was not measured."
-    tool = d["fio_version"] if d["method"] == "fio" else "the in-package O_DIRECT reader"
-    return (
-        f"Device ceiling: {d['device_mb_per_s']:.0f} MB/s, the best cold sequential read of the "
-        f"dataset's files with {d['best_jobs']} readers at once ({tool})."
-    )
 
 
 def render(template: str, study: dict, **fields) -> str:
@@ -152,7 +109,7 @@ def render(template: str, study: dict, **fields) -> str:
         repetitions=repetitions_line(study),
         machine=machine_line(study),
         device=device_line(study),
-        **{f"footer_{p}": footer(study, p) for p in ("load", "decode", "dataloader", "stream")},
+        **{f"footer_{p}": footer(study, p) for p in PHASES},
         **fields,
     )
     return template.format(**values)
@@ -175,9 +132,6 @@ def write_captions(
 ) -> None:
     """Render each caption template (workflow/report/<name>.rst) to the output of the same
     name, filled from the study (and the recommendation, for the report's first page)."""
-    from imgread.recommend import how_to_read, rst  # noqa: PLC0415
-    from imgread.util import write_text_atomic  # noqa: PLC0415
-
     by_name = {Path(o).stem: o for o in outs}
     fields = dict(
         cache_fields(study),

@@ -1,0 +1,254 @@
+"""The statistics of the trials: per-cell summaries, baselines, speedup with bootstrap CIs,
+ceiling fractions and the interference flags.
+
+All statistics are explicit: n, mean, median, std (ddof=1), min, max and a Student-t 95 %
+confidence interval of the mean time; speedup = mean sequential time / mean variant time at
+the same phase and n, with a percentile bootstrap interval over repetitions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from imgread.keys import BASELINE_KEYS, CELL
+from imgread.phases.registry import PHASES
+
+SUMMARY_COLUMNS = CELL + [
+    "repetitions",
+    "mean_seconds",
+    "median_seconds",
+    "std_seconds",
+    "min_seconds",
+    "max_seconds",
+    "ci_low_seconds",
+    "ci_high_seconds",
+    "mean_startup_seconds",
+    "mean_total_seconds",
+    "mean_mb_per_s",
+    "mean_megapixels_per_s",
+    "mean_images_per_s",
+    "cv",
+    "median_mb_per_s",
+    "median_megapixels_per_s",
+    "median_images_per_s",
+    "interfered_trials",
+    "median_interference_fraction",
+    "ceiling_kind",
+    "ceiling_fraction",
+]
+SPEEDUP_COLUMNS = CELL + [
+    "repetitions",
+    "baseline_repetitions",
+    "speedup",
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "efficiency",
+    "speedup_total",
+    "speedup_total_ci_low",
+    "speedup_total_ci_high",
+    "efficiency_total",
+    "physical_cores",
+    "ceiling_fraction",
+]
+
+
+def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean; NaNs with fewer than two values."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean = values.mean()
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
+    return float(mean - half), float(mean + half)
+
+
+# /proc/stat and /proc/<pid>/stat count in clock ticks (10 ms per CPU): less than this much
+# stolen or used by others is within counting error, however short the trial.
+INTERFERENCE_FLOOR_SECONDS = 0.05
+
+
+def flag_interference(trials: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """trials with an ``interfered`` column: True where the CPU the hypervisor and other
+    processes took during the timed region passed ``threshold`` of the machine's capacity
+    (and INTERFERENCE_FLOOR_SECONDS, below which it cannot be told from counting error)."""
+    df = trials.copy()
+    if "interference_fraction" not in df:
+        df["interfered"] = False
+        return df
+    taken = df["steal_seconds"].fillna(0.0) + df["other_cpu_seconds"].fillna(0.0)
+    df["interfered"] = (df["interference_fraction"].fillna(0.0) > threshold) & (
+        taken > INTERFERENCE_FLOOR_SECONDS
+    )
+    return df
+
+
+def summarize(
+    trials: pd.DataFrame, confidence: float = 0.95, device_mb_per_s: float | None = None
+) -> pd.DataFrame:
+    """One row per cell with the statistics of its times (mean and median side by side, the
+    coefficient of variation), the trials flagged for interference, and the fraction of the
+    ceiling it reaches: the device's read bandwidth for phases that read from it, else one
+    core's median rate of the same work x min(workers, physical cores)."""
+    if "interfered" not in trials:
+        trials = flag_interference(trials, np.inf)
+    medians = trials.groupby(BASELINE_KEYS + ["variant", "workers"])[
+        ["images_per_s", "mb_per_s"]
+    ].median()
+    rows = []
+    for key, g in trials.groupby(CELL, sort=True):
+        cell = dict(zip(CELL, key, strict=True))
+        kind, fraction = cell_ceiling(cell, g, medians, device_mb_per_s)
+        rows.append(
+            dict(cell, **_cell_summary(g, confidence), ceiling_kind=kind, ceiling_fraction=fraction)
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _cell_summary(g: pd.DataFrame, confidence: float) -> dict:
+    """The statistics of one cell's trials (its summary row without keys and ceiling)."""
+    s = g["seconds"].to_numpy(dtype=float)
+    lo, hi = mean_ci(s, confidence)
+    std = float(s.std(ddof=1)) if len(s) > 1 else float("nan")
+    return dict(
+        repetitions=len(s),
+        mean_seconds=s.mean(),
+        median_seconds=float(np.median(s)),
+        std_seconds=std,
+        min_seconds=s.min(),
+        max_seconds=s.max(),
+        ci_low_seconds=lo,
+        ci_high_seconds=hi,
+        mean_startup_seconds=g["startup_seconds"].mean(),
+        mean_total_seconds=g["total_seconds"].mean(),
+        mean_mb_per_s=g["mb_per_s"].mean(),
+        mean_megapixels_per_s=g["megapixels_per_s"].mean(),
+        mean_images_per_s=g["images_per_s"].mean(),
+        cv=std / s.mean(),
+        median_mb_per_s=g["mb_per_s"].median(),
+        median_megapixels_per_s=g["megapixels_per_s"].median(),
+        median_images_per_s=g["images_per_s"].median(),
+        interfered_trials=int(g["interfered"].sum()),
+        median_interference_fraction=(
+            g["interference_fraction"].median() if "interference_fraction" in g else float("nan")
+        ),
+    )
+
+
+def cores_of(g: pd.DataFrame) -> int:
+    """Physical cores of the machine the trials ran on (logical where not recorded)."""
+    col = "physical_cores" if "physical_cores" in g else "logical_cores"
+    return int(g[col].max())
+
+
+def cell_ceiling(
+    cell: dict, g: pd.DataFrame, medians: pd.DataFrame, device_mb_per_s: float | None
+) -> tuple[str, float]:
+    """(kind, fraction of it the cell's median rate reaches): 'device' for phases that read
+    from the device, 'cpu' for the rest; NaN where the ceiling was not measured."""
+    phase = PHASES[cell["phase"]]
+    kind = phase.ceiling_kind({p.name: cell[p.name] for p in phase.params})
+    if kind == "none":
+        return kind, float("nan")
+    if kind == "model":  # the consumer's own rate bounds it: the fraction reached is the AU
+        return kind, float(g["au"].median())
+    if kind == "device":
+        if not device_mb_per_s:
+            return "device", float("nan")
+        return "device", float(g["mb_per_s"].median()) / device_mb_per_s
+    ones = [
+        float(medians.loc[key, "images_per_s"])
+        for variant, workers in phase.one_core
+        if (key := (*ceiling_key(cell), variant, workers)) in medians.index
+    ]
+    if not ones:
+        return "cpu", float("nan")
+    one = max(ones)
+    usable = max(min(cell["workers"], cores_of(g)), 1)
+    return "cpu", float(g["images_per_s"].median()) / (one * usable)
+
+
+def ceiling_key(cell: dict) -> tuple:
+    """BASELINE_KEYS of the sequential cell that sets ``cell``'s CPU ceiling."""
+    phase = PHASES[cell["phase"]]
+    own = {p.name: cell[p.name] for p in phase.params}
+    keys = {**cell, **phase.ceiling_params(own)}
+    return tuple(keys[k] for k in BASELINE_KEYS)
+
+
+def baselines(trials: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """{BASELINE_KEYS values: the baseline cell's trials} (each phase's baseline variant and
+    worker count)."""
+    is_base = pd.Series(False, index=trials.index)
+    for name in trials["phase"].unique():
+        variant, workers = PHASES[name].baseline
+        is_base |= (
+            (trials["phase"] == name)
+            & (trials["variant"] == variant)
+            & (trials["workers"] == workers)
+        )
+    return {k: g for k, g in trials[is_base].groupby(BASELINE_KEYS, sort=False)}
+
+
+def bootstrap_ratio_ci(
+    baseline: np.ndarray,
+    variant: np.ndarray,
+    resamples: int,
+    confidence: float,
+    rng: np.random.Generator,
+) -> tuple[float, float]:
+    """Percentile interval of mean(baseline)/mean(variant), resampling each independently."""
+    if len(baseline) < 2 or len(variant) < 2 or resamples < 1:
+        return float("nan"), float("nan")
+    b = rng.choice(baseline, size=(resamples, len(baseline)), replace=True).mean(axis=1)
+    v = rng.choice(variant, size=(resamples, len(variant)), replace=True).mean(axis=1)
+    ratios = b / v
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+
+
+def speedup(
+    trials: pd.DataFrame,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Speedup and efficiency of every cell against its phase's baseline (sequential; for the
+    DataLoader, num_workers=1) with the same keys (decoder, output, delivery, ...) and n.
+
+    ``speedup`` uses the timed work (``seconds``); ``speedup_total`` uses ``total_seconds``
+    (work + pool start-up), which is what the study timed. ``ceiling_fraction`` is the cell's
+    rate over (the phase's ceiling cell's sequential rate x min(workers, physical cores)):
+    for decode, the same decoder and output decoding alone (delivery discard), so the cost of
+    handing pixels over shows as a lower fraction. Cells without a baseline are left out.
+    """
+    rows = []
+    by_base = baselines(trials)
+    for i, (key, g) in enumerate(trials.groupby(CELL, sort=True)):
+        cell = dict(zip(CELL, key, strict=True))
+        base = by_base.get(tuple(cell[k] for k in BASELINE_KEYS))
+        if base is None:
+            continue
+        workers = cell["workers"]
+        cores = cores_of(g)
+        row = dict(cell, repetitions=len(g), baseline_repetitions=len(base), physical_cores=cores)
+        for col, suffix in (("seconds", ""), ("total_seconds", "_total")):
+            b = base[col].to_numpy(dtype=float)
+            v = g[col].to_numpy(dtype=float)
+            rng = np.random.default_rng([seed, i, len(suffix)])
+            s = b.mean() / v.mean()
+            lo, hi = bootstrap_ratio_ci(b, v, resamples, confidence, rng)
+            row[f"speedup{suffix}"] = s
+            row[f"speedup{suffix}_ci_low"] = lo
+            row[f"speedup{suffix}_ci_high"] = hi
+            row[f"efficiency{suffix}"] = s / max(workers, 1)
+        ceiling = by_base.get(ceiling_key(cell))
+        row["ceiling_fraction"] = (
+            ceiling["seconds"].mean() / g["seconds"].mean() / max(min(workers, cores), 1)
+            if ceiling is not None
+            else float("nan")
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SPEEDUP_COLUMNS)

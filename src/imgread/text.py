@@ -1,0 +1,190 @@
+"""Text a person reads, written from the results: Markdown tables, the sentences that say what
+a study measured, and the recommendation's table and how to read it.
+
+No statistics are imported here (no scipy): imgread.study, which the workflow imports at every
+parse, and imgread.recommend both use this module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+TOLERANCE = 0.05  # a cell whose median is within 5 % of the best one's is as good as the best
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """Render a frame as a GitHub Markdown table (numbers right-aligned)."""
+
+    def cell(v):
+        if isinstance(v, float | np.floating):
+            return "" if np.isnan(v) else format(v, floatfmt)
+        return str(v)
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    align = (
+        "|"
+        + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns)
+        + "|"
+    )
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, align, *body]) + "\n"
+
+
+# -- what a study measured (the study's dict: imgread.study.describe)
+
+
+def _sizes(study: dict, phase: str | None) -> str:
+    sizes = (
+        study["sizes"].get(phase, [])
+        if phase
+        else sorted({n for v in study["sizes"].values() for n in v})
+    )
+    return ", ".join(map(str, sizes)) or "none"
+
+
+def dataset_line(study: dict) -> str:
+    """'Dataset quick-1mb: 300 generated images, 2016 x 1512 px, 0.96 MB on average.'"""
+    d = study["dataset"]
+    origin = "sampled from a folder" if d["kind"] == "sampled" else d["kind"]
+    return (
+        f"Dataset ``{d['name']}``: {d['count']} {origin} images, {d['width']} x {d['height']} px, "
+        f"{d['mean_mb']:.2f} MB on average."
+    )
+
+
+def repetitions_line(study: dict) -> str:
+    """'3 repetitions per cell' or '1-3 repetitions per cell'."""
+    r = study["repetitions"]
+    span = str(r["max"]) if r["min"] == r["max"] else f"{r['min']}-{r['max']}"
+    return f"{span} repetitions per cell"
+
+
+def machine_line(study: dict) -> str:
+    """The machines the trials ran on, as a sentence."""
+    ms = study["machines"]
+    names = "; ".join(
+        f"{m['cpu_model']} ({m['physical_cores']} physical / {m['logical_cores']} logical cores, "
+        f"host {m['hostname']})"
+        for m in ms
+    )
+    return f"Measured on {names}."
+
+
+def footer(study: dict, phase: str | None = None) -> str:
+    """The last line of every caption: what was measured, from the records."""
+    return (
+        f"{dataset_line(study)} Images per trial: {_sizes(study, phase)}; "
+        f"{repetitions_line(study)}; {study['trials']} trials from {study['started'][:16]} to "
+        f"{study['finished'][:16]} UTC. {machine_line(study)}"
+    )
+
+
+def device_line(study: dict) -> str:
+    """The device ceiling, as measured, or why there is none."""
+    d = study.get("device")
+    if not d:
+        return "The device ceiling was not measured."
+    tool = d["fio_version"] if d["method"] == "fio" else "the in-package O_DIRECT reader"
+    return (
+        f"Device ceiling: {d['device_mb_per_s']:.0f} MB/s, the best cold sequential read of the "
+        f"dataset's files with {d['best_jobs']} readers at once ({tool})."
+    )
+
+
+# -- the recommendation (imgread.recommend.recommend's rows) as text
+
+HOW_TO_READ = (
+    "One row per job (what you need done) at the largest number of images measured, and a "
+    "row for each smaller number where the answer differs. *use*: the strategy and workers to "
+    "use, the fewest workers whose median is within {tol:.0%} of the best cell's; *rate*: its "
+    "median over the repetitions, with the 95 % confidence interval of the mean; *as good as "
+    "best*: how many cells were within {tol:.0%} (1: a clear winner); *x default*: its speedup "
+    "over the phase's default choice ({default}); *of ceiling*: the fraction of what the "
+    "hardware allows that it reaches (device: the disk's cold read bandwidth; cpu: one core's "
+    "rate x the cores it can use; model: the consumer's own rate, i.e. the AU); *noise*: the "
+    "coefficient of variation over repetitions and the repetitions another process or the "
+    "hypervisor disturbed."
+)
+HEADER = [
+    "phase",
+    "job",
+    "images",
+    "use",
+    "settings",
+    "rate (median, 95 % CI)",
+    "as good as best",
+    "x default",
+    "of ceiling",
+    "noise",
+]
+
+
+def how_to_read(tolerance: float = TOLERANCE) -> str:
+    """The paragraph under the table."""
+    return HOW_TO_READ.format(
+        tol=tolerance, default="sequential, or num_workers=1, with the default settings"
+    )
+
+
+def _several_machines(rec: pd.DataFrame) -> bool:
+    return rec["machine"].nunique() > 1
+
+
+def recommendation_header(rec: pd.DataFrame) -> list[str]:
+    """The recommendation table's header (a machine column first where there are several)."""
+    return (["machine"] if _several_machines(rec) else []) + HEADER
+
+
+def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
+    """The recommendation table's rows, as the text of each cell."""
+    out = []
+    for r in rec.itertuples(index=False):
+        n = f"{r.n_images}" + (f" (also {r.also_for_n})" if r.also_for_n != "-" else "")
+        ci = "" if np.isnan(r.ci_low) else f" [{r.ci_low:.4g}, {r.ci_high:.4g}]"
+        frac = (
+            "-" if np.isnan(r.ceiling_fraction) else f"{r.ceiling_fraction:.0%} ({r.ceiling_kind})"
+        )
+        cv = "-" if np.isnan(r.cv) else f"CV {r.cv:.0%}"
+        speed = "-" if np.isnan(r.speedup_over_default) else f"{r.speedup_over_default:.2f}"
+        out.append(
+            [
+                *([r.machine] if _several_machines(rec) else []),
+                r.phase,
+                r.job,
+                n,
+                f"{r.variant} x{r.workers}",
+                r.settings,
+                f"{r.median:.4g} {r.unit}{ci}",
+                str(r.as_good_as_best),
+                speed,
+                frac,
+                f"{cv}, {r.interfered_trials}/{r.repetitions} disturbed",
+            ]
+        )
+    return out
+
+
+def markdown(rec: pd.DataFrame, study: dict | None = None, tolerance: float = TOLERANCE) -> str:
+    """The recommendation as a Markdown page a person reads first."""
+    lines = ["# What to use on this machine", ""]
+    if study:
+        lines += [machine_line(study) + " " + dataset_line(study).replace("``", "`"), ""]
+    header = recommendation_header(rec)
+    align = {"images": "---:", "as good as best": "---:", "x default": "---:", "of ceiling": "---:"}
+    lines += [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(align.get(h, ":---") for h in header) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in recommendation_rows(rec)]
+    return "\n".join(lines) + "\n\n" + how_to_read(tolerance) + "\n"
+
+
+def rst(rec: pd.DataFrame) -> str:
+    """The recommendation as a reStructuredText list-table (for the HTML report)."""
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [recommendation_header(rec), *recommendation_rows(rec)]:
+        cells = [c.replace("*", "\\*").replace("|", "/") for c in row]
+        lines.append("   * - " + cells[0])
+        lines += [f"     - {c}" for c in cells[1:]]
+    return "\n".join(lines) + "\n"
