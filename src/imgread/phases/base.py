@@ -78,7 +78,8 @@ class Verified:
 @dataclass(frozen=True)
 class Table:
     """A table a phase adds to results/tables/: ``build`` ("module:function") is called with
-    the phase's rows of (trials, summary, speedup) and returns a DataFrame, written as CSV, or
+    the phase's rows of (trials, summary, speedup), one machine at a time where the study ran
+    on several (imgread.analysis.phase_tables), and returns a DataFrame, written as CSV, or
     as Markdown under ``title`` and ``note`` where ``file`` ends in .md. ``caption``: the table
     is a report() output with workflow/report/<stem>.rst as its caption."""
 
@@ -114,7 +115,8 @@ class Phase:
     rate: tuple[str, str] = ("images_per_s", "images/s")
     ceiling: str = "cpu"
     # What the report shows of the phase: its own tables, and its figures, each drawn by a
-    # function "module:function"(data: imgread.figures.common.FigureData) -> Figure.
+    # function "module:function"(trials, summary, speed, published, settings, phase=self,
+    # caches=, frames=, scaling=, device=) -> matplotlib Figure (imgread.figures.draw).
     tables: tuple[Table, ...] = ()
     figures: dict[str, str] = {}
     # A phase from outside the package brings its config section's JSON schema (the built-in
