@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -22,6 +23,10 @@ _BARRIER = None  # set in each process-pool worker by _init_process
 def _init_process(barrier, initializer, initargs) -> None:
     global _BARRIER
     _BARRIER = barrier
+    # A worker inherits the trial's SIGTERM handler (raise SystemExit, for its finally blocks);
+    # in a worker that exception would be caught by the pool and sent back as a task's result,
+    # and the worker would live on. The pool ends its workers with SIGTERM: let that end them.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if initializer is not None:
         initializer(*initargs)
 
@@ -77,6 +82,17 @@ def process_pool(workers: int, initializer=None, initargs=()) -> ProcessPoolExec
     return pool
 
 
+def shutdown_pool(pool: Executor) -> None:
+    """Shut a pool down and wait for it, in bounded time. A process pool broken by a dead
+    worker has its other workers killed first: one may wait forever on a queue lock the dead
+    worker held, and CPython's clean-up (terminate, then join) would wait with it."""
+    if isinstance(pool, ProcessPoolExecutor) and pool._broken:  # private: no public flag
+        for process in list((pool._processes or {}).values()):
+            if process.is_alive():
+                process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Runner:
     """A started variant: ``run`` is the timed work; ``close`` and ``release`` are untimed."""
 
@@ -121,4 +137,4 @@ class Pooled(Runner):
         return dict(zip((j.path for j in jobs), self.pool.map(self.fn, jobs), strict=True))
 
     def close(self):
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        shutdown_pool(self.pool)

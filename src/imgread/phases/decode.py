@@ -27,7 +27,7 @@ import numpy as np
 from imgread.decoders import DECODERS, OUTPUTS, checksum, get_decoder, output_shape, warm_up
 from imgread.errors import UserError, VerificationError
 from imgread.phases import base
-from imgread.pools import Pooled, Runner, Sequential, process_pool, thread_pool
+from imgread.pools import Pooled, Runner, Sequential, process_pool, shutdown_pool, thread_pool
 from imgread.reference import read_reference, reference_checksums
 
 DELIVERIES = ("discard", "pixels")
@@ -122,7 +122,7 @@ class SharedMemoryRunner(Runner):
     def close(self):
         try:
             if getattr(self, "pool", None) is not None:
-                self.pool.shutdown(wait=True, cancel_futures=True)
+                shutdown_pool(self.pool)
         finally:
             if not self._unlinked:
                 self._unlinked = True
