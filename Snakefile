@@ -27,6 +27,10 @@ onsuccess:
     print_recommendation()
 
 
+onerror:
+    print_failures()
+
+
 rule all:
     default_target: True
     input:

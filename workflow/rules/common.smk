@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -13,9 +14,8 @@ from snakemake.utils import min_version, validate
 # envs/ and on a cluster node: this checkout's src/ first on PYTHONPATH, for this parse and
 # every job it starts (a conda env cannot install the checkout: Snakemake copies its yaml).
 SRC = str(Path(workflow.basedir) / "src")
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [SRC, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != SRC)]
-)
+_OTHERS = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != SRC]
+os.environ.update(PYTHONPATH=os.pathsep.join([SRC, *_OTHERS]))  # set, not required: no envvars
 sys.path.insert(0, SRC)
 
 from imgread.config import check_config, check_schema, schema_file, trial_grid
@@ -94,7 +94,12 @@ def caption_template(name):
 
 def trial_log(record):
     """A trial's log: its record's path under results/logs/, ending in .log."""
-    return record.replace("results/trials/", "results/logs/trials/", 1).removesuffix(".json") + ".log"
+    return (
+        record.replace("results/trials/", "results/logs/trials/", 1).removesuffix(
+            ".json"
+        )
+        + ".log"
+    )
 
 
 def trial_files(wildcards=None):
@@ -187,6 +192,35 @@ def print_recommendation():
     path = Path("results/tables/recommendation.md")
     if path.exists():
         print(f"\nWhat to use on this machine ({path}):\n\n{path.read_text()}")
+
+
+PARSED_AT = time.time()  # this run's start: logs written since belong to it
+
+
+def print_failures():
+    """When a run fails: the quiet profile hides Snakemake's "Error in rule" blocks, so name the
+    jobs' logs written during this run that hold an error, with their last lines."""
+    failed = [
+        log
+        for log in sorted(
+            Path("results/logs").rglob("*.log"), key=lambda p: p.stat().st_mtime
+        )
+        if log.stat().st_mtime >= PARSED_AT
+        and any(
+            word in log.read_text(errors="replace") for word in ("Error", "Traceback")
+        )
+    ]
+    for log in failed[-3:]:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-12:])
+        print(
+            f"\nimgread: a job failed; its log {log} ends with:\n{tail}",
+            file=sys.stderr,
+        )
+    if not failed:
+        print(
+            "imgread: the run failed; see the log above and results/logs/",
+            file=sys.stderr,
+        )
 
 
 def check_report_matches():
