@@ -15,6 +15,11 @@ Everything else (variant, workers, decoder, source, ...) is a *strategy*. Per jo
 - its speedup is over the phase's default choice (the baseline variant with the phase's
   default settings, or with the recommended settings where the default was not measured),
   and its ceiling fraction is the summary's (device bandwidth or one core x usable cores).
+
+With ``analysis.memory_budget`` (bytes) the same rule is applied among the cells whose median
+peak memory (imgread.memory: the whole trial, the process and its workers, counted once) is
+within the budget; the row gives the memory of its answer, and what the answer would be without
+the budget where that changed it.
 """
 
 from __future__ import annotations
@@ -64,6 +69,11 @@ RECOMMENDATION_COLUMNS = [
     "default_choice",
     "default_median",
     "speedup_over_default",
+    "memory_bytes",
+    "memory_budget_bytes",
+    "budget_changed_answer",
+    "without_budget",
+    "without_budget_memory_bytes",
     "ceiling_kind",
     "ceiling_fraction",
 ]
@@ -99,10 +109,14 @@ def choose(cells: pd.DataFrame, higher: bool, tolerance: float = TOLERANCE) -> t
 
 
 def recommend(
-    trials: pd.DataFrame, summary: pd.DataFrame, tolerance: float = TOLERANCE
+    trials: pd.DataFrame,
+    summary: pd.DataFrame,
+    tolerance: float = TOLERANCE,
+    memory_budget: float | None = None,
 ) -> pd.DataFrame:
     """One row per (phase, job), at the largest n, plus a row for each smaller n where the
-    answer differs (see the module docstring)."""
+    answer differs (see the module docstring); with a ``memory_budget`` (bytes), the answer
+    is chosen among the cells whose median peak memory is within it (:func:`_budgeted`)."""
     out = []
     ceilings = {
         tuple(map(str, k)): (kind, frac)
@@ -114,7 +128,7 @@ def recommend(
         phase = PHASES[phase_name]
         for job, jt in _jobs(phase, pt):
             rows = [
-                _answer(phase, machine, job, n, nt, tolerance, ceilings)
+                _answer(phase, machine, job, n, nt, tolerance, ceilings, memory_budget)
                 for n, nt in jt.groupby("n_images", sort=True)
             ]
             out.extend(_collapse(rows))
@@ -143,6 +157,7 @@ def _answer(
     trials: pd.DataFrame,
     tolerance: float,
     ceilings: dict,
+    memory_budget: float | None = None,
 ) -> dict:
     """The recommendation row of one job at ``n`` images, from its ``trials``."""
     column, higher, unit = phase.objective(job)
@@ -150,12 +165,13 @@ def _answer(
     keys = ["variant", *strategy, "workers"]
     cells = pd.DataFrame(
         [
-            dict(zip(keys, k, strict=True), **_cell_stats(g, column))
+            dict(zip(keys, k, strict=True), **_cell_stats(g, column), memory=_memory(g))
             for k, g in trials.groupby(keys, sort=True)
         ]
     )
-    i, b, good = choose(cells, higher, tolerance)
-    pick, top = cells.iloc[i], cells.iloc[b]
+    within, budget = _budgeted(cells, higher, tolerance, memory_budget, strategy)
+    i, b, good = choose(within, higher, tolerance)
+    pick, top = within.iloc[i], within.iloc[b]
     settings = {k: str(pick[k]) for k in strategy}
     default, default_settings = _default(phase, cells, settings, higher)
     dmed = float(default["median"]) if default is not None else float("nan")
@@ -186,9 +202,48 @@ def _answer(
         default_choice=f"{base_variant} x{base_workers}, {_label(default_settings)}",
         default_median=dmed,
         speedup_over_default=pick["median"] / dmed if higher else dmed / pick["median"],
+        memory_bytes=pick["memory"],
+        **budget,
         ceiling_kind=kind,
         ceiling_fraction=frac,
     )
+
+
+def _memory(g: pd.DataFrame) -> float:
+    """A cell's median peak memory (imgread.memory); NaN where its records have none."""
+    if "peak_memory_bytes" not in g:
+        return float("nan")
+    return float(pd.to_numeric(g["peak_memory_bytes"]).median())
+
+
+def _budgeted(cells: pd.DataFrame, higher: bool, tolerance: float, budget, strategy: list):
+    """(the cells the usual rule chooses among, the row's budget columns): with a budget, the
+    cells whose median peak memory is within it (all of them where none is: the row's
+    ``memory_bytes`` then shows the budget was not met), and what the answer would be
+    without it; ``budget_changed_answer`` where the two differ."""
+    cols = dict(
+        memory_budget_bytes=float("nan"),
+        budget_changed_answer=False,
+        without_budget="-",
+        without_budget_memory_bytes=float("nan"),
+    )
+    if budget is None:
+        return cells, cols
+    free = choose(cells, higher, tolerance)[0]
+    row = cells.iloc[free]
+    cols.update(
+        memory_budget_bytes=float(budget),
+        without_budget=f"{row['variant']} x{row['workers']}, "
+        + _label({k: str(row[k]) for k in strategy}),
+        without_budget_memory_bytes=float(row["memory"]),
+    )
+    fits = cells["memory"] <= budget
+    if not fits.any():
+        return cells, cols
+    within = cells[fits]
+    chosen = within.index[choose(within, higher, tolerance)[0]]
+    cols["budget_changed_answer"] = bool(chosen != cells.index[free])
+    return within, cols
 
 
 def _default(phase: Phase, cells: pd.DataFrame, settings: dict, higher: bool):

@@ -35,6 +35,8 @@ SUMMARY_COLUMNS = CELL + [
     "median_images_per_s",
     "interfered_trials",
     "median_interference_fraction",
+    "median_peak_memory_bytes",
+    "median_memory_per_worker_bytes",
     "ceiling_kind",
     "ceiling_fraction",
 ]
@@ -134,7 +136,14 @@ def _cell_summary(g: pd.DataFrame, confidence: float) -> dict:
         median_interference_fraction=(
             g["interference_fraction"].median() if "interference_fraction" in g else float("nan")
         ),
+        median_peak_memory_bytes=_median(g, "peak_memory_bytes"),
+        median_memory_per_worker_bytes=_median(g, "memory_per_worker_bytes"),
     )
+
+
+def _median(g: pd.DataFrame, column: str) -> float:
+    """The median of a column the older records may lack (NaN then; imgread.memory)."""
+    return float(pd.to_numeric(g[column]).median()) if column in g else float("nan")
 
 
 def cores_of(g: pd.DataFrame) -> int:

@@ -105,6 +105,9 @@ HOW_TO_READ = (
     "rate x the cores it can use; model: the consumer's own rate, i.e. the AU); *noise*: the "
     "coefficient of variation over repetitions and the repetitions another process or the "
     "hypervisor disturbed."
+    " *memory*: the answer's median peak memory, the whole trial's (the process and all its "
+    "workers, each page counted once); with a memory budget the rule is applied among the cells "
+    "within it, and where that changed the answer, what the best overall would need."
 )
 HEADER = [
     "phase",
@@ -117,6 +120,7 @@ HEADER = [
     "x default",
     "of ceiling",
     "noise",
+    "memory",
 ]
 
 
@@ -134,6 +138,33 @@ def _several_machines(rec: pd.DataFrame) -> bool:
 def recommendation_header(rec: pd.DataFrame) -> list[str]:
     """The recommendation table's header (a machine column first where there are several)."""
     return (["machine"] if _several_machines(rec) else []) + HEADER
+
+
+def bytes_text(v: float) -> str:
+    """'3.1 GB', '420 MB' (decimal units, as the budget is written)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{v:.0f} B"
+
+
+def memory_text(r) -> str:
+    """The answer's median peak memory (a row of recommend()), and what a memory budget did:
+    '1.2 GB, within the 2 GB budget; the best overall (processes x8, ...) needs 3.1 GB'."""
+    mem = getattr(r, "memory_bytes", float("nan"))
+    if mem is None or np.isnan(mem):
+        return "-"
+    budget = getattr(r, "memory_budget_bytes", float("nan"))
+    if budget is None or np.isnan(budget):
+        return bytes_text(mem)
+    if mem > budget:
+        return f"{bytes_text(mem)}, over the {bytes_text(budget)} budget: no cell fits it"
+    if not r.budget_changed_answer:
+        return f"{bytes_text(mem)}, within the {bytes_text(budget)} budget"
+    return (
+        f"{bytes_text(mem)}, within the {bytes_text(budget)} budget; the best overall "
+        f"({r.without_budget}) needs {bytes_text(r.without_budget_memory_bytes)}"
+    )
 
 
 def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
@@ -160,6 +191,7 @@ def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
                 speed,
                 frac,
                 f"{cv}, {r.interfered_trials}/{r.repetitions} disturbed",
+                memory_text(r),
             ]
         )
     return out

@@ -14,6 +14,9 @@ Order inside a trial (each step's time is recorded in its own column):
 5. close the pools -> ``shutdown_seconds``;
 6. the phase checks the results (images, bytes, pixels, checksums) after the clock stopped
    -> ``verify_seconds`` where it does more than count.
+
+Steps 2-5 run inside imgread.memory's meter (a memory cgroup, or PSS sampling): the peak of the
+whole trial over the timed work -> ``peak_memory_bytes``, ``memory_per_worker_bytes``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from imgread import cache as cachectl
 from imgread import noise
 from imgread.errors import ImageDecodeError, TrialError, UserError
 from imgread.manifest import ImageEntry, Manifest, read_manifest
+from imgread.memory import MemoryMeter
 from imgread.phases.base import Phase, Verified
 from imgread.phases.registry import get_phase
 from imgread.pools import Runner, process_start_method
@@ -124,6 +128,12 @@ class TrialRecord:
     steal_seconds: float
     other_cpu_seconds: float
     interference_fraction: float
+    memory_method: str  # the memory columns: imgread.memory
+    peak_memory_bytes: int | None
+    memory_baseline_bytes: int | None
+    memory_per_worker_bytes: float | None
+    memory_sample_period_s: float | None
+    memory_sampler_cpu_s: float | None
     extra: dict = field(default_factory=dict)  # the phase's keys and columns
 
     def to_dict(self) -> dict:
@@ -281,6 +291,7 @@ class _Timed:
     ns: dict[str, int] = field(default_factory=dict)
     cpu: tuple = ()
     runner: Runner | None = None
+    memory: dict = field(default_factory=dict)
 
 
 def prepare(spec: TrialSpec) -> _Prepared:
@@ -335,7 +346,7 @@ def prove_cache(t: _Prepared) -> tuple[float | None, str]:
     return resident, "unflushed" if spec.cache_method == "none" else "cold"
 
 
-def time_work(t: _Prepared) -> _Timed:
+def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
     """Start the variant, prove the cache, time exactly the work, close (steps 2-5). A dead
     worker, an unreadable image or an OS error becomes a TrialError naming the cell."""
     out = _Timed()
@@ -349,10 +360,12 @@ def time_work(t: _Prepared) -> _Timed:
             ns["started"] = time.perf_counter_ns()
             out.resident, out.state = prove_cache(t)
             before = noise.snapshot()
+            meter.start()
             ns["run"] = time.perf_counter_ns()
             out.results = out.runner.run(t.jobs)
             ns["ran"] = time.perf_counter_ns()
             out.cpu = (before, noise.snapshot())
+            out.memory = meter.stop()
         finally:
             # Around close() too: a worker's death may be reported asynchronously (PyTorch
             # raises it from its SIGCHLD handler, wherever the main thread happens to be).
@@ -394,7 +407,8 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
     prepare -> (start, prove the cache, time, close) -> verify -> record."""
     t = prepare(spec)
     started_at = _utc_now()
-    timed = time_work(t)
+    with MemoryMeter(spec.workers) as meter:  # workers start and end inside it
+        timed = time_work(t, meter)
     try:
         checked = t.phase.verify(timed.results, t.manifest.root, t.entries, t.params, t.inputs)
     finally:
@@ -443,6 +457,7 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
         machine=spec.machine,
         storage=spec.storage,
         **noise.interference(*timed.cpu, seconds, os.cpu_count() or 1),
+        **timed.memory,
         **platform_info(),
     )
 

@@ -31,7 +31,7 @@ summary = summarize(trials, confidence=a["confidence"], device_mb_per_s=device["
 speed = speedup(
     trials, resamples=a["bootstrap_resamples"], confidence=a["confidence"], seed=a["seed"]
 )
-rec = recommend(trials, summary, tolerance=a["tolerance"])
+rec = recommend(trials, summary, tolerance=a["tolerance"], memory_budget=a.get("memory_budget"))
 # The config is read, not a param: recording it must not make a rerun of the tables.
 study = describe(trials, i.manifest, device=device, config=snakemake.config)  # noqa: F821
 tables = {

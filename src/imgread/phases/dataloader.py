@@ -222,6 +222,7 @@ class DataLoaderPhase(base.Phase):
         "dataloader_scaling": "imgread.figures.dataloader:dataloader_scaling",
         "dataloader_first_batch": "imgread.figures.dataloader:dataloader_first_batch",
         "dataloader_cache": "imgread.figures.dataloader:dataloader_cache",
+        "memory_dataloader": "imgread.figures.memory:memory_vs_workers",
     }
     params = (
         base.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),

@@ -210,6 +210,7 @@ class DecodePhase(base.Phase):
         "throughput": "imgread.figures.decode:throughput",
         "published_comparison": "imgread.figures.decode:published_comparison",
         "decode_cost": "imgread.figures.decode:decode_cost",
+        "memory_decode": "imgread.figures.memory:memory_vs_workers",
     }
     params = (
         base.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),

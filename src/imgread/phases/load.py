@@ -77,6 +77,7 @@ class LoadPhase(base.Phase):
     figures = {
         "load_time": "imgread.figures.load:load_time",
         "residency": "imgread.figures.load:residency",
+        "memory_load": "imgread.figures.memory:memory_vs_workers",
     }
     variants = {
         v.name: v

@@ -74,6 +74,7 @@ class StreamPhase(base.Phase):
         "stream_latency_cdf": "imgread.figures.stream:stream_latency_cdf",
         "stream_p99": "imgread.figures.stream:stream_p99",
         "stream_au": "imgread.figures.stream:stream_au",
+        "memory_stream": "imgread.figures.memory:memory_vs_workers",
     }
 
     def objective(self, job):
