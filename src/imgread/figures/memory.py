@@ -84,5 +84,10 @@ def memory_vs_workers(trials, summary, speed, published, settings, phase, **_) -
     fig.suptitle(
         f"Memory of the {phase.name} phase: {_method(d)}\n{machine_label(d)}", fontsize="medium"
     )
-    share.legend(title="strategy, at its largest n", fontsize="x-small", loc="best")
+    share.legend(
+        title="strategy, at its largest n",
+        fontsize="x-small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),  # beside the panel, never over a point
+    )
     return fig
