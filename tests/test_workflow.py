@@ -92,7 +92,7 @@ def _text(value):
 
 
 def _skipped(params):
-    """Combinations the README says are left out of grids."""
+    """Combinations docs/method.md says are left out of grids."""
     return (
         (params.get("decoder") == "pillow-draft" and params.get("output") == "full")
         or (params.get("source") == "cache-pickle" and params.get("page_cache") == "cold")
