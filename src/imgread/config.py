@@ -214,7 +214,8 @@ def _check_phases(config: dict) -> list[int]:
                     f"[{i}]" if isinstance(settings, list) else ""
                 )
                 _check_block(phase, name, block, where)
-                sizes.extend(block.get("sizes", []))
+                if block.get("workers"):  # a block left out (workers []) measures nothing
+                    sizes.extend(block.get("sizes", []))
     return sizes
 
 
