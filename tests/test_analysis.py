@@ -71,6 +71,15 @@ def test_summary_keeps_cells_with_different_keys_apart(trials):
     assert set(study_cells(summary).variant) == {"sequential", "processes"}
 
 
+def test_summary_names_the_one_core_rate_its_cpu_ceiling_was_built_from(trials):
+    s = summarize(trials).set_index(["variant", "decoder", "delivery", "workers"])
+    shm = s.loc[("processes-shm", "opencv", "pixels", 4)]
+    # the decoder alone, pixels discarded: 5 images/s over 2 repetitions, x min(4, 2 cores)
+    assert shm.ceiling_one_core_images_per_s == pytest.approx(5.0)
+    assert shm.ceiling_one_core_repetitions == 2
+    assert shm.ceiling_fraction == pytest.approx((10 / 1.6) / (5.0 * 2))
+
+
 def test_pipeline_table_has_medians_speedups_and_ceilings(trials):
     table = pipeline_table(trials, summarize(trials), speedup(trials, resamples=10))
     row = table[(table.variant == "threads")].iloc[0]

@@ -8,8 +8,9 @@ import pytest
 
 from imgread.analysis import flag_interference, summarize, with_all_keys
 from imgread.noise import CpuSnapshot, interference
-from imgread.recommend import choose, markdown, recommend
+from imgread.recommend import choose, markdown, recommend, rst
 from imgread.scaling import fit_usl, usl
+from imgread.stats import mean_ci, rate_ci
 
 # ---------------------------------------------------------------- the USL fit
 
@@ -95,6 +96,10 @@ def test_the_clear_best_cell_is_recommended_with_its_rate_and_speedup():
     assert rec["default_choice"].startswith("sequential x1")
     # one core gives 100; 4 usable cores: 375 / 400
     assert rec["ceiling_kind"] == "cpu" and rec["ceiling_fraction"] == pytest.approx(0.9375)
+    assert rec["ceiling_one_core_images_per_s"] == 10 and rec["ceiling_one_core_repetitions"] == 3
+    assert 350 < rec["ci_low"] < 375 < rec["ci_high"] < 400 and not rec["too_few_repetitions"]
+    md = markdown(_recommend(t))
+    assert "| 375 megapixels/s [362.8, 387.6] |" in md and "| 94% (cpu) |" in md
 
 
 def test_a_tie_within_5_percent_goes_to_the_fewest_workers():
@@ -166,6 +171,66 @@ def test_the_default_choice_is_the_default_decoder_when_it_was_measured():
     assert rec["settings"] == "decoder=simplejpeg" and rec["workers"] == 2
     assert rec["default_choice"] == "sequential x1, decoder=pillow"
     assert rec["speedup_over_default"] == pytest.approx(5.8)
+
+
+# ---------------------------------------------------------------- no impossible numbers
+
+
+def _rate_cell(md: str) -> str:
+    """The rate cell of the first row of the answer's Markdown table."""
+    row = next(line for line in md.splitlines() if line.startswith("| ") and "x1" in line)
+    return row.split(" | ")[5]
+
+
+def test_two_repetitions_say_too_few_repetitions_and_give_no_bound():
+    # measured twice, far apart: the t-interval of the mean was [-9969, 12069] here
+    t = _trials({("sequential", 1): [100, 2000]})
+    assert mean_ci(np.array([100.0, 2000.0]))[0] < 0
+    rec = _recommend(t)
+    row = rec.iloc[0]
+    assert row["too_few_repetitions"] and row["repetitions"] == 2
+    assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
+    cell = _rate_cell(markdown(rec))
+    assert cell == "1050 megapixels/s (too few repetitions)" and "-" not in cell
+    assert "     - 1050 megapixels/s (too few repetitions)" in rst(rec)  # the report's table
+    one = _recommend(_trials({("sequential", 1): [100]})).iloc[0]  # one repetition too
+    assert one["too_few_repetitions"] and np.isnan(one["ci_low"])
+
+
+def test_a_wide_spread_of_repetitions_gives_an_interval_above_zero_around_the_median():
+    rates = [20, 100, 900, 60, 400]
+    assert mean_ci(np.array(rates, dtype=float))[0] < 0  # what the answer used to print
+    rec = _recommend(_trials({("sequential", 1): rates})).iloc[0]
+    assert not rec["too_few_repetitions"]
+    assert 0 < rec["ci_low"] < rec["median"] == 100 < rec["ci_high"]
+    again = _recommend(_trials({("sequential", 1): rates})).iloc[0]
+    assert (again["ci_low"], again["ci_high"]) == (rec["ci_low"], rec["ci_high"])  # no chance
+    cell = _rate_cell(markdown(_recommend(_trials({("sequential", 1): rates}))))
+    assert cell.startswith("100 megapixels/s [") and "-" not in cell
+
+
+def test_the_rate_interval_is_the_reciprocal_of_the_time_interval_and_needs_positive_rates():
+    rates = np.array([20.0, 100.0, 900.0, 60.0, 400.0])
+    lo, hi = rate_ci(rates)
+    tlo, thi = rate_ci(1 / rates)
+    assert (lo, hi) == pytest.approx((1 / thi, 1 / tlo))
+    geo = np.exp(np.log(rates).mean())
+    assert lo * hi == pytest.approx(geo**2)  # symmetric around the geometric mean, in factors
+    assert all(np.isnan(rate_ci(np.array(v))).all() for v in ([5.0], [5.0, 0.0], [5.0, -1.0]))
+
+
+def test_a_fraction_of_the_cpu_ceiling_above_100_percent_says_why():
+    # the one-core cell measured twice, slowly: a pool of 2 reaches 150 % of 2 x its median
+    t = _trials({("sequential", 1): [50, 50], ("processes", 2): [150, 150, 150]})
+    rec = _recommend(t)
+    row = rec.iloc[0]
+    assert (row["variant"], row["workers"]) == ("processes", 2)
+    assert row["ceiling_fraction"] == pytest.approx(1.5)  # kept as measured, not capped
+    assert row["ceiling_one_core_images_per_s"] == 5 and row["ceiling_one_core_repetitions"] == 2
+    md = markdown(rec)
+    assert "| 150% (cpu; one-core rate is a noisy median of 2 repetitions) |" in md
+    assert "above 100 % with the reason" in md  # and the paragraph under the table says why
+    assert "t-interval on the log of the rate" in md
 
 
 # ---------------------------------------------------------------- noise

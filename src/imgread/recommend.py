@@ -14,7 +14,11 @@ Everything else (variant, workers, decoder, source, ...) is a *strategy*. Per jo
   make a much slower cell look as good as the best;
 - its speedup is over the phase's default choice (the baseline variant with the phase's
   default settings, or with the recommended settings where the default was not measured),
-  and its ceiling fraction is the summary's (device bandwidth or one core x usable cores).
+  and its ceiling fraction is the summary's (device bandwidth or one core x usable cores),
+  with the one-core rate it was built from (a fraction above 1 is kept and explained);
+- its interval is stats.rate_ci (a t-interval on log(rate), never below zero), and only with
+  at least MIN_REPETITIONS (3) repetitions: with fewer, ``ci_low``/``ci_high`` are NaN,
+  ``too_few_repetitions`` is True and the table says so.
 
 With ``analysis.memory_budget`` (bytes) the same rule is applied among the cells whose median
 peak memory (imgread.memory: the whole trial, the process and its workers, counted once) is
@@ -30,11 +34,12 @@ import pandas as pd
 from imgread.keys import CELL, NO_PARAM
 from imgread.phases.base import Phase
 from imgread.phases.registry import PARAM_COLUMNS, PHASES
-from imgread.stats import mean_ci
-from imgread.text import TOLERANCE, how_to_read, markdown, rst
+from imgread.stats import rate_ci
+from imgread.text import MIN_REPETITIONS, TOLERANCE, how_to_read, markdown, rst
 
 # The recommendation as text lives in imgread.text (the study's captions use it too).
 __all__ = [
+    "MIN_REPETITIONS",
     "RECOMMENDATION_COLUMNS",
     "TOLERANCE",
     "choose",
@@ -58,6 +63,7 @@ RECOMMENDATION_COLUMNS = [
     "median",
     "ci_low",
     "ci_high",
+    "too_few_repetitions",
     "cv",
     "repetitions",
     "interfered_trials",
@@ -76,7 +82,17 @@ RECOMMENDATION_COLUMNS = [
     "without_budget_memory_bytes",
     "ceiling_kind",
     "ceiling_fraction",
+    "ceiling_one_core_images_per_s",
+    "ceiling_one_core_repetitions",
 ]
+# The summary's ceiling columns, as a cell without one has them.
+NO_CEILING = dict(
+    ceiling_kind="-",
+    ceiling_fraction=float("nan"),
+    ceiling_one_core_images_per_s=float("nan"),
+    ceiling_one_core_repetitions=0,
+)
+CEILING = list(NO_CEILING)
 
 
 def _label(params: dict[str, str]) -> str:
@@ -85,12 +101,14 @@ def _label(params: dict[str, str]) -> str:
 
 def _cell_stats(g: pd.DataFrame, column: str) -> dict:
     v = g[column].to_numpy(dtype=float)
-    lo, hi = mean_ci(v)
+    too_few = len(v) < MIN_REPETITIONS
+    lo, hi = (float("nan"), float("nan")) if too_few else rate_ci(v)
     mean = v.mean()
     return dict(
         median=float(np.median(v)),
         ci_low=lo,
         ci_high=hi,
+        too_few_repetitions=too_few,
         cv=float(v.std(ddof=1) / mean) if len(v) > 1 and mean else float("nan"),
         repetitions=len(v),
         interfered_trials=int(g["interfered"].sum()) if "interfered" in g else 0,
@@ -119,10 +137,8 @@ def recommend(
     is chosen among the cells whose median peak memory is within it (:func:`_budgeted`)."""
     out = []
     ceilings = {
-        tuple(map(str, k)): (kind, frac)
-        for *k, kind, frac in summary[[*CELL, "ceiling_kind", "ceiling_fraction"]].itertuples(
-            index=False
-        )
+        tuple(map(str, r[: len(CELL)])): dict(zip(CEILING, r[len(CELL) :], strict=True))
+        for r in summary.reindex(columns=[*CELL, *CEILING]).itertuples(index=False)
     }
     for (phase_name, machine), pt in trials.groupby(["phase", "machine"], sort=False):
         phase = PHASES[phase_name]
@@ -176,7 +192,7 @@ def _answer(
     default, default_settings = _default(phase, cells, settings, higher)
     dmed = float(default["median"]) if default is not None else float("nan")
     key = (phase.name, machine, pick["variant"], *_cell_params(job, settings), n, pick["workers"])
-    kind, frac = ceilings.get(tuple(map(str, key)), ("-", float("nan")))
+    ceiling = ceilings.get(tuple(map(str, key)), NO_CEILING)
     base_variant, base_workers = phase.baseline
     return dict(
         phase=phase.name,
@@ -191,6 +207,7 @@ def _answer(
         median=pick["median"],
         ci_low=pick["ci_low"],
         ci_high=pick["ci_high"],
+        too_few_repetitions=bool(pick["too_few_repetitions"]),
         cv=pick["cv"],
         repetitions=int(pick["repetitions"]),
         interfered_trials=int(pick["interfered_trials"]),
@@ -204,8 +221,7 @@ def _answer(
         speedup_over_default=pick["median"] / dmed if higher else dmed / pick["median"],
         memory_bytes=pick["memory"],
         **budget,
-        ceiling_kind=kind,
-        ceiling_fraction=frac,
+        **ceiling,
     )
 
 

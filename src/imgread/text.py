@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 TOLERANCE = 0.05  # a cell whose median is within 5 % of the best one's is as good as the best
+MIN_REPETITIONS = 3  # fewer repetitions than this get no interval: "too few repetitions"
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -98,11 +99,14 @@ HOW_TO_READ = (
     "One row per job (what you need done) at the largest number of images measured, and a "
     "row for each smaller number where the answer differs. *use*: the strategy and workers to "
     "use, the fewest workers whose median is within {tol:.0%} of the best cell's; *rate*: its "
-    "median over the repetitions, with the 95 % confidence interval of the mean; *as good as "
-    "best*: how many cells were within {tol:.0%} (1: a clear winner); *x default*: its speedup "
-    "over the phase's default choice ({default}); *of ceiling*: the fraction of what the "
-    "hardware allows that it reaches (device: the disk's cold read bandwidth; cpu: one core's "
-    "rate x the cores it can use; model: the consumer's own rate, i.e. the AU); *noise*: the "
+    "median over the repetitions and its 95 % interval, a t-interval on the log of the rate "
+    "(rates are positive and vary by factors, so the bounds never go below zero), or *too few "
+    "repetitions* with fewer than {min_reps}; *as good as best*: how many cells were within "
+    "{tol:.0%} (1: a clear winner); *x default*: its speedup over the phase's default choice "
+    "({default}); *of ceiling*: the fraction of what the hardware allows that it reaches "
+    "(device: the disk's cold read bandwidth; cpu: one core's rate x the cores it can use; "
+    "model: the consumer's own rate, i.e. the AU), above 100 % with the reason: the one-core "
+    "rate it is measured against is itself a noisy median of a few repetitions; *noise*: the "
     "coefficient of variation over repetitions and the repetitions another process or the "
     "hypervisor disturbed."
     " *memory*: the answer's median peak memory, the whole trial's (the process and all its "
@@ -127,7 +131,9 @@ HEADER = [
 def how_to_read(tolerance: float = TOLERANCE) -> str:
     """The paragraph under the table."""
     return HOW_TO_READ.format(
-        tol=tolerance, default="sequential, or num_workers=1, with the default settings"
+        tol=tolerance,
+        default="sequential, or num_workers=1, with the default settings",
+        min_reps=MIN_REPETITIONS,
     )
 
 
@@ -138,6 +144,31 @@ def _several_machines(rec: pd.DataFrame) -> bool:
 def recommendation_header(rec: pd.DataFrame) -> list[str]:
     """The recommendation table's header (a machine column first where there are several)."""
     return (["machine"] if _several_machines(rec) else []) + HEADER
+
+
+def interval_text(r) -> str:
+    """' [low, high]' after the rate, ' (too few repetitions)' with fewer than
+    MIN_REPETITIONS, '' where there is no interval (a row of recommend())."""
+    if getattr(r, "too_few_repetitions", r.repetitions < MIN_REPETITIONS):
+        return " (too few repetitions)"
+    return "" if np.isnan(r.ci_low) else f" [{r.ci_low:.4g}, {r.ci_high:.4g}]"
+
+
+def ceiling_text(r) -> str:
+    """'94% (cpu)'; above 100 %, why: '102% (cpu; one-core rate is a noisy median of 2
+    repetitions)' (the ceiling is measured, not known: the fraction is kept as measured)."""
+    frac = r.ceiling_fraction
+    if np.isnan(frac):
+        return "-"
+    if round(frac, 2) <= 1:
+        return f"{frac:.0%} ({r.ceiling_kind})"
+    reps = getattr(r, "ceiling_one_core_repetitions", 0)
+    if r.ceiling_kind == "cpu":
+        of = f" of {reps} repetition{'s' if reps != 1 else ''}" if reps > 0 else ""
+        why = f"one-core rate is a noisy median{of}"
+    else:
+        why = "the ceiling is itself a noisy median"
+    return f"{frac:.0%} ({r.ceiling_kind}; {why})"
 
 
 def bytes_text(v: float) -> str:
@@ -172,10 +203,6 @@ def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in rec.itertuples(index=False):
         n = f"{r.n_images}" + (f" (also {r.also_for_n})" if r.also_for_n != "-" else "")
-        ci = "" if np.isnan(r.ci_low) else f" [{r.ci_low:.4g}, {r.ci_high:.4g}]"
-        frac = (
-            "-" if np.isnan(r.ceiling_fraction) else f"{r.ceiling_fraction:.0%} ({r.ceiling_kind})"
-        )
         cv = "-" if np.isnan(r.cv) else f"CV {r.cv:.0%}"
         speed = "-" if np.isnan(r.speedup_over_default) else f"{r.speedup_over_default:.2f}"
         out.append(
@@ -186,10 +213,10 @@ def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
                 n,
                 f"{r.variant} x{r.workers}",
                 r.settings,
-                f"{r.median:.4g} {r.unit}{ci}",
+                f"{r.median:.4g} {r.unit}{interval_text(r)}",
                 str(r.as_good_as_best),
                 speed,
-                frac,
+                ceiling_text(r),
                 f"{cv}, {r.interfered_trials}/{r.repetitions} disturbed",
                 memory_text(r),
             ]
