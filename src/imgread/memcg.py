@@ -20,6 +20,13 @@ does not change during the clock (the warm phases), else (files read from a cold
 at most the cache read after the peak. Mapped shared memory is among the mapped file pages, so
 what is taken off is never more than the file cache there was. Pages the trial process had
 before it moved stay charged where they were: the cgroup holds what the trial added.
+
+Where this differs from summed PSS (imgread.memory's other way): a file page already in the
+page cache when the trial maps it (a library another process loaded first, PyTorch's) stays
+charged to that process's cgroup, so the cgroup does not count it, while PSS counts the trial's
+share of it, a share that depends on how many other processes map the file at the time. For a
+trial that imports a large library after its baseline (the DataLoader imports PyTorch when it
+starts) the two can differ by a few hundred MB; compare memory within one ``memory_method``.
 """
 
 from __future__ import annotations
