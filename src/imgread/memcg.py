@@ -11,22 +11,15 @@ killed trial (its pid no longer alive) is removed when the next trial starts, an
 trial's workers still in it moved out first.
 
 What the peak counts. A cgroup is charged for the pages its processes bring in: anonymous
-memory, shared memory (``/dev/shm``, mapped or not), file pages (mapped libraries, an mmap'ed
-decoded cache) and the kernel memory they use (page tables, pipe buffers), but also the page
-cache of the files they read: the dataset, which is not the strategy's memory. So the file
-cache nobody maps (active + inactive file pages - mapped file pages, ``memory.stat``) is taken
-off the peak, the larger of its amounts at the reset and at the read: exact where that cache
-does not change during the clock (the warm phases), else (files read from a cold cache) low by
-at most the cache read after the peak. Mapped shared memory is among the mapped file pages, so
-what is taken off is never more than the file cache there was. Pages the trial process had
-before it moved stay charged where they were: the cgroup holds what the trial added.
-
-Where this differs from summed PSS (imgread.memory's other way): a file page already in the
-page cache when the trial maps it (a library another process loaded first, PyTorch's) stays
-charged to that process's cgroup, so the cgroup does not count it, while PSS counts the trial's
-share of it, a share that depends on how many other processes map the file at the time. For a
-trial that imports a large library after its baseline (the DataLoader imports PyTorch when it
-starts) the two can differ by a few hundred MB; compare memory within one ``memory_method``.
+memory, shared memory (``/dev/shm``, mapped or not), the kernel memory they use (page tables,
+pipe buffers) and file pages, the page cache of the files they read or map: the dataset's, a
+decoded cache, a library's code. imgread.memory counts no file pages (its docstring says
+why), so the cgroup's file pages (its active + inactive file pages, ``memory.stat``) are
+taken off the peak, the larger of their amounts at the reset and at the read: exact where they
+do not change during the clock (the warm phases), else (files read from a cold cache) low by at
+most the file pages read after the peak. Shared memory is not among them (it is on the
+anonymous lists) and stays counted. Pages the trial process had before it moved stay charged
+where they were: the cgroup holds what the trial added.
 """
 
 from __future__ import annotations
@@ -157,14 +150,12 @@ def _stat(folder: Path) -> dict[str, int]:
     return out
 
 
-def unmapped_file_cache(version: str, folder: Path) -> int:
-    """File pages charged to the cgroup that no process maps (the page cache of files read)."""
+def file_pages(version: str, folder: Path) -> int:
+    """The file pages (page cache, mapped or not) charged to the cgroup."""
     s = _stat(folder)
     if version == "v1":
-        lru, mapped = s["total_active_file"] + s["total_inactive_file"], s["total_mapped_file"]
-    else:
-        lru, mapped = s["active_file"] + s["inactive_file"], s["file_mapped"]
-    return max(0, lru - mapped)
+        return s["total_active_file"] + s["total_inactive_file"]
+    return s["active_file"] + s["inactive_file"]
 
 
 class TrialCgroup:
@@ -176,7 +167,7 @@ class TrialCgroup:
         self.method = f"cgroup-{version}"
         self.peak_file = "memory.max_usage_in_bytes" if version == "v1" else "memory.peak"
         self._peak_fd: int | None = None
-        self._cache_start = 0
+        self._files_start = 0
 
     @classmethod
     def enter(cls, pid: int) -> TrialCgroup | None:
@@ -213,17 +204,17 @@ class TrialCgroup:
             except OSError:
                 self._close_fd()
                 self.method = "cgroup-v2-since-start"
-        self._cache_start = unmapped_file_cache(self.version, self.folder)
+        self._files_start = file_pages(self.version, self.folder)
 
     def peak_added(self) -> int:
-        """The cgroup's peak since :meth:`reset`, less the file cache nobody maps."""
+        """The cgroup's peak since :meth:`reset`, less its file pages."""
         if self._peak_fd is not None:  # v2's reset holds for the file descriptor that did it
             os.lseek(self._peak_fd, 0, os.SEEK_SET)
             peak = int(os.read(self._peak_fd, 64).split()[0])
         else:
             peak = int((self.folder / self.peak_file).read_text().split()[0])
-        cache = max(self._cache_start, unmapped_file_cache(self.version, self.folder))
-        return max(0, peak - cache)
+        files = max(self._files_start, file_pages(self.version, self.folder))
+        return max(0, peak - files)
 
     def _close_fd(self) -> None:
         if self._peak_fd is not None:

@@ -1,22 +1,32 @@
 """Memory per trial: the peak of the whole trial (the trial process and all its workers, each
 page counted once), how it was measured, and each worker's share.
 
+What counts: the memory a strategy holds, anonymous memory (heaps, buffers, the results) and
+shared memory (``/dev/shm``, mapped or not); not file pages, the page cache (the dataset's
+files, a decoded cache, the code of the libraries), which the kernel can drop and which other
+processes share. Counting mapped file pages would make the figure depend on the machine
+rather than the strategy: a library's code is counted where the trial loaded it first, or in
+the share of however many other processes map it at the time (hundreds of MB for PyTorch).
+
 :class:`MemoryMeter` is entered before the trial starts its workers and left after it closed
 them; ``start()`` runs right before the clock and ``stop()`` right after it: the peak is the
 one of the timed region. Two ways, the first the machine allows:
 
 - ``cgroup-v1``, ``cgroup-v2``: the peak of a memory cgroup the trial runs in, no sampling at
-  all, less the page cache of the files read (imgread.memcg says exactly what it counts); the
-  pages the process had before it moved in are its PSS then, ``memory_baseline_bytes``, so
-  the peak is that + the cgroup's.
+  all, less its file pages (imgread.memcg says exactly what it counts); the pages the process
+  had before it moved in are counted as below, ``memory_baseline_bytes``, so the peak is that
+  + the cgroup's. Besides page tables it counts the rest of the processes' kernel memory
+  (kernel stacks, pipe buffers: a MB or two), which /proc does not show.
 - ``pss-sampled`` (no permission, no memory controller, or ``IMGREAD_MEMORY=pss``): a thread
-  sums the proportional set size (``Pss`` of ``/proc/<pid>/smaps_rollup``) over the trial
-  process and its descendants (``/proc/<pid>/task/*/children``; a child that still shares its
-  parent's address space, between vfork and exec, is that parent's memory, counted once), plus
+  sums the proportional set size of anonymous and shared memory (``Pss_Anon`` + ``Pss_Shmem``
+  of ``/proc/<pid>/smaps_rollup``; ``Pss`` on kernels before 5.9, which have no split), and
+  the page tables (``VmPTE``, kernel memory a cgroup counts too), over the trial process and
+  its descendants (``/proc/<pid>/task/*/children``; a child that still
+  shares its parent's address space, between vfork and exec, is that parent's memory), plus
   the ``/dev/shm`` segments made since the meter was entered that none of them maps (a mapped
   one is in its PSS already), from ``start()`` to ``stop()`` (a sample at each end); the peak
-  is the largest sum. PSS shares each page among the processes mapping it, so pages the
-  workers share are counted once, and the page cache of files read (not mapped) not at all.
+  is the largest sum. PSS shares each page among the processes mapping it, so the pages the
+  workers share (copy-on-write after fork, shared memory) are counted once.
   The sampler runs while the clock runs: it takes a sample every 20 ms, less often where a
   sample takes long (it never uses more than a quarter of a core: many or large processes),
   so the period is recorded as it was, the mean interval between samples; its CPU time, which
@@ -28,11 +38,12 @@ The record's columns:
 - ``memory_method``: ``cgroup-v1``, ``cgroup-v2``, ``cgroup-v2-since-start``,
   ``pss-sampled``, or ``none`` (no /proc: nothing measured, the numbers are empty);
 - ``peak_memory_bytes``: the whole trial's peak over the timed region, counted once;
-- ``memory_baseline_bytes``: the trial process's own PSS when the meter was entered, before it
-  started any worker;
+- ``memory_baseline_bytes``: the trial process's own memory (as the sampler counts it) when
+  the meter was entered, before it started any worker;
 - ``memory_per_worker_bytes``: (``peak_memory_bytes`` - ``memory_baseline_bytes``) /
-  workers, what the workers and the work (their buffers, the results the trial process holds)
-  added to the process as it was before the workers started, per worker; empty for 0 workers;
+  workers, what the workers and the work (their buffers, the results the trial process holds,
+  the libraries it imports to start them) added to the process as it was before the workers
+  started, per worker; empty for 0 workers;
 - ``memory_sample_period_s``, ``memory_sampler_cpu_s``: the sampler's mean period and CPU
   time (empty for a cgroup).
 """
@@ -56,7 +67,7 @@ MAX_DUTY = 0.25  # the sampler waits at least 3x the CPU time its last sample to
 METHOD_ENV = "IMGREAD_MEMORY"  # "auto" (default) or "pss"
 PROC = Path("/proc")
 SHM = Path("/dev/shm")
-_PSS = re.compile(rb"^Pss:\s+(\d+) kB", re.MULTILINE)
+_PSS = re.compile(rb"^(Pss|Pss_Anon|Pss_Shmem):\s+(\d+) kB", re.MULTILINE)
 _KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(platform.machine())
 _KCMP_VM = 1
 
@@ -65,13 +76,33 @@ _KCMP_VM = 1
 
 
 def pss_bytes(pid: int) -> int | None:
-    """The process's proportional set size (smaps_rollup); None where it is gone."""
+    """The process's proportional set size of anonymous and shared memory (smaps_rollup's
+    Pss_Anon + Pss_Shmem; all of Pss where the kernel has no split); None where it is gone."""
     try:
         text = (PROC / str(pid) / "smaps_rollup").read_bytes()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    m = _PSS.search(text)
-    return int(m.group(1)) * 1024 if m else None
+    kb = {k: int(v) for k, v in _PSS.findall(text)}
+    if b"Pss_Anon" in kb:
+        return (kb[b"Pss_Anon"] + kb.get(b"Pss_Shmem", 0)) * 1024
+    return kb[b"Pss"] * 1024 if b"Pss" in kb else None
+
+
+def page_table_bytes(pid: int) -> int:
+    """The process's page tables (VmPTE of /proc/<pid>/status): kernel memory, its own."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmPTE:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
+
+
+def process_memory(pid: int) -> int | None:
+    """What the meter counts of one process: :func:`pss_bytes` + its page tables."""
+    pss = pss_bytes(pid)
+    return None if pss is None else pss + page_table_bytes(pid)
 
 
 def children(pid: int) -> list[int]:
@@ -145,10 +176,10 @@ def mapped_shm(pids: list[int]) -> set[str]:
 
 
 def tree_memory(pid: int, before: dict[tuple[str, int], int]) -> int:
-    """Sum of PSS over ``pid``'s tree, plus the /dev/shm segments not in ``before`` that none
-    of the tree maps."""
+    """Sum of :func:`process_memory` over ``pid``'s tree, plus the /dev/shm segments not in
+    ``before`` that none of the tree maps."""
     pids = process_tree(pid)
-    total = sum(filter(None, (pss_bytes(p) for p in pids)))
+    total = sum(filter(None, (process_memory(p) for p in pids)))
     new = {k: v for k, v in shm_segments().items() if k not in before}
     if new:
         mapped = mapped_shm(pids)
@@ -243,7 +274,7 @@ class MemoryMeter:
         return "none" if self.baseline is None else "pss-sampled"
 
     def __enter__(self) -> MemoryMeter:
-        self.baseline = pss_bytes(self.pid)
+        self.baseline = process_memory(self.pid)
         self._segments = shm_segments()
         if self.baseline is not None and self.want == "auto":
             self.cgroup = TrialCgroup.enter(self.pid)
