@@ -81,7 +81,10 @@ def _tree(pid: int) -> list[int]:
     while todo:
         p = todo.pop()
         out.append(p)
-        todo.extend(k for k in children(p) if alive(k))
+        try:
+            todo.extend(k for k in children(p) if alive(k))
+        except FileNotFoundError:
+            pass  # it ended
     return out
 
 
@@ -89,13 +92,16 @@ def _watch(proc: subprocess.Popen, workers: int) -> dict:
     """Sample the trial's tree (smem-style: PSS summed over the processes) every ~2 ms until
     it ends: each sample while all ``workers`` are alive, as (wall-clock start, end, PSS sum,
     RSS sum: what counting a shared page once per process would give), and the trial
-    process's own largest PSS before the first worker appeared."""
+    process's own largest PSS before the first worker appeared. Once the workers run, this
+    test writes a 64 MB /dev/shm segment of its own, mapped by nobody: not the trial's."""
     seen: dict = dict(samples=[], before=0)
     while proc.poll() is None:
         began, tree = time.time(), _tree(proc.pid)
         if len(tree) == 1 and not seen["samples"]:  # it grows until it forks (then shares)
             seen["before"] = max(seen["before"], _rollup(proc.pid)[0])
         elif len(tree) == workers + 1:
+            if not FOREIGN.exists():
+                os.close(_shm_file(FOREIGN, 64))
             pss, rss = np.sum([_rollup(p) for p in tree], axis=0)
             seen["samples"].append((began, time.time(), pss, rss))
         time.sleep(0.002)
@@ -116,6 +122,18 @@ def _in_clock(rec: dict, seen: dict) -> dict:
     return dict(pss=int(pss), rss=int(rss), before=seen["before"], samples=len(inside))
 
 
+def _shm_file(path: Path, mb: int) -> int:
+    """A shared-memory file of ``mb`` MB, written, not mapped; its open descriptor."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    block = b"\x01" * 1_000_000
+    for _ in range(mb):
+        os.write(fd, block)
+    return fd
+
+
+FOREIGN = Path("/dev/shm") / f"imgread-test-foreign-{os.getpid()}"
+
+
 def _run_watched(manifest: Path, out: Path, method: str) -> tuple[dict, dict]:
     """Run the 4-worker trial while watching it (again, up to 5 times, where the clock was
     too short for 2 samples of this test's own)."""
@@ -124,7 +142,10 @@ def _run_watched(manifest: Path, out: Path, method: str) -> tuple[dict, dict]:
         proc = subprocess.Popen(
             trial_command(manifest, out, *FOUR), env=env, stderr=subprocess.PIPE
         )
-        seen = _watch(proc, 4)
+        try:
+            seen = _watch(proc, 4)
+        finally:
+            FOREIGN.unlink(missing_ok=True)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         rec = json.loads(out.read_text())
@@ -182,6 +203,20 @@ def test_memory_allocated_during_the_clock_is_in_the_peak(method):
     assert (
         cols["memory_per_worker_bytes"] == cols["peak_memory_bytes"] - cols["memory_baseline_bytes"]
     )
+
+
+@needs_proc
+@pytest.mark.parametrize("method", ["auto", "pss"])
+def test_shared_memory_held_open_but_mapped_by_nobody_is_counted(method):
+    path = Path("/dev/shm") / f"imgread-test-held-{os.getpid()}"
+    with MemoryMeter(1, method=method) as meter:
+        meter.start()
+        fd = _shm_file(path, 32)
+        path.unlink()  # held open only, as PyTorch hands a batch over
+        time.sleep(0.1)
+        cols = meter.stop()
+        os.close(fd)
+    assert 30e6 <= cols["peak_memory_bytes"] - cols["memory_baseline_bytes"] <= 45e6, cols
 
 
 @needs_cgroup

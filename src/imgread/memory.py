@@ -21,10 +21,12 @@ one of the timed region. Two ways, the first the machine allows:
   sums the proportional set size of anonymous and shared memory (``Pss_Anon`` + ``Pss_Shmem``
   of ``/proc/<pid>/smaps_rollup``; ``Pss`` on kernels before 5.9, which have no split), and
   the page tables (``VmPTE``, kernel memory a cgroup counts too), over the trial process and
-  its descendants (``/proc/<pid>/task/*/children``; a child that still
-  shares its parent's address space, between vfork and exec, is that parent's memory), plus
-  the ``/dev/shm`` segments made since the meter was entered that none of them maps (a mapped
-  one is in its PSS already), from ``start()`` to ``stop()`` (a sample at each end); the peak
+  its descendants (``/proc/<pid>/task/*/children``; a child that still shares its parent's
+  address space, between vfork and exec, is that parent's memory), plus the shared memory
+  none of them maps (a mapped page is in its PSS already): files on /dev/shm or memfds one of
+  them holds open (PyTorch hands batches over so), and /dev/shm segments made since the meter
+  was entered that one of them used before (in transit between processes; another program's
+  are not counted), from ``start()`` to ``stop()`` (a sample at each end); the peak
   is the largest sum. PSS shares each page among the processes mapping it, so the pages the
   workers share (copy-on-write after fork, shared memory) are counted once.
   The sampler runs while the clock runs: it takes a sample every 20 ms, less often where a
@@ -54,6 +56,7 @@ import ctypes
 import os
 import platform
 import re
+import stat
 import threading
 import time
 from functools import cache
@@ -67,6 +70,7 @@ MAX_DUTY = 0.25  # the sampler waits at least 3x the CPU time its last sample to
 METHOD_ENV = "IMGREAD_MEMORY"  # "auto" (default) or "pss"
 PROC = Path("/proc")
 SHM = Path("/dev/shm")
+SHARED = (f"{SHM}/", "/memfd:")  # where shared memory lives, as /proc links name it
 _PSS = re.compile(rb"^(Pss|Pss_Anon|Pss_Shmem):\s+(\d+) kB", re.MULTILINE)
 _KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(platform.machine())
 _KCMP_VM = 1
@@ -160,31 +164,66 @@ def shm_segments() -> dict[tuple[str, int], int]:
     return out
 
 
-def mapped_shm(pids: list[int]) -> set[str]:
-    """Names of the /dev/shm files the processes map."""
-    names = set()
+def held_shared(pids: list[int]) -> tuple[dict[int, int], set[str]]:
+    """The shared-memory files (on /dev/shm, or memfds) the processes hold open: ({inode:
+    bytes allocated}, their names)."""
+    held, names = {}, set()
     for pid in pids:
+        folder = PROC / str(pid) / "fd"
         try:
-            text = (PROC / str(pid) / "maps").read_text()
+            fds = os.listdir(folder)
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        for line in text.splitlines():
-            _, sep, rest = line.partition(f" {SHM}/")
-            if sep:
-                names.add(rest.removesuffix(" (deleted)"))
-    return names
+        for fd in fds:
+            try:
+                target = os.readlink(folder / fd)
+                st = os.stat(folder / fd) if target.startswith(SHARED) else None
+            except OSError:
+                continue  # closed meanwhile
+            if st is not None and stat.S_ISREG(st.st_mode):
+                held[st.st_ino] = st.st_blocks * 512
+                names.add(_name(target))
+    return held, names
 
 
-def tree_memory(pid: int, before: dict[tuple[str, int], int]) -> int:
-    """Sum of :func:`process_memory` over ``pid``'s tree, plus the /dev/shm segments not in
-    ``before`` that none of the tree maps."""
+def mapped_shared(pids: list[int]) -> tuple[set[int], set[str]]:
+    """The shared-memory files the processes map: (their inodes, their names)."""
+    mapped, names = set(), set()
+    for pid in pids:
+        try:
+            maps = (PROC / str(pid) / "maps").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        for line in maps:
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and parts[5].startswith(SHARED):
+                mapped.add(int(parts[4]))
+                names.add(_name(parts[5]))
+    return mapped, names
+
+
+def _name(path: str) -> str:
+    return path.removesuffix(" (deleted)").rpartition("/")[2]
+
+
+def tree_memory(pid: int, before: dict[tuple[str, int], int], seen: set[str]) -> int:
+    """Sum of :func:`process_memory` over ``pid``'s tree, plus the shared memory in no PSS:
+    files the tree holds open but none of it maps, and /dev/shm segments not in ``before``
+    that none of it maps or holds but that it used before (``seen``: in transit)."""
     pids = process_tree(pid)
     total = sum(filter(None, (process_memory(p) for p in pids)))
-    new = {k: v for k, v in shm_segments().items() if k not in before}
-    if new:
-        mapped = mapped_shm(pids)
-        total += sum(v for (name, _), v in new.items() if name not in mapped)
-    return total
+    held, names = held_shared(pids)
+    new = {k: b for k, b in shm_segments().items() if k not in before}
+    if not held and not new:
+        return total  # no shared memory to look for (and no maps to read)
+    mapped, mapped_names = mapped_shared(pids)
+    seen |= names | mapped_names
+    total += sum(b for ino, b in held.items() if ino not in mapped)
+    return total + sum(
+        b
+        for (name, ino), b in new.items()
+        if name in seen and ino not in mapped and ino not in held
+    )
 
 
 # -- the sampler
@@ -197,6 +236,7 @@ class Sampler(threading.Thread):
     def __init__(self, pid: int, period_s: float, before: dict) -> None:
         super().__init__(name="imgread-memory-sampler", daemon=True)
         self.pid, self.period_s, self.before = pid, period_s, before
+        self.seen: set[str] = set()  # the shared-memory names the trial used
         self.peak: int | None = None
         self.times: list[float] = []
         self.cpu_s = 0.0
@@ -207,7 +247,7 @@ class Sampler(threading.Thread):
     def _sample(self) -> float:
         """Take a sample; how long until the next one is due."""
         began, cpu = time.monotonic(), time.thread_time()
-        value = tree_memory(self.pid, self.before)
+        value = tree_memory(self.pid, self.before, self.seen)
         self.peak = value if self.peak is None else max(self.peak, value)
         self.times.append(began)
         took, cpu = time.monotonic() - began, time.thread_time() - cpu
