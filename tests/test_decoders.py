@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import pytest
 import simplejpeg
 from PIL import Image
 
+from imgread import allocator
 from imgread.dataset import GenerateParams, generate
 from imgread.decoders import (
     CROP,
@@ -19,10 +22,11 @@ from imgread.decoders import (
     checksum,
     get_decoder,
     output_shape,
+    reserve,
     resize_crop,
     resize_target,
 )
-from imgread.errors import ImageDecodeError
+from imgread.errors import ImageDecodeError, VerificationError
 from imgread.manifest import read_manifest
 
 from .helpers import make_messy_folder
@@ -154,3 +158,68 @@ def test_png_and_jpeg_bytes_in_memory():
     for name in ("pillow", "pillow-draft", "opencv"):
         out = DECODERS[name].decode(buf.getvalue(), "crop224")
         assert out.shape == (224, 224, 3) and tuple(out[5, 5]) == (10, 200, 30)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_decode_into_writes_the_decode_pixels_into_a_slot_of_a_larger_buffer(
+    photo_like, messy_files, name
+):
+    d = get_decoder(name)
+    paths = photo_like + [p for rel, p in messy_files.items() if not rel.endswith(".png")]
+    for path in paths:
+        for output in ("full", "crop224"):
+            want = d.decode(path, output)
+            block = np.full(want.size + 64, 7, np.uint8)  # a slot between others' bytes
+            slot = np.ndarray(want.shape, np.uint8, buffer=block, offset=32)
+            d.decode_into(path, output, slot)
+            assert checksum(slot) == checksum(want), (path, output)
+            assert (block[:32] == 7).all() and (block[-32:] == 7).all()
+
+
+def test_decode_into_refuses_a_slot_of_another_shape_and_names_bad_data(photo_like, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    for name, d in DECODERS.items():
+        with pytest.raises(VerificationError, match=r"decoded \(768, 1024, 3\), expected"):
+            d.decode_into(photo_like[0], "full", np.empty((10, 10, 3), np.uint8))
+        with pytest.raises(ImageDecodeError, match=f"{bad}: decoder {name}: "):
+            d.decode_into(str(bad), "full", np.empty((768, 1024, 3), np.uint8))
+
+
+def test_pillow_decodes_into_its_reused_scratch_without_a_new_array(photo_like, monkeypatch):
+    """The one copy is the RGBX -> RGB pack: no convert(), no numpy array of the image."""
+    from PIL import Image as PILImage
+
+    reserve("pillow", "full", [(768, 1024, 3)])
+    calls = []
+    monkeypatch.setattr(PILImage.Image, "convert", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(np, "asarray", lambda *a, **k: calls.append(a))
+    out = np.empty((768, 1024, 3), np.uint8)
+    DECODERS["pillow"].decode_into(photo_like[0], "full", out)
+    assert not calls
+    monkeypatch.undo()
+    assert checksum(out) == checksum(DECODERS["pillow"].decode(photo_like[0], "full"))
+
+
+_ALLOCATOR_PROBE = """
+import json
+from imgread import allocator
+before = allocator.state()
+allocator.apply("tuned")
+tuned = allocator.state()
+allocator.apply("default")
+print(json.dumps([before, tuned, allocator.state(), allocator.settings()]))
+"""
+
+
+def test_the_tuned_allocator_sets_pillows_block_cache_and_glibc_and_default_restores_pillow():
+    # in a process of its own: glibc's settings cannot be undone in this one
+    r = subprocess.run(
+        [sys.executable, "-c", _ALLOCATOR_PROBE], capture_output=True, text=True, check=True
+    )
+    before, tuned, after, settings = json.loads(r.stdout)
+    assert before["pillow_blocks_max"] == 0 and after["pillow_blocks_max"] == 0
+    assert tuned["pillow_blocks_max"] == allocator.PILLOW_BLOCKS_MAX
+    if os.confstr("CS_GNU_LIBC_VERSION"):
+        assert tuned["glibc"] == {"mmap_max": 0, "trim_threshold": allocator.GLIBC_TRIM_THRESHOLD}
+        assert "glibc mmap_max=0" in settings

@@ -16,6 +16,11 @@ Outputs:
 OpenCV runs single-threaded here (``cv2.setNumThreads(1)``), so that every decoder's
 sequential rate is a one-core rate and a pool of N workers uses N cores.
 
+``decode_into`` writes a full-size decode into a caller's array (a shared-memory slot) with at
+most one copy and no buffer allocated per image: simplejpeg decodes straight into it, OpenCV's
+BGR->RGB conversion writes it, Pillow decodes into a per-thread scratch image that the one
+RGBX->RGB pack writes from.
+
 Adding a decoder is one :func:`_register` call.
 """
 
@@ -23,13 +28,15 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
-from imgread.errors import ImageDecodeError
+from imgread import allocator
+from imgread.errors import ImageDecodeError, VerificationError
 
 OUTPUTS = ("full", "crop224")
 RESIZE_SHORTER = 256
@@ -166,6 +173,80 @@ def _simplejpeg(src, output):
     return _finish(rgb, output)
 
 
+# --------------------------------------------------------------------------- into a given array
+
+_SCRATCH = threading.local()  # per thread: Pillow's reused RGBX image memory
+
+
+def _scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """A view of ``shape`` on this thread's scratch memory, which only grows: allocated and
+    faulted in once (:func:`reserve`), then reused for every image."""
+    need = int(np.prod(shape))
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.size < need:
+        buf = _SCRATCH.buf = np.empty(need, np.uint8)
+        buf.fill(0)  # fault its pages in now
+    return buf[:need].reshape(shape)
+
+
+def reserve(name: str, output: str, shapes) -> None:
+    """Before the clock: this thread's scratch memory for the largest of ``shapes`` (H, W, 3)
+    where the decoder's ``decode_into`` uses it, so that no image of a trial allocates it."""
+    largest = max((h * w for h, w, _ in shapes), default=0)
+    if output == "full" and get_decoder(name).into_fn is _pillow_into and largest:
+        _scratch((largest, 4))
+
+
+def _expect(shape, out: np.ndarray) -> None:
+    if tuple(shape) != out.shape:
+        raise VerificationError(f"decoded {tuple(shape)}, expected {out.shape}")
+
+
+def _written(result: np.ndarray, out: np.ndarray) -> None:
+    """OpenCV writes into ``dst`` only when it fits; copy where it did not."""
+    if not np.shares_memory(result, out):
+        out[...] = result
+
+
+def _pillow_into(src, out) -> None:
+    from PIL import Image
+
+    cv2 = _cv2()
+    with Image.open(src if isinstance(src, str) else io.BytesIO(src)) as img:
+        _expect((img.height, img.width, 3), out)
+        if img.format == "JPEG" and img.mode == "RGB" and len(img.tile) == 1:
+            # Decode into our own (reused) memory: Pillow stores RGB as 4 bytes a pixel; the
+            # one copy is the pack to 3 bytes, into ``out``. (Image.core.map_buffer is what
+            # Image.frombuffer and ImageFile.load's own memory mapping use.)
+            rgbx = _scratch((img.height, img.width, 4))
+            img.im = Image.core.map_buffer(rgbx, img.size, "raw", 0, ("RGB", 0, 1))
+            img.load()
+            _written(cv2.cvtColor(rgbx, cv2.COLOR_RGBA2RGB, dst=out), out)
+            return
+        out[...] = np.asarray(img.convert("RGB"))  # other modes and formats: the plain way
+
+
+def _opencv_into(src, out) -> None:
+    cv2 = _cv2()
+    flags = cv2.IMREAD_IGNORE_ORIENTATION | cv2.IMREAD_COLOR
+    bgr = cv2.imdecode(np.frombuffer(_bytes(src), np.uint8), flags)
+    if bgr is None:
+        raise ValueError("cv2.imdecode could not decode the data")
+    _expect(bgr.shape, out)
+    _written(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out), out)
+
+
+def _simplejpeg_into(src, out) -> None:
+    import simplejpeg
+
+    data = _bytes(src)
+    if not simplejpeg.is_jpeg(data):
+        raise ValueError("not a JPEG file (simplejpeg decodes JPEG only)")
+    height, width = simplejpeg.decode_jpeg_header(data)[:2]
+    _expect((height, width, 3), out)
+    simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+
+
 def _pillow_version():
     import PIL
     from PIL import features
@@ -195,6 +276,7 @@ class Decoder:
     jpeg_only: bool
     description: str
     count_fn: Callable[[str | bytes], int] | None = None
+    into_fn: Callable[[str | bytes, np.ndarray], None] | None = None
 
     def decode(self, src: str | bytes, output: str = "full") -> np.ndarray:
         """Decode ``src`` (a path, or the file's bytes); ImageDecodeError names file and decoder."""
@@ -228,6 +310,27 @@ class Decoder:
         rgb = self.decode(src, output)
         return rgb.shape[0] * rgb.shape[1]
 
+    def decode_into(self, src: str | bytes, output: str, out: np.ndarray) -> None:
+        """Decode ``src`` into ``out`` (C-contiguous H x W x 3 uint8): at full size with at
+        most one copy and no array allocated per image where the decoder allows; otherwise
+        (the 224 crop, a decoder without the way) its array copied in. VerificationError where
+        the image's shape is not ``out``'s, ImageDecodeError where the data is bad."""
+        if self.into_fn is None or output != "full":
+            rgb = self.decode(src, output)
+            _expect(rgb.shape, out)
+            out[...] = rgb
+            return
+        try:
+            self.into_fn(src, out)
+        except VerificationError as exc:
+            where = src if isinstance(src, str) else f"<{len(src)} bytes>"
+            raise VerificationError(f"{where}: decoder {self.name}: {exc}") from None
+        except Exception as exc:  # each library raises its own types for bad data
+            where = src if isinstance(src, str) else f"<{len(src)} bytes>"
+            raise ImageDecodeError(
+                f"{where}: decoder {self.name}: {type(exc).__name__}: {exc}"
+            ) from None
+
     def version(self) -> str:
         """The library (and codec) version this decoder runs."""
         try:
@@ -239,8 +342,8 @@ class Decoder:
 DECODERS: dict[str, Decoder] = {}
 
 
-def _register(name, decode_fn, version_fn, jpeg_only, description, count_fn=None) -> None:
-    DECODERS[name] = Decoder(name, decode_fn, version_fn, jpeg_only, description, count_fn)
+def _register(name, decode_fn, version_fn, jpeg_only, description, count_fn=None, into_fn=None):
+    DECODERS[name] = Decoder(name, decode_fn, version_fn, jpeg_only, description, count_fn, into_fn)
 
 
 _register(
@@ -250,6 +353,7 @@ _register(
     False,
     "Image.open + convert('RGB') + np.asarray (the study's decoder)",
     _pillow_count,
+    _pillow_into,
 )
 _register(
     "pillow-draft",
@@ -258,6 +362,7 @@ _register(
     False,
     "Pillow with Image.draft() to the smallest DCT scale covering the output (= pillow at full)",
     _pillow_count,
+    _pillow_into,
 )
 _register(
     "opencv",
@@ -265,6 +370,7 @@ _register(
     _opencv_version,
     False,
     "cv2.imdecode from bytes + BGR->RGB; IMREAD_REDUCED_COLOR_{2,4,8} for a resized output",
+    into_fn=_opencv_into,
 )
 _register(
     "simplejpeg",
@@ -272,6 +378,7 @@ _register(
     _simplejpeg_version,
     True,
     "simplejpeg.decode_jpeg(colorspace='RGB'), min_width/min_height for a resized output",
+    into_fn=_simplejpeg_into,
 )
 
 
@@ -298,13 +405,17 @@ def _tiny_jpeg() -> bytes:
     return buf.getvalue()
 
 
-def warm_up(name: str, output: str) -> None:
-    """Import the decoder's libraries and run each code path once on a tiny in-memory JPEG, so
-    that neither lands in a timed region (run in every worker before the clock starts)."""
+def warm_up(name: str, output: str, allocator_name: str = "default") -> None:
+    """Give this process the allocator (imgread.allocator), import the decoder's libraries and
+    run each code path once on a tiny in-memory JPEG, so that none of it lands in a timed
+    region (run in every worker before the clock starts)."""
+    allocator.apply(allocator_name)
     d = get_decoder(name)
     d.decode(_tiny_jpeg(), output)
     if d.count_fn is not None:
         d.count_fn(_tiny_jpeg())
+    if d.into_fn is not None:
+        d.decode_into(_tiny_jpeg(), "full", np.empty((48, 64, 3), np.uint8))
 
 
 def checksum(rgb: np.ndarray) -> int:

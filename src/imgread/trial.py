@@ -10,7 +10,9 @@ Order inside a trial (each step's time is recorded in its own column):
    the device) or read once and verify warm -> ``prepare_seconds``, ``resident_fraction_before``;
 4. ``run`` the work, timed with ``perf_counter_ns`` -> ``seconds``; the CPU the hypervisor and
    other processes took meanwhile -> ``steal_seconds``, ``other_cpu_seconds``,
-   ``interference_fraction`` (imgread.noise);
+   ``interference_fraction`` (imgread.noise); the minor page faults of the process and its
+   workers over exactly that region -> ``minor_faults``, ``minor_faults_per_image``
+   (imgread.faults);
 5. close the pools -> ``shutdown_seconds``;
 6. the phase checks the results (images, bytes, pixels, checksums) after the clock stopped
    -> ``verify_seconds`` where it does more than count.
@@ -36,7 +38,7 @@ from importlib import metadata
 from pathlib import Path
 
 from imgread import cache as cachectl
-from imgread import noise
+from imgread import faults, noise
 from imgread.errors import ImageDecodeError, TrialError, UserError
 from imgread.manifest import ImageEntry, Manifest, read_manifest
 from imgread.memory import MemoryMeter
@@ -134,6 +136,9 @@ class TrialRecord:
     memory_per_worker_bytes: float | None
     memory_sample_period_s: float | None
     memory_sampler_cpu_s: float | None
+    minor_faults: int | None  # the timed region's page faults: imgread.faults
+    minor_faults_per_image: float | None
+    minor_faults_method: str
     extra: dict = field(default_factory=dict)  # the phase's keys and columns
 
     def to_dict(self) -> dict:
@@ -292,6 +297,7 @@ class _Timed:
     cpu: tuple = ()
     runner: Runner | None = None
     memory: dict = field(default_factory=dict)
+    faults: tuple = (None, None)  # imgread.faults snapshots right before and after the clock
 
 
 def prepare(spec: TrialSpec) -> _Prepared:
@@ -361,9 +367,11 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
             out.resident, out.state = prove_cache(t)
             before = noise.snapshot()
             meter.start()
+            faulted = faults.snapshot()
             ns["run"] = time.perf_counter_ns()
             out.results = out.runner.run(t.jobs)
             ns["ran"] = time.perf_counter_ns()
+            out.faults = (faulted, faults.snapshot())
             out.cpu = (before, noise.snapshot())
             out.memory = meter.stop()
         finally:
@@ -458,6 +466,7 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
         storage=spec.storage,
         **noise.interference(*timed.cpu, seconds, os.cpu_count() or 1),
         **timed.memory,
+        **faults.columns(*timed.faults, checked.images),
         **platform_info(),
     )
 
