@@ -18,17 +18,17 @@ one of the timed region. Two ways, the first the machine allows:
   + the cgroup's. Besides page tables it counts the rest of the processes' kernel memory
   (kernel stacks, pipe buffers: a MB or two), which /proc does not show.
 - ``pss-sampled`` (no permission, no memory controller, or ``IMGREAD_MEMORY=pss``): a thread
-  sums the proportional set size of anonymous and shared memory (``Pss_Anon`` + ``Pss_Shmem``
-  of ``/proc/<pid>/smaps_rollup``; ``Pss`` on kernels before 5.9, which have no split), and
-  the page tables (``VmPTE``, kernel memory a cgroup counts too), over the trial process and
-  its descendants (``/proc/<pid>/task/*/children``; a child that still shares its parent's
-  address space, between vfork and exec, is that parent's memory), plus the shared memory
-  none of them maps (a mapped page is in its PSS already): files on /dev/shm or memfds one of
-  them holds open (PyTorch hands batches over so), and /dev/shm segments made since the meter
-  was entered that one of them used before (in transit between processes; another program's
-  are not counted), from ``start()`` to ``stop()`` (a sample at each end); the peak
-  is the largest sum. PSS shares each page among the processes mapping it, so the pages the
-  workers share (copy-on-write after fork, shared memory) are counted once.
+  sums over the trial process and its descendants (``/proc/<pid>/task/*/children``; a child
+  that still shares its parent's address space, between vfork and exec, is that parent's
+  memory) the proportional set size of anonymous memory (``Pss_Anon`` of
+  ``/proc/<pid>/smaps_rollup``; all of ``Pss`` on kernels before 5.9, which have no split)
+  and the page tables (``VmPTE``, kernel memory a cgroup counts too), plus the shared memory
+  the trial uses: mapped pages (``Pss_Shmem``), and the shared-memory files it holds open or
+  maps by the pages they have allocated, /dev/shm segments it used that are in transit
+  between its processes included, another program's not (imgread.procmem says how), from
+  ``start()`` to ``stop()`` (a sample at each end); the peak is the largest sum. PSS shares
+  each page among the processes mapping it, so the pages the workers share (copy-on-write
+  after fork, shared memory) are counted once.
   The sampler runs while the clock runs: it takes a sample every 20 ms, less often where a
   sample takes long (it never uses more than a quarter of a core: many or large processes),
   so the period is recorded as it was, the mean interval between samples; its CPU time, which
@@ -52,178 +52,17 @@ The record's columns:
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
-import re
-import stat
 import threading
 import time
-from functools import cache
-from pathlib import Path
 
 from imgread.errors import UserError
 from imgread.memcg import TrialCgroup
+from imgread.procmem import process_memory, shm_segments, tree_memory
 
 DEFAULT_PERIOD_S = 0.02
 MAX_DUTY = 0.25  # the sampler waits at least 3x the CPU time its last sample took
 METHOD_ENV = "IMGREAD_MEMORY"  # "auto" (default) or "pss"
-PROC = Path("/proc")
-SHM = Path("/dev/shm")
-SHARED = (f"{SHM}/", "/memfd:")  # where shared memory lives, as /proc links name it
-_PSS = re.compile(rb"^(Pss|Pss_Anon|Pss_Shmem):\s+(\d+) kB", re.MULTILINE)
-_KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(platform.machine())
-_KCMP_VM = 1
-
-
-# -- /proc: PSS of a process tree, shared-memory segments
-
-
-def pss_bytes(pid: int) -> int | None:
-    """The process's proportional set size of anonymous and shared memory (smaps_rollup's
-    Pss_Anon + Pss_Shmem; all of Pss where the kernel has no split); None where it is gone."""
-    try:
-        text = (PROC / str(pid) / "smaps_rollup").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    kb = {k: int(v) for k, v in _PSS.findall(text)}
-    if b"Pss_Anon" in kb:
-        return (kb[b"Pss_Anon"] + kb.get(b"Pss_Shmem", 0)) * 1024
-    return kb[b"Pss"] * 1024 if b"Pss" in kb else None
-
-
-def page_table_bytes(pid: int) -> int:
-    """The process's page tables (VmPTE of /proc/<pid>/status): kernel memory, its own."""
-    try:
-        for line in (PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith("VmPTE:"):
-                return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        pass
-    return 0
-
-
-def process_memory(pid: int) -> int | None:
-    """What the meter counts of one process: :func:`pss_bytes` + its page tables."""
-    pss = pss_bytes(pid)
-    return None if pss is None else pss + page_table_bytes(pid)
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid``, made by any of its threads."""
-    kids: list[int] = []
-    try:
-        tasks = list((PROC / str(pid) / "task").iterdir())
-    except (FileNotFoundError, ProcessLookupError):
-        return kids
-    for task in tasks:
-        try:
-            kids.extend(int(k) for k in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # the thread ended between the listing and the read
-    return kids
-
-
-def same_memory(a: int, b: int) -> bool:
-    """True where processes ``a`` and ``b`` share one address space (a vfork child before its
-    exec): kcmp(2), where the kernel has it."""
-    if _KCMP is None:
-        return False
-    return _libc().syscall(_KCMP, a, b, _KCMP_VM, 0, 0) == 0
-
-
-@cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, each address space once (a child sharing its parent's, as
-    between vfork and exec, left out)."""
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(k for k in children(p) if not same_memory(p, k))
-    return tree
-
-
-def shm_segments() -> dict[tuple[str, int], int]:
-    """{(name, inode): bytes allocated} of every file in /dev/shm."""
-    out = {}
-    try:
-        entries = list(os.scandir(SHM))
-    except OSError:
-        return out
-    for e in entries:
-        try:
-            st = e.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        out[(e.name, st.st_ino)] = st.st_blocks * 512
-    return out
-
-
-def held_shared(pids: list[int]) -> tuple[dict[int, int], set[str]]:
-    """The shared-memory files (on /dev/shm, or memfds) the processes hold open: ({inode:
-    bytes allocated}, their names)."""
-    held, names = {}, set()
-    for pid in pids:
-        folder = PROC / str(pid) / "fd"
-        try:
-            fds = os.listdir(folder)
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(folder / fd)
-                st = os.stat(folder / fd) if target.startswith(SHARED) else None
-            except OSError:
-                continue  # closed meanwhile
-            if st is not None and stat.S_ISREG(st.st_mode):
-                held[st.st_ino] = st.st_blocks * 512
-                names.add(_name(target))
-    return held, names
-
-
-def mapped_shared(pids: list[int]) -> tuple[set[int], set[str]]:
-    """The shared-memory files the processes map: (their inodes, their names)."""
-    mapped, names = set(), set()
-    for pid in pids:
-        try:
-            maps = (PROC / str(pid) / "maps").read_text().splitlines()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        for line in maps:
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and parts[5].startswith(SHARED):
-                mapped.add(int(parts[4]))
-                names.add(_name(parts[5]))
-    return mapped, names
-
-
-def _name(path: str) -> str:
-    return path.removesuffix(" (deleted)").rpartition("/")[2]
-
-
-def tree_memory(pid: int, before: dict[tuple[str, int], int], seen: set[str]) -> int:
-    """Sum of :func:`process_memory` over ``pid``'s tree, plus the shared memory in no PSS:
-    files the tree holds open but none of it maps, and /dev/shm segments not in ``before``
-    that none of it maps or holds but that it used before (``seen``: in transit)."""
-    pids = process_tree(pid)
-    total = sum(filter(None, (process_memory(p) for p in pids)))
-    held, names = held_shared(pids)
-    new = {k: b for k, b in shm_segments().items() if k not in before}
-    if not held and not new:
-        return total  # no shared memory to look for (and no maps to read)
-    mapped, mapped_names = mapped_shared(pids)
-    seen |= names | mapped_names
-    total += sum(b for ino, b in held.items() if ino not in mapped)
-    return total + sum(
-        b
-        for (name, ino), b in new.items()
-        if name in seen and ino not in mapped and ino not in held
-    )
 
 
 # -- the sampler
