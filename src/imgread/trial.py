@@ -23,18 +23,13 @@ whole trial over the timed work -> ``peak_memory_bytes``, ``memory_per_worker_by
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import resource
-import socket
 import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import cache
-from importlib import metadata
 from pathlib import Path
 
 from imgread import cache as cachectl
@@ -45,7 +40,9 @@ from imgread.memory import MemoryMeter
 from imgread.phases.base import Phase, Verified
 from imgread.phases.registry import get_phase
 from imgread.pools import Runner, process_start_method
-from imgread.util import write_text_atomic
+from imgread.record import TrialRecord, merge_columns, platform_info, write_record
+
+__all__ = ["TrialRecord", "TrialSpec", "build_spec", "run_trial", "write_record"]
 
 
 @dataclass(frozen=True)
@@ -76,139 +73,6 @@ class TrialSpec:
             f"{self.phase}/{self.variant}{keys} n={self.n_images} workers={self.workers} "
             f"repetition={self.repetition}"
         )
-
-
-@dataclass
-class TrialRecord:
-    """One row of trials.csv. Times in seconds, sizes in bytes, timestamps UTC ISO 8601."""
-
-    phase: str
-    variant: str
-    n_images: int
-    workers: int
-    repetition: int
-    concurrency: int
-    seconds: float
-    startup_seconds: float
-    total_seconds: float
-    prepare_seconds: float
-    shutdown_seconds: float
-    images: int
-    bytes: int
-    pixels: int
-    images_per_s: float
-    mb_per_s: float
-    megapixels_per_s: float
-    cache_method: str
-    cache_state: str
-    resident_fraction_before: float | None
-    max_resident_fraction: float
-    peak_rss_self_bytes: int
-    peak_rss_children_bytes: int
-    started_at: str
-    finished_at: str
-    job_started_at: str
-    dataset_id: str
-    hostname: str
-    cpu_model: str
-    logical_cores: int
-    os: str
-    python: str
-    pillow: str
-    libjpeg_turbo: str
-    aiofiles: str
-    snakemake: str
-    imgread: str
-    process_start_method: str
-    physical_cores: int
-    memory_total_bytes: int
-    slurm_job_id: str
-    slurm_partition: str
-    machine: str
-    storage: str
-    own_cpu_seconds: float
-    steal_seconds: float
-    other_cpu_seconds: float
-    interference_fraction: float
-    memory_method: str  # the memory columns: imgread.memory
-    peak_memory_bytes: int | None
-    memory_baseline_bytes: int | None
-    memory_per_worker_bytes: float | None
-    memory_sample_period_s: float | None
-    memory_sampler_cpu_s: float | None
-    minor_faults: int | None  # the timed region's page faults: imgread.faults
-    minor_faults_per_image: float | None
-    minor_faults_method: str
-    extra: dict = field(default_factory=dict)  # the phase's keys and columns
-
-    def to_dict(self) -> dict:
-        """The record as a flat dict: the common columns, then the phase's."""
-        d = asdict(self)
-        return {**d, **d.pop("extra")}
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-@cache
-def platform_info() -> dict:
-    """Machine and library versions recorded with every trial."""
-    import PIL
-    from PIL import features
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "hostname": socket.gethostname(),
-        "cpu_model": cpu,
-        "logical_cores": os.cpu_count() or 1,
-        "physical_cores": physical_cores(),
-        "memory_total_bytes": _memory_total(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
-        "slurm_partition": os.environ.get("SLURM_JOB_PARTITION", ""),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "pillow": PIL.__version__,
-        "libjpeg_turbo": str(features.version("libjpeg_turbo") or "no"),
-        "aiofiles": _version("aiofiles"),
-        "snakemake": _version("snakemake"),
-        "imgread": _version("imgread"),
-    }
-
-
-def _memory_total() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-def physical_cores() -> int:
-    """Physical cores (distinct (package, core) pairs in /proc/cpuinfo); logical if unknown."""
-    pairs, package = set(), None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "physical id":
-                    package = value.strip()
-                elif key == "core id":
-                    pairs.add((package, value.strip()))
-    except OSError:
-        pass
-    return len(pairs) or os.cpu_count() or 1
 
 
 def _utc_now() -> str:
@@ -461,7 +325,7 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
         job_started_at=spec.job_started_at or started_at,
         dataset_id=t.manifest.dataset_id,
         process_start_method=process_start_method(),
-        extra=_merge_columns(t.phase.record_fields(t.params), timed.fields, checked.extra),
+        extra=merge_columns(t.phase.record_fields(t.params), timed.fields, checked.extra),
         machine=spec.machine,
         storage=spec.storage,
         **noise.interference(*timed.cpu, seconds, os.cpu_count() or 1),
@@ -473,21 +337,3 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
 
 def _died(spec: TrialSpec, exc: BaseException) -> str:
     return f"trial {spec.describe()}: a worker process died ({exc}); no time recorded"
-
-
-def _merge_columns(*parts: dict) -> dict:
-    """One dict of the record's phase columns; a name given twice is a bug, not an update."""
-    out: dict = {}
-    for part in parts:
-        clash = set(out) & set(part)
-        if clash:
-            raise RuntimeError(f"record columns given twice: {sorted(clash)}")
-        out.update(part)
-    return out
-
-
-def write_record(record: TrialRecord, out: str | os.PathLike) -> Path:
-    """Write the record as JSON, atomically (temporary file, then rename)."""
-    out = Path(out)
-    write_text_atomic(out, json.dumps(record.to_dict(), indent=2, sort_keys=False) + "\n")
-    return out
