@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgread import decoded_cache
+from imgread import allocator, decoded_cache
 from imgread.decoders import CROP, DECODERS, checksum, warm_up
 from imgread.errors import ImageDecodeError, UserError, VerificationError
 from imgread.phases import base
@@ -85,6 +85,8 @@ def _worker_init(worker_id: int) -> None:
     import torch
 
     torch.set_num_threads(1)  # one core per worker: normalisation must not fan out
+    # The trial process's allocator setting (imgread.allocator), whatever the start method.
+    allocator.apply(allocator.current())
 
 
 def _peak_rss(pid: int) -> int:

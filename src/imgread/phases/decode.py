@@ -1,14 +1,19 @@
 """Phase ``decode``: decode each image from a warm page cache with a decoder of the registry,
 to its full size or the model's 224 crop, and deliver the pixels (or only their count).
 
-Grid keys: ``decoder`` (imgread.decoders), ``output`` (full | crop224), ``delivery``:
+Grid keys: ``decoder`` (imgread.decoders), ``output`` (full | crop224), ``allocator`` (default |
+tuned: imgread.allocator, set in the trial's process and every worker before the clock),
+``delivery``:
 - ``discard``: the study's way: the worker decodes and throws the pixels away; only a pixel
   count comes back;
 - ``pixels``: the caller holds every decoded array when the clock stops. How they come back is
   the variant's business: ``sequential`` and ``threads`` share the address space;
   ``processes`` pickles each array through the pool's pipe (ProcessPoolExecutor.map);
   ``processes-shm`` has its workers write into one ``multiprocessing.shared_memory`` block the
-  parent maps, so no pixels cross a pipe.
+  parent maps, so no pixels cross a pipe. The block has one slot per image and is faulted in
+  before the clock, by the parent and by every worker; each worker decodes into its slot with
+  at most one copy and no buffer allocated per image (Decoder.decode_into), so the timed run
+  pays for decoding and that one copy only, and the check after the clock reads every slot.
 
 Full-size delivery of many images may not fit in memory (900 x 36 MB = 33 GB): the trial
 refuses before the clock, naming n, the bytes needed and the memory available.
@@ -17,14 +22,23 @@ refuses before the clock, naming n, the bytes needed and the memory available.
 from __future__ import annotations
 
 import functools
-import statistics
+import mmap
 import time
 from multiprocessing import resource_tracker, shared_memory
 from typing import NamedTuple
 
 import numpy as np
 
-from imgread.decoders import DECODERS, OUTPUTS, checksum, get_decoder, output_shape, warm_up
+from imgread import allocator
+from imgread.decoders import (
+    DECODERS,
+    OUTPUTS,
+    checksum,
+    get_decoder,
+    output_shape,
+    reserve,
+    warm_up,
+)
 from imgread.errors import UserError, VerificationError
 from imgread.phases import base
 from imgread.pools import Pooled, Runner, Sequential, process_pool, shutdown_pool, thread_pool
@@ -72,15 +86,27 @@ class _Slot(NamedTuple):
     offset: int
 
 
+def fault_in(buf) -> None:
+    """Touch every page of ``buf`` (a write to each page's first byte), so that this process
+    has all of it mapped and no page fault is left for the timed run."""
+    pages = np.frombuffer(buf, np.uint8)
+    pages[:: mmap.PAGESIZE] = 0
+    del pages  # no view of the segment may outlive this (SharedMemory.close refuses)
+
+
+def init_shm_worker(decoder, output, allocator_name, name, largest) -> None:
+    """A worker's start (before the clock): its allocator, the decoder warmed up, the whole
+    segment mapped and faulted in, its scratch memory for the largest image reserved."""
+    warm_up(decoder, output, allocator_name)
+    fault_in(_attach(name).buf)
+    reserve(decoder, output, [largest])
+
+
 def decode_into_shm(decoder: str, output: str, name: str, job: _Slot) -> tuple:
     """Decode one image into its slot of the shared segment; return its shape."""
-    rgb = DECODERS[decoder].decode(job.path, output)
-    if rgb.shape != job.shape:
-        raise VerificationError(f"{job.path}: decoded {rgb.shape}, expected {job.shape}")
-    shm = _attach(name)
-    dest = np.ndarray(job.shape, np.uint8, buffer=shm.buf, offset=job.offset)
-    dest[...] = rgb
-    return rgb.shape
+    dest = np.ndarray(job.shape, np.uint8, buffer=_attach(name).buf, offset=job.offset)
+    DECODERS[decoder].decode_into(job.path, output, dest)
+    return job.shape
 
 
 # --------------------------------------------------------------------------- runners
@@ -89,12 +115,13 @@ def decode_into_shm(decoder: str, output: str, name: str, job: _Slot) -> tuple:
 class SharedMemoryRunner(Runner):
     """A process pool whose workers write into one shared-memory segment the parent maps.
 
-    The segment (the sum of every image's output size) is created before the clock; it is
+    The segment (one slot per image: the sum of every image's output size) is created and
+    faulted in before the clock, in the parent and in each worker (``init_shm_worker``); it is
     unlinked on every exit path (``close`` runs in the trial's ``finally``: success, a decode
     error, a killed worker, Ctrl-C, SIGTERM) and unmapped once the results were checked.
     """
 
-    def __init__(self, workers: int, decoder: str, output: str, jobs: list[base.Job]):
+    def __init__(self, workers: int, p: dict, jobs: list[base.Job]):
         self.concurrency = workers
         self.offsets, total = [], 0
         for job in jobs:
@@ -102,8 +129,12 @@ class SharedMemoryRunner(Runner):
             total += int(np.prod(job.shape))
         self.shm = shared_memory.SharedMemory(create=True, size=max(total, 1))
         self._unlinked = False
+        decoder, output = p["decoder"], p["output"]
         try:
-            self.pool = process_pool(workers, warm_up, (decoder, output))
+            fault_in(self.shm.buf)
+            largest = max((j.shape for j in jobs), key=np.prod, default=(0, 0, 3))
+            args = (decoder, output, p["allocator"], self.shm.name, largest)
+            self.pool = process_pool(workers, init_shm_worker, args)
         except BaseException:
             self.close()
             raise
@@ -138,24 +169,26 @@ class SharedMemoryRunner(Runner):
 
 
 def _start_sequential(workers, p, jobs):
-    warm_up(p["decoder"], p["output"])
+    warm_up(p["decoder"], p["output"], p["allocator"])
     return Sequential(functools.partial(decode_job, p["decoder"], p["output"], p["delivery"]))
 
 
 def _start_threads(workers, p, jobs):
-    warm_up(p["decoder"], p["output"])
+    warm_up(p["decoder"], p["output"], p["allocator"])
     fn = functools.partial(decode_job, p["decoder"], p["output"], p["delivery"])
     return Pooled(thread_pool(workers), fn, workers)
 
 
 def _start_processes(workers, p, jobs):
+    allocator.apply(p["allocator"])  # the parent too: it unpickles the arrays delivered
     fn = functools.partial(decode_job, p["decoder"], p["output"], p["delivery"])
-    pool = process_pool(workers, warm_up, (p["decoder"], p["output"]))
+    pool = process_pool(workers, warm_up, (p["decoder"], p["output"], p["allocator"]))
     return Pooled(pool, fn, workers)
 
 
 def _start_shm(workers, p, jobs):
-    return SharedMemoryRunner(workers, p["decoder"], p["output"], jobs)
+    allocator.apply(p["allocator"])
+    return SharedMemoryRunner(workers, p, jobs)
 
 
 # --------------------------------------------------------------------------- memory and checks
@@ -203,7 +236,12 @@ class DecodePhase(base.Phase):
             ),
         ),
     )
-    bench = ("imgread.phases.decode:bench_speedup", "imgread.phases.decode:bench_deliveries")
+    bench = (  # imgread.phases.decode_bench
+        "imgread.phases.decode_bench:bench_speedup",
+        "imgread.phases.decode_bench:bench_deliveries",
+        "imgread.phases.decode_bench:bench_shm_delivery",
+        "imgread.phases.decode_bench:bench_allocators",
+    )
     figures = {
         "decode_speedup": "imgread.figures.decode:decode_speedup",
         "decode_efficiency": "imgread.figures.decode:decode_efficiency",
@@ -217,6 +255,12 @@ class DecodePhase(base.Phase):
         base.Param("output", "full", OUTPUTS, "full: as decoded; crop224: resize 256 + crop"),
         base.Param(
             "delivery", "discard", DELIVERIES, "discard: pixel count only; pixels: arrays"
+        ),
+        base.Param(
+            "allocator",
+            "default",
+            allocator.ALLOCATORS,
+            "default: as the libraries set it; tuned: buffers kept for the next image",
         ),
     )
     variants = {
@@ -332,72 +376,8 @@ class DecodePhase(base.Phase):
         return dict(params, delivery="discard")
 
     def record_fields(self, params):
-        return dict(params, decoder_version=get_decoder(params["decoder"]).version())
-
-
-# --------------------------------------------------------------------------- make bench
-
-
-def bench_speedup(m, manifest, args, trial) -> None:
-    """make bench: speedup of processes and threads at 2 workers on 100 images."""
-    n100 = min(100, len(m))
-    print(f"\n## decode of {n100} images, warm, {args.repeats} trials each")
-    seq = statistics.mean(
-        rec["seconds"]
-        for rec in (
-            trial(manifest, "sequential", n100, 1, i) for i in range(args.repeats)
+        return dict(
+            params,
+            decoder_version=get_decoder(params["decoder"]).version(),
+            allocator_settings=allocator.settings(),  # what the trial's own process had
         )
-    )
-    print(f"sequential mean {seq:.3f} s")
-    for variant in ("processes", "threads"):
-        recs = [trial(manifest, variant, n100, 2, i) for i in range(args.repeats)]
-        mean = statistics.mean(rec["seconds"] for rec in recs)
-        total = statistics.mean(rec["total_seconds"] for rec in recs)
-        print(
-            f"{variant:>10}(2) mean {mean:.3f} s, speedup {seq / mean:.2f}x "
-            f"(with start-up {total:.3f} s, {seq / total:.2f}x)"
-        )
-
-
-def bench_deliveries(m, manifest, args, trial) -> None:
-    """make bench: 2-worker speedup of every delivery, pillow and simplejpeg, on 40 images."""
-    n = min(40, len(m))
-    cells = [
-        ("sequential", 1, "discard"),
-        ("sequential", 1, "pixels"),
-        ("threads", 2, "discard"),
-        ("threads", 2, "pixels"),
-        ("processes", 2, "discard"),
-        ("processes", 2, "pixels"),
-        ("processes-shm", 2, "pixels"),
-    ]
-    print(f"\n## 2-worker speedup of each delivery, {n} images, {args.repeats} trials each")
-    print("speedup = median sequential time (same decoder, output, delivery) / median time")
-    for decoder in ("pillow", "simplejpeg"):
-        for output in ("full", "crop224"):
-            median = {}
-            for variant, workers, delivery in cells:
-                recs = [
-                    trial(
-                        manifest,
-                        variant,
-                        n,
-                        workers,
-                        i,
-                        decoder=decoder,
-                        output=output,
-                        delivery=delivery,
-                    )
-                    for i in range(args.repeats)
-                ]
-                median[(variant, delivery)] = statistics.median(r["seconds"] for r in recs)
-            line = ", ".join(
-                f"{v}/{d} {median[('sequential', d)] / t:.2f}x"
-                for (v, d), t in median.items()
-                if v != "sequential"
-            )
-            seq = ", ".join(
-                f"{d} {median[('sequential', d)] / n * 1e3:.0f} ms/image"
-                for d in ("discard", "pixels")
-            )
-            print(f"{decoder:>10} {output:>7}: sequential {seq}; {line}")
