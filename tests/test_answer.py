@@ -168,8 +168,8 @@ def test_the_default_choice_is_the_default_decoder_when_it_was_measured():
     pillow = _trials({("sequential", 1): [100] * 3})
     fast = _trials({("sequential", 1): [300] * 3, ("threads", 2): [580] * 3}, decoder="simplejpeg")
     rec = _recommend(pd.concat([pillow, fast], ignore_index=True)).iloc[0]
-    assert rec["settings"] == "decoder=simplejpeg" and rec["workers"] == 2
-    assert rec["default_choice"] == "sequential x1, decoder=pillow"
+    assert rec["settings"] == "decoder=simplejpeg, allocator=default" and rec["workers"] == 2
+    assert rec["default_choice"] == "sequential x1, decoder=pillow, allocator=default"
     assert rec["speedup_over_default"] == pytest.approx(5.8)
 
 

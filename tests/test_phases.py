@@ -107,7 +107,7 @@ def test_registry_names_and_unknown_names_messages():
 def test_params_round_trip_through_the_trial_path():
     params = get_phase("decode").resolve({"decoder": "pillow-draft", "output": "crop224"})
     seg = params_segment(params)
-    assert seg == "decoder-pillow-draft+output-crop224+delivery-discard"
+    assert seg == "decoder-pillow-draft+output-crop224+delivery-discard+allocator-default"
     assert parse_segment(seg) == params
     assert params_segment({}) == "default" and parse_segment("default") == {}
 

@@ -42,7 +42,12 @@ def smoke_config():
 # Each phase's grid keys with the defaults a block without them gets (as the README says).
 DEFAULTS = {
     "load": {},
-    "decode": {"decoder": ["pillow"], "output": ["full"], "delivery": ["discard"]},
+    "decode": {
+        "decoder": ["pillow"],
+        "output": ["full"],
+        "delivery": ["discard"],
+        "allocator": ["default"],
+    },
     "dataloader": {
         "decoder": ["pillow"],
         "source": ["jpeg"],

@@ -83,10 +83,17 @@ def load_records(paths: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, pd.D
 
 
 def with_all_keys(df: pd.DataFrame) -> pd.DataFrame:
-    """Every phase's grid-key column, '-' where a row's phase has no such key."""
+    """Every phase's grid-key column, '-' where a row's phase has no such key. A record made
+    before its phase had a key (no value) keeps its meaning: it was measured at the default."""
     df = df.copy()
     for col in PARAM_COLUMNS:
-        df[col] = df[col].fillna(NO_PARAM) if col in df else NO_PARAM
+        if col not in df:
+            df[col] = pd.Series(float("nan"), index=df.index, dtype=object)
+        for name, phase in PHASES.items():
+            default = next((p.default for p in phase.params if p.name == col), None)
+            if default is not None:
+                df.loc[(df["phase"] == name) & df[col].isna(), col] = default
+        df[col] = df[col].fillna(NO_PARAM)
     df["machine"] = df["machine"].fillna("local") if "machine" in df else "local"
     return df
 

@@ -7,7 +7,13 @@
 5. decode speedup of processes and threads at 2 workers on 100 images;
 6. per-image time of every decoder at full size and at the 224 crop (warm, from bytes);
 7. 2-worker speedup of every delivery (discard, pixels through threads, a pickling process
-   pool and shared memory) for pillow and simplejpeg, full and 224, on 40 images.
+   pool and shared memory) for pillow and simplejpeg, full and 224, on 40 images;
+8. Pillow to full size with the pixels delivered, 24 images of 2016 x 1512: processes-shm,
+   processes and threads at 2 workers against sequential (the one-copy shared-memory path);
+9. page faults per image and decode time with the default and the tuned allocator, per
+   decoder, sequential and at 2 and 8 workers.
+
+Sections 4, 5, 7, 8 and 9 are the phases' own (Phase.bench), numbered in registry order.
 
 ``--sections 6,7`` runs only some of them (the dataset is made whatever is chosen).
 
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="trials per measurement (default 3)")
     ap.add_argument(
         "--sections",
-        default="1,2,3,4,5,6,7",
+        default="1,2,3,4,5,6,7,8,9",
         help="comma-separated sections to run (default all; 2 always makes the dataset)",
     )
     args = ap.parse_args(argv)

@@ -96,7 +96,8 @@ CEILING = list(NO_CEILING)
 
 
 def _label(params: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+    # A key a row does not have ("-": a record made before the key existed) is left out.
+    return ", ".join(f"{k}={v}" for k, v in params.items() if v != NO_PARAM) or "-"
 
 
 def _cell_stats(g: pd.DataFrame, column: str) -> dict:
