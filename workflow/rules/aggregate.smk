@@ -16,9 +16,7 @@ rule aggregate:
         frames="results/tables/frames.csv",
         summary="results/tables/summary.csv",
         speedup="results/tables/speedup.csv",
-        phase_tables=[
-            f"results/tables/{t.file}" for t in PHASE_TABLES if not t.caption
-        ],
+        phase_tables=[f"results/tables/{t.file}" for t in PHASE_TABLES if not t.caption],
         captioned_tables=[
             report(
                 f"results/tables/{t.file}",
