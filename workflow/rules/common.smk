@@ -14,8 +14,11 @@ from snakemake.utils import min_version, validate
 # envs/ and on a cluster node: this checkout's src/ first on PYTHONPATH, for this parse and
 # every job it starts (a conda env cannot install the checkout: Snakemake copies its yaml).
 SRC = str(Path(workflow.basedir) / "src")
-_OTHERS = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != SRC]
-os.environ.update(PYTHONPATH=os.pathsep.join([SRC, *_OTHERS]))  # set, not required: no envvars
+# (set, not required: so no `envvars:` directive)
+_PATHS = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([SRC, *(p for p in _PATHS if p and p != SRC)])
+)
 sys.path.insert(0, SRC)
 
 from imgread.config import check_config, check_schema, schema_file, trial_grid
