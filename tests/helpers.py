@@ -2,8 +2,8 @@
 
 Datasets and files: the small dataset's parameters, a messy photo folder, a corrupted image, a
 folder's state, Python's shared-memory segments. Trial processes: run ``imgread trial`` as a
-real process, find its worker processes, and kill one. Workflow: run the real workflow in a
-temporary copy of the project.
+real process (``prelude``: code run first in it), find its worker processes (a worker's death:
+tests/deaths.py). Workflow: run the real workflow in a temporary copy of the project.
 """
 
 from __future__ import annotations
@@ -115,7 +115,11 @@ def segments() -> set[str]:
 def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (all its threads'), from /proc."""
     kids = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return []  # the process has ended
+    for task in tasks:
         try:
             kids.extend(int(k) for k in (task / "children").read_text().split())
         except (FileNotFoundError, ProcessLookupError):
@@ -140,12 +144,16 @@ def is_tracker(pid: int) -> bool:
         return False
 
 
-def trial_command(manifest, out, *args: str) -> list[str]:
-    """``imgread trial --manifest M ARGS --out OUT`` as an argument list."""
-    return [
-        sys.executable, "-m", "imgread", "trial", "--manifest", str(manifest), *args,
-        "--out", str(out),
-    ]  # fmt: skip
+def trial_command(manifest, out, *args: str, prelude: str | None = None) -> list[str]:
+    """``imgread trial --manifest M ARGS --out OUT`` as an argument list; with ``prelude``,
+    that Python code runs first in the trial's process (``python -c``)."""
+    python = [sys.executable, "-m", "imgread"]
+    if prelude is not None:
+        python = [sys.executable, "-c", f"{prelude}\n{_RUN_CLI}"]
+    return [*python, "trial", "--manifest", str(manifest), *args, "--out", str(out)]
+
+
+_RUN_CLI = "import sys\nfrom imgread.cli import main\nsys.exit(main(sys.argv[1:]))"
 
 
 def run_trial_cli(manifest, out, *args: str, check: bool = False):
@@ -155,15 +163,22 @@ def run_trial_cli(manifest, out, *args: str, check: bool = False):
     )
 
 
-def start_trial(manifest, out, *args: str) -> subprocess.Popen:
-    """``imgread trial`` started in its own process group (as a terminal starts a command),
-    output captured."""
+def start_trial(
+    manifest, out, *args: str, prelude: str | None = None, tmpdir: Path | None = None
+) -> subprocess.Popen:
+    """``imgread trial`` started in its own session and process group (as a terminal starts a
+    command), output captured; ``tmpdir``: its TMPDIR (made), to find temporary files left."""
+    env = None
+    if tmpdir is not None:
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TMPDIR": str(tmpdir)}
     return subprocess.Popen(
-        trial_command(manifest, out, *args),
+        trial_command(manifest, out, *args, prelude=prelude),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env=env,
     )
 
 
@@ -186,6 +201,8 @@ def wait_for_workers(
         if len(live()) >= want and ready():
             break
         time.sleep(0.02)
+    if proc.poll() is not None:
+        raise AssertionError(f"the trial ended first (status {proc.returncode}):\n{_stderr(proc)}")
     assert len(live()) >= want and ready(), "the trial never started its workers"
     time.sleep(settle)
     workers = live()
@@ -194,11 +211,20 @@ def wait_for_workers(
     return workers
 
 
-def kill_worker(proc: subprocess.Popen, workers: list[int]) -> tuple[int, str]:
-    """SIGKILL the first worker; return the trial's exit status and stderr."""
-    os.kill(workers[0], signal.SIGKILL)
-    _, stderr = proc.communicate(timeout=120)
-    return proc.returncode, stderr
+def _stderr(proc: subprocess.Popen) -> str:
+    try:
+        return proc.communicate(timeout=10)[1]
+    except subprocess.TimeoutExpired:  # a process it started holds its output
+        kill_session(proc)
+        return proc.communicate()[1]
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of the trial's process group."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def left_alive(workers: list[int]) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import subprocess
 import sys
 
@@ -17,11 +18,17 @@ from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
 from imgread.trial import TrialSpec, run_trial
 
+from .deaths import (
+    WORKERS_FAIL_TO_START,
+    assert_failed_cleanly,
+    first_child,
+    kill_worker,
+    shm_entries,
+    wait_ended,
+)
 from .helpers import (
     HAVE_PROC,
     corrupt_keeping_size_and_mtime,
-    kill_worker,
-    left_alive,
     run_trial_cli,
     segments,
     start_trial,
@@ -193,29 +200,28 @@ def test_a_killed_loader_worker_fails_the_trial_and_leaves_nothing(tmp_path):
         GenerateParams(count=240, width=1600, height=1200, target_bytes=400_000),
         progress=False,
     )
-    before = segments()
-    out = tmp_path / "rec.json"
-    proc = start_trial(
-        ds,
-        out,
-        "--phase",
-        "dataloader",
-        "--variant",
-        "torch",
-        "--n",
-        "240",
-        "--workers",
-        "2",
-        "--batch-size",
-        "4",
-    )
+    out, tmp, before = tmp_path / "out" / "rec.json", tmp_path / "tmp", shm_entries()
+    args = ("--phase", "dataloader", "--variant", "torch", "--batch-size", "4")
+    proc = start_trial(ds, out, *args, "--n", "240", "--workers", "2", tmpdir=tmp)
     workers = wait_for_workers(proc, settle=1.0)  # past the warm-up epoch, into the timed one
-    rc, stderr = kill_worker(proc, workers)
-    assert rc == 1, stderr
-    assert "dataloader/torch decoder=pillow source=jpeg batch_size=4" in stderr
-    assert "worker" in stderr and "died" in stderr
-    assert not out.exists() and segments() == before
-    assert not left_alive(workers), "a DataLoader worker was left running"
+    ended = kill_worker(proc, workers)
+    cell = "dataloader/torch decoder=pillow source=jpeg batch_size=4"
+    # PyTorch's words where its SIGCHLD handler raised outside the epoch, else imgread's
+    assert re.search(r"(?i)killed by (SIGKILL|signal: Killed)", ended.stderr), ended.stderr
+    assert_failed_cleanly(ended, proc, out, tmp, before, cell, "n=240 workers=2", "process died")
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
+def test_a_loader_worker_that_cannot_start_fails_the_trial_naming_the_cause(
+    small_dataset, tmp_path
+):
+    out, tmp, before = tmp_path / "out" / "rec.json", tmp_path / "tmp", shm_entries()
+    args = ("--phase", "dataloader", "--variant", "torch", "--n", "8", "--workers", "2")
+    proc = start_trial(small_dataset, out, *args, prelude=WORKERS_FAIL_TO_START, tmpdir=tmp)
+    ended = wait_ended(proc, *first_child(proc))
+    cell = "dataloader/torch decoder=pillow source=jpeg batch_size=32"
+    cause = "raised ImportError: no module for the decoder in this worker"
+    assert_failed_cleanly(ended, proc, out, tmp, before, cell, "n=8 workers=2", cause)
 
 
 def test_cli_cache_build_and_a_cached_trial(small_dataset, tmp_path):

@@ -17,11 +17,15 @@ from imgread.phases import decode as decode_phase
 from imgread.reference import write_reference
 from imgread.trial import TrialSpec, run_trial
 
+from .deaths import (
+    assert_failed_cleanly,
+    kill_worker,
+    shm_entries,
+)
 from .helpers import (
     HAVE_PROC,
     SHM,
     corrupt_keeping_size_and_mtime,
-    kill_worker,
     left_alive,
     run_trial_cli,
     segments,
@@ -147,13 +151,12 @@ def _started_shm_trial(manifest, out, before):
 
 @pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
 def test_shared_memory_is_released_when_a_worker_is_killed(long_dataset, tmp_path):
-    before = segments()
-    proc, workers = _started_shm_trial(long_dataset, tmp_path / "rec.json", before)
-    rc, stderr = kill_worker(proc, workers)
-    assert rc == 1 and "worker process died" in stderr, stderr
-    assert "decode/processes-shm decoder=pillow output=full delivery=pixels n=150" in stderr
-    assert segments() == before and not (tmp_path / "rec.json").exists()
-    assert not left_alive(workers)
+    out, tmp, before = tmp_path / "out" / "rec.json", tmp_path / "tmp", shm_entries()
+    proc = start_trial(long_dataset, out, *SHM_TRIAL, tmpdir=tmp)
+    workers = wait_for_workers(proc, settle=0.3, ready=lambda: bool(shm_entries() - before))
+    ended = kill_worker(proc, workers)
+    cell = ("decode/processes-shm decoder=pillow output=full delivery=pixels", "n=150 workers=2")
+    assert_failed_cleanly(ended, proc, out, tmp, before, *cell, "worker process died", "SIGKILL")
 
 
 @pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")

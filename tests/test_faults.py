@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +21,18 @@ from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
 from imgread.trial import TrialSpec, run_trial
 
+from .deaths import (
+    EXIT_BOUND_S,
+    WORKERS_FAIL_TO_START,
+    assert_failed_cleanly,
+    first_child,
+    kill_worker,
+    shm_entries,
+    wait_ended,
+)
 from .helpers import (
     HAVE_PROC,
     corrupt_keeping_size_and_mtime,
-    kill_worker,
-    left_alive,
     make_messy_folder,
     photo,
     run_trial_cli,
@@ -171,7 +180,8 @@ def test_an_image_that_no_longer_decodes_fails_the_trial_naming_it(
     assert str(victim) in msg and f"decoder {decoder}:" in msg
     if decoder.startswith("pillow"):
         assert "cannot identify image file" in msg
-    assert f"decode/{variant} decoder={decoder} output=full delivery={delivery} n=6 " in msg
+    assert f"decode/{variant} decoder={decoder} output=full delivery={delivery} " in msg
+    assert " n=6 " in msg
     assert f"workers={workers}" in msg and "no time recorded" in msg
 
 
@@ -205,32 +215,71 @@ def test_a_file_with_a_new_size_is_refused_by_every_trial(fresh_dataset):
 
 
 @pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
-def test_a_killed_worker_fails_the_trial_naming_the_cell_and_leaves_no_worker(tmp_path):
+@pytest.mark.parametrize("delivery", ["discard", "pixels"])
+def test_a_killed_worker_fails_the_trial_naming_the_cell_and_leaves_no_worker(tmp_path, delivery):
+    # pixels: the worker may die halfway through sending an image back (see the next test)
     manifest = generate(
         tmp_path / "ds",
         GenerateParams(count=150, width=1024, height=768, target_bytes=200_000),
         progress=False,
     )
-    out = tmp_path / "rec.json"
-    proc = start_trial(
-        manifest,
-        out,
-        "--phase",
-        "decode",
-        "--variant",
-        "processes",
-        "--n",
-        "150",
-        "--workers",
-        "2",
+    out, tmp, before = tmp_path / "out" / "rec.json", tmp_path / "tmp", shm_entries()
+    args = ("--phase", "decode", "--variant", "processes", "--delivery", delivery)
+    proc = start_trial(manifest, out, *args, "--n", "150", "--workers", "2", tmpdir=tmp)
+    ended = kill_worker(proc, wait_for_workers(proc, settle=0.3))
+    cell = (f"decode/processes decoder=pillow output=full delivery={delivery}", "n=150 workers=2")
+    assert_failed_cleanly(ended, proc, out, tmp, before, *cell, "killed by SIGKILL")
+
+
+# A worker killed while it sends a result leaves half a message in the result pipe: CPython's
+# executor then waits forever for the rest (and so would the trial); imgread's must not.
+KILLED_WHILE_SENDING = """
+import os, signal, sys, time
+from imgread.pools import process_pool, named_death
+
+def big(i):
+    return b"x" * (64 << 20)  # most of a worker's time goes to sending it
+
+pool = process_pool(2)
+results = pool.map(big, range(8))
+time.sleep(float(sys.argv[1]))
+os.kill(next(iter(pool._processes)), signal.SIGKILL)
+try:
+    list(results)
+except Exception as exc:
+    print(named_death(pool, exc))
+pool.shutdown(wait=True, cancel_futures=True)
+"""
+
+
+@pytest.mark.parametrize("after", [0.3, 0.5, 0.7])
+def test_a_worker_killed_while_sending_a_result_breaks_the_pool_at_once(after):
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_SENDING, str(after)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    workers = wait_for_workers(proc, settle=0.3)
-    rc, stderr = kill_worker(proc, workers)
-    assert rc == 1, stderr
-    assert "decode/processes decoder=pillow output=full delivery=discard n=150 workers=2" in stderr
-    assert "worker process died" in stderr
-    assert not out.exists()
-    assert not left_alive(workers), "a worker was left running"
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"worker process \d+ was killed by SIGKILL .*\n", r.stdout), r.stdout
+    assert time.monotonic() - t0 < after + EXIT_BOUND_S
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
+@pytest.mark.parametrize("variant", ["processes", "processes-shm"])
+def test_a_worker_that_cannot_start_fails_the_trial_naming_the_cause(
+    small_dataset, tmp_path, variant
+):
+    out, tmp, before = tmp_path / "out" / "rec.json", tmp_path / "tmp", shm_entries()
+    args = ("--phase", "decode", "--variant", variant, "--delivery", "pixels", "--n", "8")
+    proc = start_trial(
+        small_dataset, out, *args, "--workers", "2", prelude=WORKERS_FAIL_TO_START, tmpdir=tmp
+    )
+    ended = wait_ended(proc, *first_child(proc))
+    cell = (f"decode/{variant} decoder=pillow output=full delivery=pixels", "n=8 workers=2")
+    cause = "failed to start: ImportError: no module for the pillow decoder in this worker"
+    assert_failed_cleanly(ended, proc, out, tmp, before, *cell, cause)
 
 
 def _mount_small_fs(path: Path, size: str) -> bool:

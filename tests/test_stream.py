@@ -16,11 +16,17 @@ from imgread.phases.stream import frame_metrics
 from imgread.producers import run_model
 from imgread.trial import TrialSpec, run_trial
 
+from .deaths import (
+    WORKERS_FAIL_TO_START,
+    assert_failed_cleanly,
+    first_child,
+    kill_worker,
+    shm_entries,
+    wait_ended,
+)
 from .helpers import (
     HAVE_PROC,
     corrupt_keeping_size_and_mtime,
-    kill_worker,
-    left_alive,
     segments,
     start_trial,
     wait_for_workers,
@@ -129,26 +135,23 @@ def test_a_killed_producer_stops_the_trial_naming_the_cell(tmp_path):
         GenerateParams(count=60, width=1600, height=1200, target_bytes=400_000),
         progress=False,
     )
-    out = tmp_path / "rec.json"
-    proc = start_trial(
-        ds,
-        out,
-        "--phase",
-        "stream",
-        "--variant",
-        "processes",
-        "--n",
-        "60",
-        "--workers",
-        "2",
-        "--fps",
-        "20",
-        "--decoder",
-        "pillow",
-    )
+    out, tmp, before = tmp_path / "out" / "rec.json", tmp_path / "tmp", shm_entries()
+    args = ("--phase", "stream", "--variant", "processes", "--fps", "20", "--decoder", "pillow")
+    proc = start_trial(ds, out, *args, "--n", "60", "--workers", "2", tmpdir=tmp)
     workers = wait_for_workers(proc, settle=1.0)  # into the stream (60 frames at 20 fps: 3 s)
-    rc, stderr = kill_worker(proc, workers)
-    assert rc == 1, stderr
-    assert "stream/processes decoder=pillow fps=20" in stderr and "died" in stderr
-    assert not out.exists()
-    assert not left_alive(workers), "a producer process was left running"
+    ended = kill_worker(proc, workers)
+    # Pool replaces the dead worker at once: the replacement must not be left running either
+    cell = "stream/processes decoder=pillow fps=20"
+    says = ("n=60 workers=2", "died", "killed by SIGKILL")
+    assert_failed_cleanly(ended, proc, out, tmp, before, cell, *says)
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="needs Linux /proc")
+def test_a_producer_that_cannot_start_fails_the_trial_naming_the_cause(small_dataset, tmp_path):
+    # multiprocessing.Pool would replace a worker whose initializer raised, again and again
+    out, tmp, before = tmp_path / "out" / "rec.json", tmp_path / "tmp", shm_entries()
+    args = ("--phase", "stream", "--variant", "processes", "--n", "8", "--workers", "2")
+    proc = start_trial(small_dataset, out, *args, prelude=WORKERS_FAIL_TO_START, tmpdir=tmp)
+    ended = wait_ended(proc, *first_child(proc))
+    cause = "failed to start: ImportError: no module for the opencv decoder in this worker"
+    assert_failed_cleanly(ended, proc, out, tmp, before, "stream/processes decoder=", cause)

@@ -19,17 +19,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing as mp
-import os
 import queue
-import signal
 import threading
 import time
-from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import pool as mp_pool
 
 import aiofiles
 import numpy as np
 
+from imgread import pools
 from imgread.decoders import DECODERS, warm_up
 from imgread.pools import Runner, thread_pool
 
@@ -246,32 +244,6 @@ class ThreadPerFrameStream(_Dispatched):
             t.join()
 
 
-_BARRIER = None  # set in each Pool worker by _init_stream_worker
-
-
-def _init_stream_worker(decoder: str, barrier) -> None:
-    global _BARRIER
-    _BARRIER = barrier
-    # Pool.terminate() ends workers with SIGTERM; the trial's own handler (SIGTERM ->
-    # SystemExit, for clean-up) is inherited by fork and could leave a worker blocked on the
-    # pool's queue lock alive, so workers take the default action: end at once.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    warm_up(decoder, "crop224")
-
-
-def _rendezvous() -> int:
-    _BARRIER.wait(120)
-    return os.getpid()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 class ProcessesStream(_Dispatched):
     """The seed's first recipe: ``multiprocessing.Pool(workers).apply_async`` per frame."""
 
@@ -279,18 +251,28 @@ class ProcessesStream(_Dispatched):
         super().__init__(workers, p)
         ctx = mp.get_context()
         barrier = ctx.Barrier(workers)
-        self.pool = ctx.Pool(workers, _init_stream_worker, (self.decoder, barrier))
+        init = (barrier, warm_up, (self.decoder, "crop224"))
+        self.pool = ctx.Pool(workers, pools.init_process, init)
+        # The workers it started: Pool replaces a dead one silently, and the frame it held is
+        # lost; the trial fails instead (check_workers).
+        self.workers = list(self.pool._pool)
         try:
-            # Every worker started and warmed up before the clock: one task each, held
-            # until all have one.
-            tasks = [self.pool.apply_async(_rendezvous) for _ in range(workers)]
-            self.pids = {t.get(120) for t in tasks}
-            if len(self.pids) != workers:
-                raise RuntimeError(f"expected {workers} distinct workers, saw {len(self.pids)}")
+            # Every worker started and warmed up before the clock: one task each, held until
+            # all have one. A worker whose warm-up failed reports it there.
+            tasks = [self.pool.apply_async(pools.process_rendezvous) for _ in range(workers)]
+            pools.settle([functools.partial(self._wait, t) for t in tasks], workers)
         except BaseException:
+            self.broken = True
             self.close()
             raise
         self.fn = functools.partial(decode_frame, self.decoder)
+
+    def _wait(self, task) -> int:
+        deadline = time.monotonic() + pools.RENDEZVOUS_TIMEOUT_S
+        while not task.ready() and time.monotonic() < deadline:
+            task.wait(0.1)
+            self.check_workers()
+        return task.get(0)
 
     def produce(self, i, path):
         self.pool.apply_async(
@@ -298,31 +280,29 @@ class ProcessesStream(_Dispatched):
         )
 
     def get(self, i):
-        self.check_workers()  # a few microseconds: one /proc read per worker
+        self.check_workers()  # a few microseconds: one non-blocking waitpid per worker
         return super().get(i)
 
     def check_workers(self):
-        # Pool replaces a dead worker silently and the frame it held is lost: fail instead.
-        dead = [pid for pid in self.pids if not _alive(pid)]
-        if dead:
+        cause = pools.death_of(self.workers, "stream worker process")
+        if cause:
             self.broken = True
-            raise BrokenProcessPool(f"stream worker process {dead[0]} died")
+            raise pools.WorkerDied(cause)
 
     def close(self):
-        if not getattr(self, "broken", False):
+        if not getattr(self, "broken", False) and pools.death_of(self.workers) is None:
             self.pool.terminate()
             self.pool.join()
             return
-        # A worker killed while it held the pool's task-queue lock makes Pool.terminate()
-        # wait for that lock forever (a known multiprocessing.Pool hazard). So: stop the
-        # pool's respawning of workers, kill the workers, and cancel its terminate finalizer.
+        # A worker killed while it held the pool's task-queue lock (an idle worker waits for
+        # a task holding it) makes Pool.terminate() wait for that lock forever (a known
+        # multiprocessing.Pool hazard). So: stop the pool's respawning of workers (woken at
+        # once), kill the workers, and cancel its terminate finalizer.
         self.pool._worker_handler._state = mp_pool.TERMINATE
         self.pool._state = mp_pool.TERMINATE
+        self.pool._change_notifier.put(None)
         self.pool._worker_handler.join(5)
-        for proc in list(self.pool._pool):
-            if proc.is_alive():
-                proc.kill()
-            proc.join(5)
+        pools.kill_all([*self.workers, *self.pool._pool])
         self.pool._terminate.cancel()
 
 

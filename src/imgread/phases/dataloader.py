@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
+import signal
 import time
+from multiprocessing import util as mp_util
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +32,12 @@ from imgread import allocator, decoded_cache
 from imgread.decoders import CROP, DECODERS, checksum, warm_up
 from imgread.errors import ImageDecodeError, UserError, VerificationError
 from imgread.phases import base
-from imgread.pools import Runner
+from imgread.pools import Runner, WorkerDied, death_of, kill_all
 from imgread.reference import read_reference, reference_checksums
 
 SOURCES = ("jpeg", "cache-npy", "cache-pickle")
 PREFETCH_FACTOR = 2  # PyTorch's default, recorded
+_FROM_WORKER = re.compile(r"Caught \w+ in DataLoader worker process (\d+)")
 
 
 class ManifestDataset:
@@ -84,9 +88,35 @@ class _Indices:
 def _worker_init(worker_id: int) -> None:
     import torch
 
+    # The trial's SIGTERM handler (SystemExit) would let a worker told to end live on.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)  # one core per worker: normalisation must not fan out
     # The trial process's allocator setting (imgread.allocator), whatever the start method.
     allocator.apply(allocator.current())
+
+
+def _stop_broken(it) -> None:
+    """Stop a DataLoader iterator one of whose workers died, in bounded time (PyTorch's own
+    shutdown sets an Event whose lock the dead worker may hold, and waits 5 s for each survivor
+    stuck on a queue lock it held): stop watching the workers (PyTorch's SIGCHLD handler would
+    raise for each one killed here), kill them all, remove a batch's shared memory one killed
+    mid-batch left (torch_<pid>_*, unlinked once mapped), close the queues without waiting."""
+    from torch.utils.data._utils import signal_handling
+
+    it._shutdown = True  # PyTorch's own shutdown (and __del__) then does nothing
+    if it._worker_pids_set:
+        signal_handling._remove_worker_pids(id(it))
+        it._worker_pids_set = False
+    kill_all(it._workers)
+    for w in it._workers:
+        for segment in Path("/dev/shm").glob(f"torch_{w.pid}_*"):
+            segment.unlink(missing_ok=True)
+    if hasattr(it, "_pin_memory_thread"):
+        it._pin_memory_thread_done_event.set()  # a daemon thread: it ends at its next check
+    for q in [*it._index_queues, it._worker_result_queue]:
+        q.cancel_join_thread()
+    for q in it._index_queues:
+        q.close()
 
 
 def _peak_rss(pid: int) -> int:
@@ -131,6 +161,8 @@ class LoaderRunner(Runner):
             self.dataset.keys = [str(Path(j.path).relative_to(root)) for j in jobs]
         warm_up(params["decoder"], "crop224")
         torch.set_num_threads(1)
+        if workers:  # their sockets' folder, made here: it goes with this process, even if a
+            mp_util.get_temp_dir()  # worker is killed (a worker's own would stay in /tmp)
         self.sampler = _Indices()
         self.loader = DataLoader(
             self.dataset,
@@ -144,7 +176,11 @@ class LoaderRunner(Runner):
         )
         # Warm-up: one batch per worker (every worker started, its decoder imported).
         self.sampler.indices = list(range(min(n, batch * max(workers, 1))))
-        self._epoch()
+        try:
+            self._epoch()
+        except BaseException:
+            self.close()
+            raise
         self.sampler.indices = list(range(n))
         self.batches = math.ceil(n / batch)
         self.batches_per_worker_min = self.batches // workers if workers else self.batches
@@ -165,6 +201,33 @@ class LoaderRunner(Runner):
         except ImageDecodeError as exc:  # re-raised by torch with the worker's traceback
             lines = [x for x in str(exc).splitlines() if x.strip()]
             raise ImageDecodeError(lines[-1].split("ImageDecodeError: ", 1)[-1]) from None
+        except Exception as exc:
+            cause = self._death(exc)
+            if cause is None:
+                raise
+            raise WorkerDied(cause) from exc
+
+    def _workers(self) -> list:
+        return list(getattr(getattr(self.loader, "_iterator", None), "_workers", []))
+
+    def _death(self, exc: Exception, wait: float = 1.0) -> str | None:
+        """What a worker raised (re-raised here: "Caught E in DataLoader worker process I."), or
+        why one died: waited for up to ``wait`` s, as a death can show first as another error
+        (a batch's memory not fetched from the dying worker: connection reset)."""
+        workers = self._workers()
+        found = _FROM_WORKER.search(str(exc))
+        if found and int(found[1]) < len(workers):
+            last = [x.strip() for x in str(exc).splitlines() if x.strip()][-1]
+            return f"DataLoader worker process {workers[int(found[1])].pid} raised {last}"
+        deadline = time.monotonic() + wait
+        while (cause := death_of(workers, "DataLoader worker process")) is None:
+            if time.monotonic() >= deadline:
+                break
+            try:
+                time.sleep(0.01)
+            except RuntimeError:  # PyTorch's SIGCHLD handler, raising here: a worker ended
+                pass
+        return cause
 
     def died(self, exc):
         # PyTorch: "DataLoader worker (pid N) is killed by signal: ..." / "... exited
@@ -175,8 +238,7 @@ class LoaderRunner(Runner):
         return self._epoch()
 
     def worker_pids(self) -> list[int]:
-        it = getattr(self.loader, "_iterator", None)
-        return [w.pid for w in getattr(it, "_workers", [])]
+        return [w.pid for w in self._workers()]
 
     def fields(self) -> dict:
         import torch
@@ -198,7 +260,10 @@ class LoaderRunner(Runner):
     def close(self):
         it = getattr(self.loader, "_iterator", None)
         if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
+            if death_of(it._workers) is None:
+                it._shutdown_workers()
+            else:
+                _stop_broken(it)
         self.loader._iterator = None
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import mmap
 import time
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import resource_tracker, shared_memory
 from typing import NamedTuple
 
@@ -41,7 +42,15 @@ from imgread.decoders import (
 )
 from imgread.errors import UserError, VerificationError
 from imgread.phases import base
-from imgread.pools import Pooled, Runner, Sequential, process_pool, shutdown_pool, thread_pool
+from imgread.pools import (
+    Pooled,
+    Runner,
+    Sequential,
+    named_death,
+    process_pool,
+    shutdown_pool,
+    thread_pool,
+)
 from imgread.reference import read_reference, reference_checksums
 
 DELIVERIES = ("discard", "pixels")
@@ -144,7 +153,10 @@ class SharedMemoryRunner(Runner):
         tasks = [
             _Slot(j.path, j.index, j.shape, o) for j, o in zip(jobs, self.offsets, strict=True)
         ]
-        shapes = list(self.pool.map(self.fn, tasks))
+        try:
+            shapes = list(self.pool.map(self.fn, tasks))
+        except BrokenProcessPool as exc:
+            raise named_death(self.pool, exc) from exc
         return {
             t.path: np.ndarray(s, np.uint8, buffer=self.shm.buf, offset=t.offset)
             for t, s in zip(tasks, shapes, strict=True)
