@@ -102,9 +102,11 @@ def _procs(folder: Path) -> list[int]:
         return []
 
 
-def remove_cgroup(folder: Path, parent: Path, wait_s: float = 2.0) -> bool:
-    """Remove a trial's cgroup: wait up to ``wait_s`` for its processes to end (workers still
-    exiting), then move any still there to ``parent``; True if it is gone."""
+def remove_cgroup(folder: Path, parent: Path, wait_s: float = 0.2) -> bool:
+    """Remove a trial's cgroup: wait up to ``wait_s`` for its processes to end (the pools were
+    shut down and joined, so workers are gone in milliseconds), then move any still there to
+    ``parent`` (multiprocessing's resource tracker lives as long as the trial); True if it is
+    gone."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
