@@ -244,6 +244,8 @@ def rst(rec: pd.DataFrame) -> str:
     lines = [".. list-table::", "   :header-rows: 1", ""]
     for row in [recommendation_header(rec), *recommendation_rows(rec)]:
         cells = [c.replace("*", "\\*").replace("|", "/") for c in row]
+        # a cell of only "-" would start a nested bullet list: escape it
+        cells = ["\\-" if c == "-" else c for c in cells]
         lines.append("   * - " + cells[0])
         lines += [f"     - {c}" for c in cells[1:]]
     return "\n".join(lines) + "\n"
