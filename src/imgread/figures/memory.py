@@ -34,6 +34,22 @@ def _at_largest_n(d: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
+MAX_LINES = 12  # more would make a legend nobody can match to its points
+
+
+def _readable(d: pd.DataFrame, phase) -> tuple[pd.DataFrame, int]:
+    """At most MAX_LINES lines: where there are more, the curves (two or more worker counts)
+    first, then the baseline variant's points; and how many lines were left out."""
+    lines = sorted(d["line"].unique())
+    if len(lines) <= MAX_LINES:
+        return d, 0
+    counts = d.groupby("line")["workers"].nunique()
+    baseline = d[d["variant"] == phase.baseline[0]]["line"].unique()
+    curves = [x for x in lines if counts[x] > 1]
+    keep = (curves + [x for x in lines if x in baseline and x not in curves])[:MAX_LINES]
+    return d[d["line"].isin(keep)], len(lines) - len(keep)
+
+
 def _method(d: pd.DataFrame) -> str:
     """How the memory was measured, for the title."""
     out = []
@@ -73,6 +89,7 @@ def memory_vs_workers(trials, summary, speed, published, settings, phase, **_) -
         return empty((10, 4.5), f"no memory measured in the {phase.name} trials of this study")
     d = d[d["peak_memory_bytes"].notna()].assign(line=lambda x: strategies(x, phase))
     d = _at_largest_n(d)
+    d, left_out = _readable(d, phase)
     names = sorted(d["line"].unique())
     colours = sns.color_palette("husl" if len(names) > 10 else "tab10", len(names))
     palette = dict(zip(names, colours, strict=True))
@@ -85,7 +102,8 @@ def memory_vs_workers(trials, summary, speed, published, settings, phase, **_) -
         f"Memory of the {phase.name} phase: {_method(d)}\n{machine_label(d)}", fontsize="medium"
     )
     share.legend(
-        title="strategy, at its largest n",
+        title="strategy, at its largest n"
+        + (f"\n({left_out} single-point settings left out: trials.csv)" if left_out else ""),
         fontsize="x-small",
         loc="upper left",
         bbox_to_anchor=(1.02, 1),  # beside the panel, never over a point
