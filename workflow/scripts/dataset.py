@@ -2,7 +2,6 @@
 
 import sys
 
-
 from imgread.dataset import GenerateParams, generate, sample
 from imgread.util import exit_on_sigterm
 

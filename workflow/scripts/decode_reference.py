@@ -2,7 +2,6 @@
 
 import sys
 
-
 from imgread.manifest import read_manifest
 from imgread.reference import write_reference
 

@@ -2,7 +2,6 @@
 
 import sys
 
-
 from imgread.decoded_cache import build
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)

@@ -3,7 +3,6 @@
 import json
 import sys
 
-
 from imgread.ceiling import measure_device
 from imgread.util import write_text_atomic
 

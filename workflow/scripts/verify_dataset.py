@@ -2,7 +2,6 @@
 
 import sys
 
-
 from imgread.dataset import verify_hashes
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
