@@ -1,0 +1,158 @@
+"""The storage kinds, selected by name from the config's ``storage:`` profiles.
+
+Built-in kinds are listed in ``BUILTIN`` (one module each, exposing ``KIND``). A profile named
+``local`` of kind ``local`` always exists: it is the study's storage and every grid's default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from imgread.errors import TrialError, UserError
+from imgread.storage.base import Kind, Probe, Profile, Session
+
+BUILTIN = (
+    "imgread.storage.local",
+    "imgread.storage.volume",
+    "imgread.storage.http",
+    "imgread.storage.memory",
+)
+DEFAULT = "local"
+# A probed bandwidth may exceed the cap by this factor (the probe's own counting) before the
+# emulation counts as broken; one below the cap is this machine's limit, recorded as it is.
+BANDWIDTH_SLACK = 1.10
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
+
+
+def _load() -> dict[str, Kind]:
+    kinds = {}
+    for module in BUILTIN:
+        kind = importlib.import_module(module).KIND
+        if not isinstance(kind, Kind) or not kind.name:
+            raise TypeError(f"{module}.KIND is not a named imgread.storage.base.Kind")
+        kinds[kind.name] = kind
+    return kinds
+
+
+KINDS: dict[str, Kind] = _load()
+
+
+def get_kind(name: str) -> Kind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise UserError(
+            f"unknown storage kind {name!r}; choose one of {', '.join(KINDS)}"
+        ) from None
+
+
+def parse_profiles(entries) -> dict[str, Profile]:
+    """The config's ``storage:`` list as {name: Profile}, ``local`` included; UserError with
+    one line naming the field for a wrong type, an unknown kind or name, or a bad value."""
+    profiles = {DEFAULT: Profile(DEFAULT, "local", {})}
+    if entries is None:
+        return profiles
+    if not isinstance(entries, list):
+        raise UserError(f"storage must be a list of profiles, got {type(entries).__name__}")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise UserError(f"storage[{i}] must be a mapping with name and kind, got {entry!r}")
+        entry = dict(entry)
+        name, kind = entry.pop("name", None), entry.pop("kind", None)
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise UserError(
+                f"storage[{i}].name must be lower-case letters, digits, '.', '_' or '-' "
+                f"(at most 40), got {name!r}"
+            )
+        if not isinstance(kind, str):
+            raise UserError(
+                f"storage profile {name!r}: kind is required (one of {', '.join(KINDS)})"
+            )
+        try:
+            profile = get_kind(kind).check(name, entry)
+        except UserError as exc:
+            raise UserError(
+                f"storage profile {name!r}: {exc}" if name not in str(exc) else str(exc)
+            ) from None
+        if name in profiles and not (name == DEFAULT and profile == profiles[DEFAULT]):
+            raise UserError(f"storage profile {name!r} is defined twice")
+        profiles[name] = profile
+    return profiles
+
+
+def profile_from(data: dict[str, Any] | None) -> Profile:
+    """A Profile from its dict form (a trial spec carries it so)."""
+    if not data:
+        return Profile(DEFAULT, "local", {})
+    data = dict(data)
+    name, kind = data.pop("name"), data.pop("kind")
+    return get_kind(kind).check(name, data)
+
+
+def unavailable(profiles: dict[str, Profile]) -> dict[str, str]:
+    """{profile name: why this machine cannot measure it} for the profiles it cannot."""
+    out = {}
+    for name, profile in profiles.items():
+        why = get_kind(profile.kind).missing()
+        if why:
+            out[name] = f"{name} ({profile.kind}) not measured: {why}"
+    return out
+
+
+def sweep() -> list[str]:
+    """Remove every kind's leftovers from earlier, killed runs; a line per thing removed."""
+    removed = []
+    for kind in KINDS.values():
+        if kind.missing() is None:
+            removed.extend(kind.sweep())
+    return removed
+
+
+def check_probe(profile: Profile, probe: Probe) -> None:
+    """TrialError where the probed latency is off the profile's by more than the kind's
+    tolerance (the emulation does not hold, so no time is recorded)."""
+    kind = get_kind(profile.kind)
+    cap = kind.bandwidth_cap_mb_per_s(profile)
+    if cap and probe.bandwidth_mb_per_s and probe.bandwidth_mb_per_s > cap * BANDWIDTH_SLACK:
+        raise TrialError(
+            f"storage {profile.name}: probed bandwidth {probe.bandwidth_mb_per_s:.1f} MB/s is "
+            f"above the profile's cap of {cap:g} MB/s; the throttle does not hold, no time "
+            "recorded"
+        )
+    expected = kind.expected_latency_ms(profile)
+    if expected is None or probe.latency_ms is None:
+        return
+    rel, floor = kind.latency_tolerance
+    allowed = max(rel * expected, floor)
+    if abs(probe.latency_ms - expected) > allowed:
+        raise TrialError(
+            f"storage {profile.name}: probed latency {probe.latency_ms:.2f} ms is off the "
+            f"profile's {expected:g} ms by more than {allowed:.2f} ms; the emulation does not "
+            "hold, no time recorded"
+        )
+
+
+@contextlib.contextmanager
+def session(profile: Profile, root: Path) -> Iterator[tuple[Session, Probe]]:
+    """The profile's kind set up over ``root``, probed (latency checked), and torn down on
+    every way out of the block (an exception, SystemExit from SIGTERM, Ctrl-C)."""
+    kind = get_kind(profile.kind)
+    why = kind.missing()
+    if why:
+        raise UserError(f"storage {profile.name} ({profile.kind}) cannot run here: {why}")
+    opened = kind.open(profile, Path(root))
+    try:
+        t0 = time.perf_counter()
+        probe = opened.probe()
+        if not probe.seconds:
+            probe = Probe(**{**probe.__dict__, "seconds": time.perf_counter() - t0})
+        check_probe(profile, probe)
+        yield opened, probe
+    finally:
+        opened.close()

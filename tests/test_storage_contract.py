@@ -1,0 +1,172 @@
+"""The storage contract (imgread.storage.base), over every registered kind: a kind this machine
+cannot run is skipped with its own one-line reason. Then the reading phases through the toy
+in-memory kind, so that what a trial records of its storage is checked without root."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import hashlib
+import multiprocessing as mp
+import pickle
+
+import pytest
+
+from imgread.errors import TrialError, UserError
+from imgread.manifest import read_manifest
+from imgread.storage import registry
+from imgread.storage.base import Kind, Probe, Profile
+from imgread.trial import TrialSpec, run_trial
+
+KINDS = sorted(registry.KINDS)
+# One small, fast profile per kind (every kind's defaults filled in by its own check).
+SMALL = {"volume": {"read_iops": 5000, "read_mb_per_s": 200}, "http": {"latency_ms": 2}}
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_in_child(opener, path):
+    return _digest(opener.read(path))
+
+
+@pytest.fixture(params=KINDS)
+def kind(request) -> Kind:
+    k = registry.KINDS[request.param]
+    why = k.missing()
+    if why:
+        pytest.skip(f"{k.name}: {why}")
+    return k
+
+
+def test_every_builtin_kind_is_registered_with_a_contract():
+    assert {"local", "volume", "http", "memory"} <= set(KINDS)
+    for name, k in registry.KINDS.items():
+        assert isinstance(k, Kind) and k.name == name and k.description and k.needs
+        missing = k.missing()
+        assert missing is None or (isinstance(missing, str) and "\n" not in missing)
+
+
+def test_a_session_serves_exactly_the_manifests_bytes_in_every_form(kind, small_dataset):
+    m = read_manifest(small_dataset)
+    profile = kind.check("probe-me", SMALL.get(kind.name, {}))
+    entries = m.entries[:6]
+    paths = [str(m.root / e.path) for e in entries]
+    want = {str(m.root / e.path): e.sha256 for e in entries}
+    with registry.session(profile, m.root) as (where, probe):
+        assert isinstance(probe, Probe)
+        assert isinstance(where.settings(), dict)
+        opener = where.opener
+        # blocking, one after another and from a pool of threads
+        assert {p: _digest(opener.read(p)) for p in paths} == want
+        with cf.ThreadPoolExecutor(3) as pool:
+            got = pool.map(lambda p: _digest(opener.read(p)), paths)
+            assert dict(zip(paths, got, strict=True)) == want
+
+        # asyncio, at most 2 in flight
+        async def gather():
+            reader = opener.async_reader(2)
+            try:
+                return await asyncio.gather(*(reader.read(p) for p in paths))
+            finally:
+                await reader.close()
+
+        got = asyncio.run(gather())
+        assert dict(zip(paths, map(_digest, got), strict=True)) == want
+        # pickled into a worker process, which opens its own connection
+        pickle.dumps(opener)
+        with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
+            assert (
+                pool.submit(_read_in_child, opener, paths[0]).result(timeout=60) == want[paths[0]]
+            )
+        opener.close()
+    where.close()  # closing twice is allowed
+
+
+def test_a_kind_rejects_unknown_fields_naming_them(kind):
+    with pytest.raises(UserError, match="nonsense"):
+        kind.check("p", {"nonsense": 1})
+
+
+def test_sweep_answers_with_lines(kind):
+    removed = kind.sweep()
+    assert isinstance(removed, list) and all(isinstance(x, str) for x in removed)
+
+
+def test_profiles_in_the_config_are_checked_field_by_field():
+    with pytest.raises(UserError, match=r"storage\[0\].name"):
+        registry.parse_profiles([{"name": "Bad Name", "kind": "local"}])
+    with pytest.raises(UserError, match="unknown storage kind 'nfs'"):
+        registry.parse_profiles([{"name": "x", "kind": "nfs"}])
+    with pytest.raises(UserError, match="'x'.*kind is required"):
+        registry.parse_profiles([{"name": "x"}])
+    with pytest.raises(UserError, match="defined twice"):
+        registry.parse_profiles([{"name": "x", "kind": "local"}, {"name": "x", "kind": "local"}])
+    with pytest.raises(UserError, match="latency_ms must be a number"):
+        registry.parse_profiles([{"name": "x", "kind": "memory", "latency_ms": "fast"}])
+    with pytest.raises(UserError, match="must be a list"):
+        registry.parse_profiles({"name": "x"})
+    profiles = registry.parse_profiles([{"name": "toy", "kind": "memory", "latency_ms": 3}])
+    assert profiles["local"] == Profile("local", "local", {})
+    assert profiles["toy"].params == {"latency_ms": 3.0}
+
+
+def test_a_probed_latency_off_the_profile_fails_the_trial_with_the_numbers():
+    toy = Profile("toy", "memory", {"latency_ms": 20.0})
+    registry.check_probe(toy, Probe(latency_ms=24.0))  # within 25 %
+    with pytest.raises(TrialError, match="probed latency 30.00 ms is off the profile's 20 ms"):
+        registry.check_probe(toy, Probe(latency_ms=30.0))
+    tiny = Profile("tiny", "memory", {"latency_ms": 1.0})
+    registry.check_probe(tiny, Probe(latency_ms=2.9))  # within the 2 ms floor
+
+
+@pytest.mark.parametrize(
+    "variant,workers,in_flight",
+    [("sequential", 1, "0"), ("threads", 4, "0"), ("asyncio", 1, "4"), ("processes", 2, "0")],
+)
+def test_every_load_reader_reads_through_the_storage_and_records_it(
+    small_dataset, variant, workers, in_flight
+):
+    toy = {"name": "toy", "kind": "memory", "latency_ms": 5.0}
+    spec = TrialSpec(
+        str(small_dataset),
+        "load",
+        variant,
+        n_images=8,
+        workers=workers,
+        params={"storage": "toy", "in_flight": in_flight},
+        storage=toy,
+    )
+    d = run_trial(spec).to_dict()
+    assert d["storage"] == "toy" and d["storage_kind"] == "memory"
+    assert d["storage_profile"] == '{"latency_ms": 5.0}'
+    assert d["images"] == 8
+    assert 4.0 <= d["probe_latency_ms"] <= 8.0  # the toy's sleep, probed
+    # in flight: 1 for sequential, the workers for pools, in_flight for asyncio
+    assert d["concurrency"] == {"sequential": 1, "asyncio": 4}.get(variant, workers)
+    little = d["concurrency"] / (d["probe_latency_ms"] / 1e3)
+    assert d["ceiling_little_images_per_s"] == pytest.approx(little)
+    assert d["images_per_s"] <= little * 1.05  # no reader beats Little's law
+    assert d["server_cpu_seconds"] is None  # the toy has no server
+
+
+def test_a_trial_whose_grid_key_and_profile_disagree_is_refused(small_dataset):
+    spec = TrialSpec(
+        str(small_dataset),
+        "load",
+        "sequential",
+        n_images=2,
+        params={"storage": "other"},
+        storage={"name": "toy", "kind": "memory"},
+    )
+    with pytest.raises(UserError, match="storage='other'.*'toy'"):
+        run_trial(spec)
+
+
+def test_a_probed_bandwidth_above_the_cap_fails_the_trial():
+    vol = registry.get_kind("volume").check("vol", {"read_iops": 100, "read_mb_per_s": 10})
+    registry.check_probe(vol, Probe(bandwidth_mb_per_s=10.5))  # the probe's own counting
+    registry.check_probe(vol, Probe(bandwidth_mb_per_s=2.0))  # below: this machine's limit
+    with pytest.raises(TrialError, match="probed bandwidth 12.0 MB/s is above .* 10 MB/s"):
+        registry.check_probe(vol, Probe(bandwidth_mb_per_s=12.0))
