@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CORES  ?= 1
 
-.PHONY: setup system-deps setup-slurm slurm-deps test-slurm test lint reproduce quick smoke report bench clean-results help
+.PHONY: setup system-deps storage-deps storage setup-slurm slurm-deps test-slurm test lint reproduce quick smoke report bench clean-results help
 
 help:
 	@echo "make reproduce   set up .venv and run the full study (snakemake --cores $(CORES))"
 	@echo "make test        set up .venv and run the test suite"
 	@echo "make quick       a shorter study (config/quick.yaml)"
+	@echo "make storage     the storage study: readers x storage profiles (config/storage.yaml)"
 	@echo "make report      build results/report.html from the finished results"
 	@echo "make bench       print the package's own performance figures"
 	@echo "make test-slurm  run the smoke study on a real SLURM cluster started here (root)"
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # fio measures the device ceiling when installed (the in-package O_DIRECT reader otherwise).
 # As root with apt it is installed here; otherwise this says what to install.
-system-deps:
+system-deps: storage-deps
 	@command -v fio >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing fio with apt-get"; \
@@ -34,6 +35,19 @@ system-deps:
 	      echo "imgread: apt-get could not install fio; the device ceiling will use the O_DIRECT reader"; \
 	  else \
 	    echo "imgread: fio is not installed; the device ceiling will use the O_DIRECT reader (for fio: sudo apt install fio)"; \
+	  fi; }
+
+# The http storage profiles (docs/storage.md) serve the dataset with nginx and its echo module
+# (the per-request latency) in a network namespace; installed with apt as root, else said.
+storage-deps:
+	@{ command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx; } && test -e /usr/lib/nginx/modules/ngx_http_echo_module.so || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nginx-light and libnginx-mod-http-echo with apt-get (the http storage profiles)"; \
+	    { apt-get install -y -q --no-install-recommends nginx-light libnginx-mod-http-echo >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends nginx-light libnginx-mod-http-echo >/dev/null 2>&1; }; } || \
+	      echo "imgread: apt-get could not install nginx; the http storage profiles will be skipped (the run says so)"; \
+	  else \
+	    echo "imgread: nginx and its echo module are not installed; the http storage profiles will be skipped (for them: sudo apt install nginx-light libnginx-mod-http-echo, and run as root)"; \
 	  fi; }
 
 setup: $(STAMP) system-deps
@@ -55,6 +69,12 @@ reproduce: setup
 quick: setup
 	@mkdir -p results && echo config/quick.yaml > $(LAST_STUDY)
 	$(BIN)/snakemake --cores 2 --configfile config/quick.yaml
+
+# The storage study (config/storage.yaml, docs/storage.md): every load reader on every storage
+# profile, 1 to 64 requests in flight, on small images. About 25 minutes here.
+storage: setup
+	@mkdir -p results && echo config/storage.yaml > $(LAST_STUDY)
+	$(BIN)/snakemake --cores 2 --configfile config/storage.yaml
 
 smoke: setup
 	@mkdir -p results && echo config/smoke.yaml > $(LAST_STUDY)

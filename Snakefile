@@ -21,13 +21,16 @@ report: REPORT_TEXT
 
 onstart:
     check_cluster()
+    storage_lifecycle("start")
 
 
 onsuccess:
+    storage_lifecycle("end")
     print_recommendation()
 
 
 onerror:
+    storage_lifecycle("end")
     print_failures()
 
 

@@ -87,15 +87,15 @@ def test_process_pool_workers_are_all_started_before_the_timed_run():
 
 def test_registry_names_and_unknown_names_messages():
     assert list(PHASES) == ["load", "decode", "dataloader", "stream"]
-    assert list(get_phase("load").variants) == ["sequential", "asyncio", "threads"]
+    assert list(get_phase("load").variants) == ["sequential", "asyncio", "threads", "processes"]
     assert list(get_phase("decode").variants) == [
         "sequential",
         "processes",
         "threads",
         "processes-shm",
     ]
-    with pytest.raises(UserError, match="choose one of sequential, asyncio, threads"):
-        get_phase("load").variant("processes")
+    with pytest.raises(UserError, match="choose one of sequential, asyncio, threads, processes"):
+        get_phase("load").variant("mmap")
     with pytest.raises(UserError, match="unknown phase 'encode'; choose one of load, decode, "):
         get_phase("encode")
     with pytest.raises(UserError, match="unknown decoder 'libjpeg'"):
@@ -116,7 +116,7 @@ def test_asyncio_variant_uses_the_pool_size_asyncio_would_pick():
     stdlib_default = ThreadPoolExecutor()._max_workers  # what loop.run_in_executor(None) makes
     assert asyncio_default_workers() == stdlib_default
     load = get_phase("load")
-    runner = load.start("asyncio", 1, {}, [], {})
+    runner = load.start("asyncio", 1, load.resolve({}), [], {})
     try:
         assert runner.concurrency == stdlib_default
     finally:

@@ -59,7 +59,7 @@ BAD_CONFIGS = {
     "unknown variant": (
         {"phases": {"load": {"mmap": {"workers": [1]}}}},
         "config 'phases.load': unknown key(s) ['mmap']; allowed: "
-        "['asyncio', 'sequential', 'threads']",
+        "['asyncio', 'processes', 'sequential', 'threads']",
     ),
     "unknown phase": (
         {"phases": {"encode": {"sequential": {"workers": [1]}}}},

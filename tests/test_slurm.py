@@ -161,7 +161,7 @@ def test_every_cell_ran_on_each_partition_and_the_record_says_where(machines):
     assert set(trials["machine"]) == set(PARTITIONS)
     assert (trials["slurm_partition"] == trials["machine"]).all()
     assert trials["slurm_job_id"].notna().all() and trials["hostname"].notna().all()
-    assert (trials["storage"] == "in place").all()
+    assert (trials["placement"] == "in place").all()
     assert trials.groupby("machine").size().nunique() == 1  # the same cells on both
     rec = _table(remote, "recommendation.csv")
     assert set(rec["machine"]) == set(PARTITIONS)

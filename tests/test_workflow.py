@@ -507,6 +507,6 @@ def test_cold_trials_can_read_a_node_local_copy_and_say_so(tmp_path):
     trials = pd.read_csv(work / "results/tables/trials.csv").set_index("phase")
     copies = list(stage.glob("imgread-*/manifest.csv"))
     assert len(copies) == 1  # made once, used by every cold trial
-    assert (trials.loc["load", "storage"] == f"node-local copy in {copies[0].parent}").all()
-    assert (trials.loc[["decode"], "storage"] == "in place").all()  # warm: from memory anyway
+    assert (trials.loc["load", "placement"] == f"node-local copy in {copies[0].parent}").all()
+    assert (trials.loc[["decode"], "placement"] == "in place").all()  # warm: from memory anyway
     assert (trials.loc["load", "resident_fraction_before"] <= 0.01).all()

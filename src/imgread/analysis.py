@@ -121,6 +121,10 @@ def phase_tables(
     out = []
     for name, phase in PHASES.items():
         own = [f[f["phase"] == name] for f in (trials, summary, speed)]
+        if any(p.name == "storage" for p in phase.params):
+            # The phase's tables are the study's comparison, on the files where they are; the
+            # other storage profiles are compared in the answer and their own figures.
+            own = [f[f["storage"] == "local"] if "storage" in f else f for f in own]
         out += [
             (table, per_machine(load_object(table.build), own, machines)) for table in phase.tables
         ]

@@ -22,6 +22,7 @@ from imgread.dataset import find_candidates
 from imgread.errors import UserError
 from imgread.layout import trial_path
 from imgread.phases.registry import PHASES
+from imgread.storage import registry as storage
 from imgread.util import write_text_atomic
 
 
@@ -62,14 +63,48 @@ def trial_grid(config: dict) -> list[Cell]:
 
     Each block of a variant is a product: its workers x sizes x every list of the phase's
     grid keys (defaults: the phase's defaults, i.e. the study's cells), over its repetitions.
-    Combinations that repeat another cell's work (``Phase.redundant``) are left out.
+    Combinations that repeat another cell's work (``Phase.redundant``) are left out, and so
+    are cells on a storage profile this machine cannot emulate (:func:`skipped_storage` says
+    which and why).
     """
     cells: dict[Cell, None] = {}
     machines = (config.get("cluster") or {}).get("partitions") or [""]
+    skipped = skipped_storage(config)
     for machine in machines:
         for cell in _cells(config):
-            cells[replace(cell, machine=machine)] = None
+            if dict(cell.params).get("storage") not in skipped:
+                cells[replace(cell, machine=machine)] = None
     return list(cells)
+
+
+def storage_profiles(config: dict) -> dict[str, storage.Profile]:
+    """The config's storage profiles by name (``local`` included), checked."""
+    return storage.parse_profiles(config.get("storage"))
+
+
+def used_storage(config: dict) -> set[str]:
+    """The storage profiles some cell of the config reads from."""
+    used = set()
+    for phase_name, variants in config["phases"].items():
+        if any(p.name == "storage" for p in PHASES[phase_name].params):
+            for settings in (variants or {}).values():
+                for block in blocks(settings):
+                    if block.get("workers"):
+                        used.update(block.get("storage", [storage.DEFAULT]))
+    return used
+
+
+def skipped_storage(config: dict) -> dict[str, str]:
+    """{profile: one line saying why it is not measured here} for the profiles the grid uses
+    that this machine cannot emulate (no root, no nginx, no cgroup)."""
+    profiles = storage_profiles(config)
+    used = {name: profiles[name] for name in sorted(used_storage(config)) if name in profiles}
+    return storage.unavailable(used)
+
+
+def storage_of(config: dict, name: str) -> dict:
+    """A profile's dict form, as a trial spec carries it."""
+    return storage_profiles(config)[name].as_dict()
 
 
 def _cells(config: dict):
@@ -179,6 +214,13 @@ def check_config(config: dict) -> None:
     which owns every per-field type and range)."""
     ds = config["dataset"]
     largest = max([*config["sizes"], *_check_phases(config)])
+    profiles = storage_profiles(config)
+    unknown = sorted(used_storage(config) - set(profiles))
+    if unknown:
+        raise UserError(
+            f"config 'phases': storage profile(s) {unknown} are not defined; "
+            f"the config's storage list has {sorted(profiles)}"
+        )
     if largest > ds["count"]:
         raise UserError(
             f"config 'sizes': {largest} is larger than the dataset "

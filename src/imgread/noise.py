@@ -79,14 +79,21 @@ def snapshot() -> CpuSnapshot:
     return CpuSnapshot(machine=_machine_times(), own_seconds=own)
 
 
-def interference(before: CpuSnapshot, after: CpuSnapshot, seconds: float, cpus: int) -> dict:
+def interference(
+    before: CpuSnapshot, after: CpuSnapshot, seconds: float, cpus: int, server: float = 0.0
+) -> dict:
     """Record columns: CPU stolen by the hypervisor and used by other processes during the
     timed region, and their share of the machine's CPU capacity over it (wall x cpus).
+
+    ``server``: the CPU seconds a storage server the trial started (imgread.storage) used over
+    the region. It is part of what is measured, not interference: it is taken out of both
+    ``own_cpu_seconds`` (the server is the trial's child, so counted there) and
+    ``other_cpu_seconds``, and the trial records it as ``server_cpu_seconds``.
 
     ``other_cpu_seconds`` has the resolution of the kernel's clock tick (1/CLK_TCK s per CPU),
     so values of a few hundredths of a second are within counting error.
     """
-    own = max(after.own_seconds - before.own_seconds, 0.0)
+    own = max(after.own_seconds - before.own_seconds - server, 0.0)
     if before.machine is None or after.machine is None:
         nan = float("nan")
         return dict(
@@ -97,7 +104,7 @@ def interference(before: CpuSnapshot, after: CpuSnapshot, seconds: float, cpus: 
         )
     delta = {k: after.machine[k] - before.machine[k] for k in _STAT_FIELDS}
     busy = sum(delta[k] for k in _BUSY)
-    other = max(busy - own, 0.0)
+    other = max(busy - own - server, 0.0)
     capacity = max(seconds, 1e-9) * max(cpus, 1)
     return dict(
         own_cpu_seconds=own,

@@ -34,11 +34,15 @@ from imgread.pools import Runner, thread_pool
 COMPUTE_KINDS = ("sleep", "cpu")
 
 
-def decode_frame(decoder: str, path: str) -> tuple[np.ndarray, float]:
-    """Read and decode one frame to the 224 crop; return it and when reading began."""
+def decode_frame(decoder: str, path: str, opener=None) -> tuple[np.ndarray, float]:
+    """Read (from the trial's storage, imgread.storage; the file where it is without one) and
+    decode one frame to the 224 crop; return it and when reading began."""
     start = time.perf_counter()
-    with open(path, "rb") as fh:
-        data = fh.read()
+    if opener is None:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    else:
+        data = opener.read(path)
     return DECODERS[decoder].decode(data, "crop224"), start
 
 
@@ -84,6 +88,7 @@ class StreamRunner(Runner):
         self.decoder, self.kind = p["decoder"], p["compute"]
         self.compute_s = int(p["compute_ms"]) / 1e3
         self.fps, self.prefetch = int(p["fps"]), int(p["prefetch"])
+        self.opener = p.get("opener")  # the trial's storage (None: the files where they are)
         warm_up(self.decoder, "crop224")
         run_model(self.kind, 0.001)
 
@@ -126,7 +131,7 @@ class SequentialStream(StreamRunner):
 
     def get(self, i):
         _wait_until(self.clock.arrival[i])
-        return decode_frame(self.decoder, self.jobs[i].path)
+        return decode_frame(self.decoder, self.jobs[i].path, self.opener)
 
 
 class _Dispatched(StreamRunner):
@@ -196,7 +201,7 @@ class ThreadsStream(_Dispatched):
     def produce(self, i, path):
         def work():
             try:
-                self.queue.put((i, decode_frame(self.decoder, path), None))
+                self.queue.put((i, decode_frame(self.decoder, path, self.opener), None))
             except BaseException as exc:
                 self.queue.put((i, None, exc))
 
@@ -226,7 +231,7 @@ class ThreadPerFrameStream(_Dispatched):
     def produce(self, i, path):
         def work():
             try:
-                self.deliver(i, decode_frame(self.decoder, path))
+                self.deliver(i, decode_frame(self.decoder, path, self.opener))
             except BaseException as exc:
                 self.fail(exc)
 
@@ -265,7 +270,7 @@ class ProcessesStream(_Dispatched):
             self.broken = True
             self.close()
             raise
-        self.fn = functools.partial(decode_frame, self.decoder)
+        self.fn = functools.partial(decode_frame, self.decoder, opener=self.opener)
 
     def _wait(self, task) -> int:
         deadline = time.monotonic() + pools.RENDEZVOUS_TIMEOUT_S
@@ -314,6 +319,13 @@ class AsyncioStream(StreamRunner):
         super().__init__(workers, p)
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(thread_pool(workers, "imgread-aio"))
+        self.reader = None  # the storage's asyncio reader, made before the clock
+
+        async def open_reader():
+            return self.opener.async_reader(0)
+
+        if self.opener is not None:
+            self.reader = self.loop.run_until_complete(open_reader())
 
     def run(self, jobs):
         return self.loop.run_until_complete(self._run(jobs))
@@ -323,12 +335,16 @@ class AsyncioStream(StreamRunner):
         clock = _Clock(n, self.fps)
         room = asyncio.Semaphore(self.prefetch)
         futures = [self.loop.create_future() for _ in jobs]
+        reader = self.reader
 
         async def produce(i, path):
             await asyncio.sleep(max(0.0, clock.arrival[i] - time.perf_counter()))
             start = time.perf_counter()
-            async with aiofiles.open(path, "rb") as fh:
-                data = await fh.read()
+            if reader is None:
+                async with aiofiles.open(path, "rb") as fh:
+                    data = await fh.read()
+            else:  # the storage's asyncio reader (aiofiles for local files, aiohttp for http)
+                data = await reader.read(path)
             frame = await asyncio.to_thread(DECODERS[self.decoder].decode, data, "crop224")
             return frame, start
 
@@ -371,5 +387,7 @@ class AsyncioStream(StreamRunner):
         return {"frames": frames, "times": rows, "paths": [j.path for j in jobs]}
 
     def close(self):
+        if self.reader is not None:
+            self.loop.run_until_complete(self.reader.close())
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()

@@ -95,6 +95,13 @@ NO_CEILING = dict(
 CEILING = list(NO_CEILING)
 
 
+def _told(phase: Phase, variant: str, settings: dict[str, str]) -> dict[str, str]:
+    """The settings worth saying for ``variant``: not a key the variant takes one value of
+    (the load phase's in_flight is asyncio's; the others' workers are their requests)."""
+    fixed = {k for k, allowed in phase.variants[variant].allowed.items() if len(allowed) == 1}
+    return {k: v for k, v in settings.items() if k not in fixed}
+
+
 def _label(params: dict[str, str]) -> str:
     # A key a row does not have ("-": a record made before the key existed) is left out.
     return ", ".join(f"{k}={v}" for k, v in params.items() if v != NO_PARAM) or "-"
@@ -202,7 +209,7 @@ def _answer(
         n_images=int(n),
         variant=pick["variant"],
         workers=int(pick["workers"]),
-        settings=_label(settings),
+        settings=_label(_told(phase, pick["variant"], settings)),
         objective=column,
         unit=unit,
         median=pick["median"],

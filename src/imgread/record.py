@@ -62,7 +62,7 @@ class TrialRecord:
     slurm_job_id: str
     slurm_partition: str
     machine: str
-    storage: str
+    placement: str  # where the files were read on a cluster: in place, or a node-local copy
     own_cpu_seconds: float
     steal_seconds: float
     other_cpu_seconds: float
@@ -76,6 +76,10 @@ class TrialRecord:
     minor_faults: int | None  # the timed region's page faults: imgread.faults
     minor_faults_per_image: float | None
     minor_faults_method: str
+    # where the bytes came from (imgread.storage): the profile, its kind and settings, the probe
+    storage_kind: str
+    storage_profile: str  # the profile's parameters as JSON
+    server_cpu_seconds: float | None  # a storage server's CPU over the timed region
     extra: dict = field(default_factory=dict)  # the phase's keys and columns
 
     def to_dict(self) -> dict:

@@ -189,6 +189,45 @@ def cell_ceiling(
     The one-core rate is itself a median of few repetitions, so a pool can come out above
     100 % of it (a slow first repetition on one core, or more cache on more cores): the
     fraction is kept as measured, not capped, and the answer says why beside it."""
+    out = _own_ceiling(cell, g, medians, device_mb_per_s)
+    return _with_storage(cell, g, out)
+
+
+def _with_storage(cell: dict, g: pd.DataFrame, out: dict) -> dict:
+    """Where the cell read from a storage profile other than the local files: the storage's
+    own ceiling from the trials' probes (imgread.trial.storage_ceilings: requests in flight /
+    probed latency, and the probed bandwidth), in the phase's rate; the cell's ceiling is the
+    lower of it and the CPU ceiling ('storage' where the storage binds). Not for the stream's
+    model-bound or latency cells."""
+    phase = PHASES[cell["phase"]]
+    column = f"ceiling_storage_{phase.rate[0]}"
+    if (
+        cell.get("storage", "local") == "local"
+        or column not in g
+        or out["ceiling_kind"]
+        in (
+            "model",
+            "none",
+        )
+    ):
+        return out
+    storage = float(g[column].median())
+    if not storage > 0:
+        return out
+    rate = float(g[phase.rate[0]].median())
+    cpu = (
+        out["ceiling_one_core_images_per_s"] * max(min(cell["workers"], cores_of(g)), 1)
+        if out["ceiling_kind"] == "cpu"
+        else float("nan")
+    )
+    if cpu == cpu and cpu < storage:
+        return out
+    return dict(out, ceiling_kind="storage", ceiling_fraction=rate / storage)
+
+
+def _own_ceiling(
+    cell: dict, g: pd.DataFrame, medians: pd.DataFrame, device_mb_per_s: float | None
+) -> dict:
     phase = PHASES[cell["phase"]]
     kind = phase.ceiling_kind({p.name: cell[p.name] for p in phase.params})
     out = dict(

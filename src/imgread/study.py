@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imgread.config import skipped_storage
 from imgread.keys import CELL
 from imgread.manifest import read_manifest
 from imgread.phases.registry import PHASES
@@ -22,6 +23,7 @@ from imgread.text import (
     footer,
     how_to_read,
     machine_line,
+    not_measured,
     repetitions_line,
     rst,
 )
@@ -70,6 +72,8 @@ def describe(
         ),
         interfered_trials=int(trials["interfered"].sum()) if "interfered" in trials else 0,
         config_digest=config_digest(config) if config is not None else None,
+        # storage profiles the config asked for that this machine could not emulate
+        storage_skipped=list(skipped_storage(config).values()) if config is not None else [],
     )
 
 
@@ -135,7 +139,11 @@ def write_captions(
     by_name = {Path(o).stem: o for o in outs}
     fields = dict(
         cache_fields(study),
-        recommendation=rst(recommendation) if recommendation is not None else "",
+        recommendation=(
+            rst(recommendation) + "".join(f"\n{line}\n" for line in not_measured(study))
+            if recommendation is not None
+            else ""
+        ),
         how_to_read=how_to_read(tolerance),
         interfered=study["interfered_trials"],
     )

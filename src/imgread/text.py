@@ -105,8 +105,10 @@ HOW_TO_READ = (
     "{tol:.0%} (1: a clear winner); *x default*: its speedup over the phase's default choice "
     "({default}); *of ceiling*: the fraction of what the hardware allows that it reaches "
     "(device: the disk's cold read bandwidth; cpu: one core's rate x the cores it can use; "
-    "model: the consumer's own rate, i.e. the AU), above 100 % with the reason: the one-core "
-    "rate it is measured against is itself a noisy median of a few repetitions; *noise*: the "
+    "model: the consumer's own rate, i.e. the AU; storage: what the storage profile's probe "
+    "before each trial allows, requests in flight / its latency and its bandwidth, where that "
+    "is lower), above 100 % with the reason (the one-core rate it is measured against is "
+    "itself a noisy median of a few repetitions; a throttle's first burst); *noise*: the "
     "coefficient of variation over repetitions and the repetitions another process or the "
     "hypervisor disturbed."
     " *memory*: the answer's median peak memory, the whole trial's (the process and all its "
@@ -166,6 +168,10 @@ def ceiling_text(r) -> str:
     if r.ceiling_kind == "cpu":
         of = f" of {reps} repetition{'s' if reps != 1 else ''}" if reps > 0 else ""
         why = f"one-core rate is a noisy median{of}"
+    elif r.ceiling_kind == "storage":
+        # The probe's ceiling is sustained over a second; a throttle (tbf, blkio) admits a
+        # burst first, which a trial shorter than that rides.
+        why = "a trial this short rides the throttle's first burst; the probe's is sustained"
     else:
         why = "the ceiling is itself a noisy median"
     return f"{frac:.0%} ({r.ceiling_kind}; {why})"
@@ -236,7 +242,14 @@ def markdown(rec: pd.DataFrame, study: dict | None = None, tolerance: float = TO
         "|" + "|".join(align.get(h, ":---") for h in header) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in recommendation_rows(rec)]
+    lines += [f"\n{line}" for line in not_measured(study)]
     return "\n".join(lines) + "\n\n" + how_to_read(tolerance) + "\n"
+
+
+def not_measured(study: dict | None) -> list[str]:
+    """A line per storage profile the config asked for and this machine could not emulate
+    (imgread.config.skipped_storage), for the answer and the report."""
+    return [f"Not measured here: {line}." for line in (study or {}).get("storage_skipped", [])]
 
 
 def rst(rec: pd.DataFrame) -> str:

@@ -23,6 +23,7 @@ whole trial over the timed work -> ``peak_memory_bytes``, ``memory_per_worker_by
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import sys
@@ -41,6 +42,8 @@ from imgread.phases.base import Phase, Verified
 from imgread.phases.registry import get_phase
 from imgread.pools import Runner, process_start_method
 from imgread.record import TrialRecord, merge_columns, platform_info, write_record
+from imgread.storage import registry as storage
+from imgread.storage.base import Probe, Profile
 
 __all__ = ["TrialRecord", "TrialSpec", "build_spec", "run_trial", "write_record"]
 
@@ -63,7 +66,8 @@ class TrialSpec:
     reference: str | None = None  # checksums to verify delivered pixels against
     cache_dir: str | None = None  # a decoded cache (imgread cache build), for phases that read one
     machine: str = "local"  # the machine type (SLURM partition) the cell is measured on
-    storage: str = "in place"  # where the files were read: in place, or a node-local copy
+    placement: str = "in place"  # where the files were read: in place, or a node-local copy
+    storage: dict | None = None  # the storage profile (name, kind, parameters); None: local
     job_started_at: str | None = None  # when the trial's process started (UTC ISO 8601)
 
     def describe(self) -> str:
@@ -110,7 +114,7 @@ def build_spec(
     """The one way a trial's spec is built (the workflow's trial rule and ``imgread trial``):
     ``inputs`` the files the phase asked for (reference, cache_dir), ``cache`` the cache
     settings (method, max_resident_fraction, saturate_*) used where the cell starts cold,
-    ``where`` the machine, storage and job_started_at."""
+    ``where`` the machine, placement, storage profile and job_started_at."""
     ph = get_phase(phase)
     cold = ph.page_cache(ph.resolve(params)) == "cold"
     settings = {k: v for k, v in (cache or {}).items() if k in _CACHE_FIELDS} if cold else {}
@@ -146,6 +150,7 @@ class _Prepared:
     inputs: dict[str, str]
     paths: list[str]
     cold: bool
+    profile: Profile
 
 
 @dataclass
@@ -162,6 +167,9 @@ class _Timed:
     runner: Runner | None = None
     memory: dict = field(default_factory=dict)
     faults: tuple = (None, None)  # imgread.faults snapshots right before and after the clock
+    probe: Probe = field(default_factory=Probe)
+    storage: dict = field(default_factory=dict)  # the storage session's own settings
+    server_cpu: float | None = None  # the storage server's CPU seconds over the clock
 
 
 def prepare(spec: TrialSpec) -> _Prepared:
@@ -195,7 +203,13 @@ def prepare(spec: TrialSpec) -> _Prepared:
     phase.check(jobs, spec.workers, spec.variant, params)
     paths = phase.cache_files(jobs, params, inputs)
     cold = phase.page_cache(params) == "cold"
-    return _Prepared(spec, phase, params, manifest, entries, jobs, inputs, paths, cold)
+    profile = storage.profile_from(spec.storage)
+    if params.get("storage", storage.DEFAULT) != profile.name:
+        raise UserError(
+            f"trial {spec.describe()}: grid key storage={params.get('storage')!r} but the spec "
+            f"carries the profile {profile.name!r}"
+        )
+    return _Prepared(spec, phase, params, manifest, entries, jobs, inputs, paths, cold, profile)
 
 
 def prove_cache(t: _Prepared) -> tuple[float | None, str]:
@@ -222,30 +236,41 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
     out = _Timed()
     ns = out.ns
     try:
-        try:
-            ns["start"] = time.perf_counter_ns()
-            out.runner = t.phase.start(
-                t.spec.variant, t.spec.workers, t.params, t.jobs, t.inputs
-            )
-            ns["started"] = time.perf_counter_ns()
-            out.resident, out.state = prove_cache(t)
-            before = noise.snapshot()
-            meter.start()
-            faulted = faults.snapshot()
-            ns["run"] = time.perf_counter_ns()
-            out.results = out.runner.run(t.jobs)
-            ns["ran"] = time.perf_counter_ns()
-            out.faults = (faulted, faults.snapshot())
-            out.cpu = (before, noise.snapshot())
-            out.memory = meter.stop()
-        finally:
-            # Around close() too: a worker's death may be reported asynchronously (PyTorch
-            # raises it from its SIGCHLD handler, wherever the main thread happens to be).
-            ns["close"] = time.perf_counter_ns()
-            if out.runner is not None:
-                out.fields = out.runner.fields()
-                out.runner.close()
-            ns["closed"] = time.perf_counter_ns()
+        # The storage is set up and probed before the variant starts (its workers join a
+        # volume's cgroup), and torn down after close() on every way out.
+        with storage.session(t.profile, t.manifest.root) as (where, out.probe):
+            out.storage = where.settings()
+            try:
+                ns["start"] = time.perf_counter_ns()
+                out.runner = t.phase.start(
+                    t.spec.variant,
+                    t.spec.workers,
+                    t.params,
+                    t.jobs,
+                    {**t.inputs, "opener": where.opener},
+                )
+                ns["started"] = time.perf_counter_ns()
+                out.resident, out.state = prove_cache(t)
+                before, served = noise.snapshot(), where.server_cpu_seconds()
+                meter.start()
+                faulted = faults.snapshot()
+                ns["run"] = time.perf_counter_ns()
+                out.results = out.runner.run(t.jobs)
+                ns["ran"] = time.perf_counter_ns()
+                out.faults = (faulted, faults.snapshot())
+                out.cpu = (before, noise.snapshot())
+                if served is not None:
+                    out.server_cpu = where.server_cpu_seconds() - served
+                out.memory = meter.stop()
+            finally:
+                # Around close() too: a worker's death may be reported asynchronously (PyTorch
+                # raises it from its SIGCHLD handler, wherever the main thread happens to be).
+                ns["close"] = time.perf_counter_ns()
+                if out.runner is not None:
+                    out.fields = out.runner.fields()
+                    out.runner.close()
+                ns["closed"] = time.perf_counter_ns()
+                where.opener.close()
     except BaseException as exc:
         release(out)
         error = _as_trial_error(t.spec, out.runner, exc)
@@ -325,14 +350,43 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
         job_started_at=spec.job_started_at or started_at,
         dataset_id=t.manifest.dataset_id,
         process_start_method=process_start_method(),
-        extra=merge_columns(t.phase.record_fields(t.params), timed.fields, checked.extra),
+        extra=merge_columns(
+            t.phase.record_fields(t.params),
+            timed.fields,
+            checked.extra,
+            timed.storage,
+            timed.probe.columns(),
+            storage_ceilings(t, timed, checked, seconds),
+        ),
         machine=spec.machine,
-        storage=spec.storage,
-        **noise.interference(*timed.cpu, seconds, os.cpu_count() or 1),
+        placement=spec.placement,
+        storage_kind=t.profile.kind,
+        storage_profile=json.dumps(t.profile.params, sort_keys=True),
+        server_cpu_seconds=timed.server_cpu,
+        **noise.interference(*timed.cpu, seconds, os.cpu_count() or 1, timed.server_cpu or 0.0),
         **timed.memory,
         **faults.columns(*timed.faults, checked.images),
         **platform_info(),
     )
+
+
+def storage_ceilings(t: _Prepared, timed: _Timed, checked: Verified, seconds: float) -> dict:
+    """The storage's own ceilings on this trial's rate, from the probe (not the profile):
+    Little's law, rate <= requests in flight / latency (for kinds whose every request has a
+    latency: http), and the probed bandwidth (for a volume, read in IOs of read_ahead_kb, so
+    its IOPS cap is in it); in images/s and MB/s (NaN where the kind probes neither)."""
+    p, images = timed.probe, max(checked.images, 1)
+    mean_mb = checked.bytes / 1e6 / images
+    nan = float("nan")
+    per_request = storage.get_kind(t.profile.kind).expected_latency_ms(t.profile) is not None
+    little = timed.concurrency / (p.latency_ms / 1e3) if p.latency_ms and per_request else nan
+    band = p.bandwidth_mb_per_s / mean_mb if p.bandwidth_mb_per_s and mean_mb else nan
+    return {
+        "ceiling_little_images_per_s": little,
+        "ceiling_bandwidth_images_per_s": band,
+        "ceiling_storage_images_per_s": min(little, band) if little == little else band,
+        "ceiling_storage_mb_per_s": (min(little, band) if little == little else band) * mean_mb,
+    }
 
 
 def _died(spec: TrialSpec, exc: BaseException) -> str:

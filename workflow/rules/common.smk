@@ -21,7 +21,15 @@ os.environ.update(
 )
 sys.path.insert(0, SRC)
 
-from imgread.config import check_config, check_schema, schema_file, trial_grid
+from imgread.config import (
+    check_config,
+    check_schema,
+    schema_file,
+    skipped_storage,
+    storage_of,
+    trial_grid,
+)
+from imgread.storage import registry as storage_registry
 from imgread.layout import MACHINE_TEMPLATE, TRIAL_TEMPLATE, parse_segment
 from imgread.phases.registry import FIGURES, PHASES
 from imgread.study import config_digest
@@ -177,6 +185,24 @@ def cache_settings(wildcards):
             }
         return config["cache"]
     return {"method": "warm-read"}
+
+
+def storage_settings(wildcards):
+    """The storage profile a trial reads from (name, kind, settings): as a param, a changed
+    profile reruns its trials and leaves the others alone."""
+    name = parse_segment(wildcards.params).get("storage")
+    return storage_of(config, name) if name else None
+
+
+def storage_lifecycle(when):
+    """Remove what killed earlier runs left of the storage emulation (namespaces, nginx,
+    cgroups; a trial cleans up after itself on every other way out), and at the start say in
+    one line each which storage profiles this machine cannot measure."""
+    for line in storage_registry.sweep():
+        print(f"imgread: removed a leftover of an earlier run: {line}", file=sys.stderr)
+    if when == "start":
+        for line in skipped_storage(config).values():
+            print(f"imgread: {line}", file=sys.stderr)
 
 
 def shared_storage(wildcards):

@@ -26,6 +26,7 @@ rule trial:
         shared_storage=shared_storage,
     params:
         cache=cache_settings,
+        storage=storage_settings,
     script:
         "../scripts/trial.py"
 

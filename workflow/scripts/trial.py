@@ -15,10 +15,10 @@ from imgread.util import exit_on_sigterm  # noqa: E402
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 exit_on_sigterm()  # Snakemake stops jobs with SIGTERM: clean up as on Ctrl-C
 w, i, cache = snakemake.wildcards, snakemake.input, snakemake.params.cache  # noqa: F821
-manifest, storage = i.manifest, "in place"
+manifest, placement = i.manifest, "in place"
 if cache.get("stage_dataset"):  # cold on a cluster: read a node-local copy
     manifest = staged_manifest(manifest, cache.get("stage_dir"))
-    storage = f"node-local copy in {os.path.dirname(manifest)}"
+    placement = f"node-local copy in {os.path.dirname(manifest)}"
 spec = build_spec(
     manifest,
     w.phase,
@@ -33,7 +33,8 @@ spec = build_spec(
     },
     cache={f"cache_{k}" if k == "method" else k: v for k, v in cache.items()},
     machine=dict(w.items()).get("machine") or os.environ.get("SLURM_JOB_PARTITION") or "local",
-    storage=storage,
+    placement=placement,
+    storage=snakemake.params.storage,  # noqa: F821
     job_started_at=JOB_STARTED_AT,
 )
 record = run_trial(spec)

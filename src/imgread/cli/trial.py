@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+import yaml
+
 from imgread import cache as cachectl
 from imgread.cli.options import (
     add_saturate_options,
@@ -17,7 +19,9 @@ from imgread.cli.options import (
     positive,
 )
 from imgread.errors import UserError
+from imgread.phases.base import NameParam
 from imgread.phases.registry import PARAM_COLUMNS, PHASES, get_phase
+from imgread.storage import registry as storage
 from imgread.trial import build_spec, run_trial, write_record
 
 
@@ -103,7 +107,7 @@ def _add_param_options(tr: argparse.ArgumentParser) -> None:
             dest=name,
             choices=param.choices,
             default=None,
-            metavar=None if param.choices else "N",
+            metavar=None if param.choices else ("NAME" if isinstance(param, NameParam) else "N"),
             help=f"{'/'.join(ph.name for ph in owners)}: {param.description} "
             f"(default {param.default})",
         )
@@ -124,6 +128,13 @@ def _add_input_options(tr: argparse.ArgumentParser) -> None:
         help="dataloader with source cache-npy or cache-pickle: the decoded cache to read "
         "(made by 'imgread cache build')",
     )
+    tr.add_argument(
+        "--storage-config",
+        default="config/config.yaml",
+        metavar="FILE.yaml",
+        help="a study config whose storage: list defines the --storage profile "
+        "(default %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -132,6 +143,9 @@ def run(args: argparse.Namespace) -> None:
     if set(given) - own:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(set(given) - own))
         raise UserError(f"{flags} do not apply to --phase {args.phase}")
+    profile = None
+    if given.get("storage", storage.DEFAULT) != storage.DEFAULT:
+        profile = _profile(args.storage_config, given["storage"])
     spec = build_spec(
         args.manifest,
         args.phase,
@@ -147,6 +161,7 @@ def run(args: argparse.Namespace) -> None:
             "saturate_bytes": args.saturate_bytes,
             "saturate_dir": args.saturate_dir,
         },
+        storage=profile,
     )
     record = run_trial(spec)
     write_record(record, args.out)
@@ -154,3 +169,18 @@ def run(args: argparse.Namespace) -> None:
         f"{spec.describe()}: {record.seconds:.4f} s (+{record.startup_seconds:.4f} s "
         f"start-up), resident before {fraction_text(record.resident_fraction_before)}"
     )
+
+
+def _profile(config_file: str, name: str) -> dict:
+    """The storage profile ``name`` of the config file's storage: list, as a spec carries it."""
+    try:
+        with open(config_file, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise UserError(f"--storage-config {config_file}: {exc.strerror}") from None
+    profiles = storage.parse_profiles(config.get("storage"))
+    if name not in profiles:
+        raise UserError(
+            f"--storage {name}: no such profile in {config_file} (it has {sorted(profiles)})"
+        )
+    return profiles[name].as_dict()

@@ -16,9 +16,19 @@ from imgread.phases.base import Phase
 from imgread.scaling import usl
 
 
-def rows(table: pd.DataFrame, phase: Phase) -> pd.DataFrame:
-    """The rows of ``table`` that ``phase`` measured."""
-    return table[table["phase"] == phase.name]
+def rows(table: pd.DataFrame, phase: Phase, storage: str | None = "local") -> pd.DataFrame:
+    """The rows of ``table`` that ``phase`` measured; for a phase that reads from a storage
+    profile, only those read from ``storage`` (by default the study's, the files where they
+    are: the other profiles are drawn side by side in imgread.figures.storage; None: all)."""
+    out = table[table["phase"] == phase.name]
+    if storage is not None and reads_storage(phase) and "storage" in out:
+        out = out[out["storage"] == storage]
+    return out
+
+
+def reads_storage(phase: Phase) -> bool:
+    """Whether the phase takes the grid key ``storage`` (imgread.storage)."""
+    return any(p.name == "storage" for p in phase.params)
 
 
 def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):

@@ -7,6 +7,7 @@ recommendation ask a phase (through :mod:`imgread.phases.registry`) instead of n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,33 @@ class Param:
                 f"unknown {self.name} {value!r}; choose one of {', '.join(self.choices)}"
             )
         return text
+
+
+@dataclass(frozen=True)
+class NameParam(Param):
+    """A grid key whose values are names the config defines (storage profiles): any lower-case
+    name here; imgread.config checks it against the config's list."""
+
+    def check(self, value) -> str:
+        text = str(value)
+        if not _NAME.match(text):
+            raise UserError(
+                f"{self.name} must be a name of lower-case letters, digits, '.', '_' or '-', "
+                f"got {value!r}"
+            )
+        return text
+
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
+
+# The grid key of the phases that read the dataset: which storage profile the bytes come from
+# (imgread.storage). Its default is the study's: the files where they are.
+STORAGE = NameParam(
+    "storage",
+    "local",
+    None,
+    "the storage profile the images are read from (config storage:; local - the study's)",
+)
 
 
 @dataclass(frozen=True)
@@ -237,4 +265,3 @@ def expect_paths(phase: str, results: dict, root: Path, entries) -> dict[str, Im
             f"(missing e.g. {missing})"
         )
     return expected
-

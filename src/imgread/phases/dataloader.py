@@ -52,6 +52,7 @@ class ManifestDataset:
         self.decoder, self.source, self.cache_dir = decoder, source, cache_dir
         self.tensors = tensors  # cache-pickle: {relative path: tensor}, keyed by self.keys
         self.keys = None
+        self.opener = None  # the trial's storage where it is not the local files
 
     def __len__(self):
         return len(self.paths)
@@ -68,7 +69,8 @@ class ManifestDataset:
             chw = np.array(arr[i])
             del arr
         else:
-            chw = DECODERS[self.decoder].decode(self.paths[i], "crop224").transpose(2, 0, 1)
+            src = self.paths[i] if self.opener is None else self.opener.read(self.paths[i])
+            chw = DECODERS[self.decoder].decode(src, "crop224").transpose(2, 0, 1)
         return torch.from_numpy(decoded_cache.normalize(chw)), self.labels[i]
 
 
@@ -157,6 +159,9 @@ class LoaderRunner(Runner):
         self.dataset = ManifestDataset(
             [j.path for j in jobs], labels, params["decoder"], source, cache_dir, tensors
         )
+        opener = inputs.get("opener")
+        if opener is not None and not getattr(opener, "local_files", False):
+            self.dataset.opener = opener  # each worker opens its own connection
         if tensors is not None:
             self.dataset.keys = [str(Path(j.path).relative_to(root)) for j in jobs]
         warm_up(params["decoder"], "crop224")
@@ -277,7 +282,7 @@ class DataLoaderPhase(base.Phase):
     name = "dataloader"
     description = "feed a PyTorch DataLoader: decode + 224 crop + normalise, batched"
     baseline = ("torch", 1)  # the ideal line: the num_workers=1 rate x min(workers, cores)
-    job_keys = ("batch_size", "page_cache")
+    job_keys = ("batch_size", "page_cache", "storage")
     # in the training process (no IPC) or one worker process: whichever is faster
     one_core = (("torch", 0), ("torch", 1))
     tables = (
@@ -290,6 +295,7 @@ class DataLoaderPhase(base.Phase):
         "dataloader_first_batch": "imgread.figures.dataloader:dataloader_first_batch",
         "dataloader_cache": "imgread.figures.dataloader:dataloader_cache",
         "memory_dataloader": "imgread.figures.memory:memory_vs_workers",
+        "storage_dataloader": "imgread.figures.storage:by_storage",
     }
     params = (
         base.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
@@ -297,6 +303,7 @@ class DataLoaderPhase(base.Phase):
         base.Param("batch_size", "32", None, "samples per batch"),
         base.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
         base.Param("pin_memory", "false", ("false", "true"), "DataLoader(pin_memory=...)"),
+        base.STORAGE,
     )
     variants = {
         "torch": base.Variant(
@@ -323,6 +330,11 @@ class DataLoaderPhase(base.Phase):
                 "dataloader source cache-pickle is loaded into memory before the epoch "
                 "(cache_load_seconds), so its epoch reads no file and has no cold form: "
                 "use page_cache warm"
+            )
+        if params["source"] != "jpeg" and params["storage"] != "local":
+            return (
+                f"dataloader source {params['source']} reads the decoded cache on this "
+                "machine, not the dataset, so it takes storage local only"
             )
         return super().unsupported(variant, params)
 

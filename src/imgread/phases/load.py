@@ -1,35 +1,34 @@
-"""Phase ``load``: read the compressed bytes of each file from a cold page cache into a
-``BytesIO`` (the study's first stage); results = {path: BytesIO}."""
+"""Phase ``load``: read the compressed bytes of each image into a ``BytesIO`` (the study's
+first stage), from a cold page cache; results = {path: BytesIO}.
+
+The bytes come through the trial's storage (imgread.storage, grid key ``storage``): the files
+where they are (``local``, the study's), a throttled volume, or an object store over http.
+The readers are the ones people use: one after another (one keep-alive connection), a thread
+pool (a connection per thread), asyncio (aiofiles for files, aiohttp for http; ``in_flight``
+requests at once, 0: all at once as the study's gather), and a process pool (a connection per
+process, the bytes pickled back).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
 import statistics
 
-import aiofiles
-
 from imgread.errors import VerificationError
 from imgread.phases import base
-from imgread.pools import Pooled, Runner, Sequential, thread_pool
+from imgread.pools import Pooled, Runner, Sequential, process_pool, thread_pool
+from imgread.storage.local import FileOpener
 
 
-def read_bytes(path: str) -> io.BytesIO:
-    """Read one file into memory, as the study's sequential loader did."""
-    with open(path, "rb") as fh:
-        return io.BytesIO(fh.read())
+def _read_job(opener, job) -> io.BytesIO:
+    return io.BytesIO(opener.read(job.path))
 
 
-def _read_job(job) -> io.BytesIO:
-    return read_bytes(job.path)
-
-
-async def _aio_read(path: str) -> tuple[str, io.BytesIO]:
-    async with aiofiles.open(path, "rb") as fh:
-        data = await fh.read()
-    # The study zipped results with a differently ordered list of names; the pair is kept here.
-    return path, io.BytesIO(data)
+def _read_raw(opener, job) -> bytes:
+    return opener.read(job.path)
 
 
 def asyncio_default_workers() -> int:
@@ -38,32 +37,62 @@ def asyncio_default_workers() -> int:
 
 
 class AsyncioRunner(Runner):
-    """aiofiles + asyncio.gather over all files, on a fresh event loop.
+    """asyncio.gather over all images on a fresh event loop, reading with the storage's
+    asyncio reader (aiofiles for files, aiohttp for http), ``in_flight`` at once (0: no limit).
 
     aiofiles runs each blocking read in the loop's default thread pool; that pool (the size
-    asyncio picks by default) is created and its threads started before the clock starts.
-    """
+    asyncio picks by default, or ``in_flight`` threads where that is set) is created and its
+    threads started before the clock starts, and so is the reader (aiohttp's session, its
+    import): its connections open as its requests need them, as the other readers' do."""
 
-    def __init__(self):
+    def __init__(self, opener, in_flight: int):
+        self.opener, self.in_flight = opener, in_flight
         self.loop = asyncio.new_event_loop()
-        self.concurrency = asyncio_default_workers()
-        self.loop.set_default_executor(thread_pool(self.concurrency, "imgread-aio"))
+        threads = in_flight or asyncio_default_workers()
+        self.loop.set_default_executor(thread_pool(threads, "imgread-aio"))
+        self.concurrency = in_flight or threads  # for files; for a server, set by run()
+
+        async def open_reader():
+            return opener.async_reader(in_flight)
+
+        self.reader = self.loop.run_until_complete(open_reader())
 
     def run(self, jobs):
+        if not self.in_flight and not self.opener.local_files:
+            self.concurrency = len(jobs)  # every request at once
+
+        async def one(path):
+            # The study zipped results with a differently ordered list of names; the pair is
+            # kept here.
+            return path, io.BytesIO(await self.reader.read(path))
+
         async def gather_all():
-            return await asyncio.gather(*(_aio_read(j.path) for j in jobs))
+            return await asyncio.gather(*(one(j.path) for j in jobs))
 
         return dict(self.loop.run_until_complete(gather_all()))
 
     def close(self):
+        self.loop.run_until_complete(self.reader.close())
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
+
+
+class ProcessReader(Pooled):
+    """A process pool of ``workers`` readers, each with its own connection; the bytes come
+    back pickled through the pool's pipes (into a BytesIO in the trial's process)."""
+
+    def __init__(self, opener, workers: int):
+        super().__init__(process_pool(workers), functools.partial(_read_raw, opener), workers)
+
+    def run(self, jobs):
+        return {path: io.BytesIO(data) for path, data in super().run(jobs).items()}
 
 
 class LoadPhase(base.Phase):
     name = "load"
     description = "read compressed bytes from a cold page cache"
     cache_state = "cold"
+    job_keys = ("storage",)  # the answer has a row per storage profile
     rate = ("mb_per_s", "MB/s")
     ceiling = "device"
     tables = (
@@ -78,30 +107,57 @@ class LoadPhase(base.Phase):
         "load_time": "imgread.figures.load:load_time",
         "residency": "imgread.figures.load:residency",
         "memory_load": "imgread.figures.memory:memory_vs_workers",
+        "load_in_flight": "imgread.figures.storage:load_in_flight",
     }
+    params = (
+        base.STORAGE,
+        base.Param(
+            "in_flight",
+            "0",
+            None,
+            "asyncio: requests in flight at most (0: all at once, the study's gather)",
+            0,
+        ),
+    )
+    # A reader's start: (workers, params, jobs, opener) -> Runner
     variants = {
         v.name: v
         for v in (
             base.Variant(
                 "sequential",
                 False,
-                lambda w, p, jobs: Sequential(_read_job),
-                "open/read each file into a BytesIO, one after another (the study's baseline)",
+                lambda w, p, jobs, o: Sequential(functools.partial(_read_job, o)),
+                "each image into a BytesIO, one after another (the study's baseline; one "
+                "keep-alive connection over http)",
+                allowed={"in_flight": ("0",)},
             ),
             base.Variant(
                 "asyncio",
                 False,
-                lambda w, p, jobs: AsyncioRunner(),
-                "aiofiles + asyncio.gather over all files (the study's parallel loader)",
+                lambda w, p, jobs, o: AsyncioRunner(o, int(p["in_flight"])),
+                "asyncio.gather over all images (the study's parallel loader): aiofiles, or "
+                "aiohttp over http; in_flight at once",
             ),
             base.Variant(
                 "threads",
                 True,
-                lambda w, p, jobs: Pooled(thread_pool(w), _read_job, w),
-                "ThreadPoolExecutor(workers) reading files: several requests in flight",
+                lambda w, p, jobs, o: Pooled(thread_pool(w), functools.partial(_read_job, o), w),
+                "ThreadPoolExecutor(workers): several requests in flight (a connection each)",
+                allowed={"in_flight": ("0",)},
+            ),
+            base.Variant(
+                "processes",
+                True,
+                lambda w, p, jobs, o: ProcessReader(o, w),
+                "a process pool of readers (a connection each), the bytes pickled back",
+                allowed={"in_flight": ("0",)},
             ),
         )
     }
+
+    def start(self, variant, workers, params, jobs, inputs):
+        opener = inputs.get("opener") or FileOpener()
+        return self.variants[variant].start(workers, params, jobs, opener)
 
     def verify(self, results, root, entries, params, inputs):
         expected = base.expect_paths(self.name, results, root, entries)

@@ -64,17 +64,16 @@ def frame_metrics(times, fps: int, deadline_ms: int, compute_s: float, warmup: i
 class StreamPhase(base.Phase):
     name = "stream"
     description = "stream frames at fps into an emulated model; latency, deadlines, AU"
-    job_keys = ("fps", "compute_ms", "compute", "deadline_ms", "page_cache")
+    job_keys = ("fps", "compute_ms", "compute", "deadline_ms", "page_cache", "storage")
     tables = (
-        base.Table(
-            "stream_producers.csv", "imgread.tables.stream:stream_producers", caption=True
-        ),
+        base.Table("stream_producers.csv", "imgread.tables.stream:stream_producers", caption=True),
     )
     figures = {
         "stream_latency_cdf": "imgread.figures.stream:stream_latency_cdf",
         "stream_p99": "imgread.figures.stream:stream_p99",
         "stream_au": "imgread.figures.stream:stream_au",
         "memory_stream": "imgread.figures.memory:memory_vs_workers",
+        "storage_stream": "imgread.figures.storage:by_storage",
     }
 
     def objective(self, job):
@@ -83,6 +82,11 @@ class StreamPhase(base.Phase):
         if str(job.get("fps", "0")) == "0":
             return "images_per_s", True, "frames/s"
         return "latency_p99_ms", False, "ms p99 latency"
+
+    def start(self, variant, workers, params, jobs, inputs):
+        # The producers read through the trial's storage (imgread.storage).
+        p = {**params, "opener": inputs.get("opener")}
+        return self.variants[variant].start(workers, p, jobs)
 
     def ceiling_kind(self, params):
         # All at once, a model of compute_ms bounds the frames/s: the fraction of it reached
@@ -98,9 +102,8 @@ class StreamPhase(base.Phase):
         base.Param("compute", "sleep", COMPUTE_KINDS, "sleep (accelerator) or cpu (a core)"),
         base.Param("prefetch", "4", None, "frames produced ahead of the consumer at most"),
         base.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
-        base.Param(
-            "deadline_ms", "0", None, "a frame is late after arrival + this (0: 1/fps)", 0
-        ),
+        base.Param("deadline_ms", "0", None, "a frame is late after arrival + this (0: 1/fps)", 0),
+        base.STORAGE,
     )
     variants = {
         v.name: v
