@@ -170,3 +170,24 @@ def test_a_probed_bandwidth_above_the_cap_fails_the_trial():
     registry.check_probe(vol, Probe(bandwidth_mb_per_s=2.0))  # below: this machine's limit
     with pytest.raises(TrialError, match="probed bandwidth 12.0 MB/s is above .* 10 MB/s"):
         registry.check_probe(vol, Probe(bandwidth_mb_per_s=12.0))
+
+
+def test_a_record_made_before_storage_profiles_keeps_its_meaning(small_dataset, tmp_path):
+    import json
+
+    from imgread.analysis import load_records
+    from imgread.trial import write_record
+
+    rec = run_trial(TrialSpec(str(small_dataset), "load", "sequential", n_images=2)).to_dict()
+    for new in ("placement", "storage", "storage_kind", "storage_profile", "in_flight"):
+        rec.pop(new)
+    rec["storage"] = "node-local copy in /scratch"  # what the column meant then
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(rec))
+    new = write_record(
+        run_trial(TrialSpec(str(small_dataset), "load", "sequential", 2)), tmp_path / "new.json"
+    )
+    trials, _ = load_records([old, new])
+    assert list(trials["placement"]) == ["node-local copy in /scratch", "in place"]
+    assert list(trials["storage"]) == ["local", "local"]  # both read the files where they are
+    assert list(trials["in_flight"]) == ["0", "0"]

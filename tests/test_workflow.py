@@ -363,8 +363,12 @@ def test_dry_run_of_the_full_config_plans_the_whole_study(tmp_path):
     # JPEG (36 cells) + opencv from cache-npy cold/warm and cache-pickle warm (18): 162.
     # the stream at 240 frames, 3 repetitions: 3 fps x (no model, 30 ms sleep, 30 ms cpu) x
     # 14 producer/worker settings (1 + 4 + 4 + 1 + 4) = 126 cells: 378.
+    # other storage (3 repetitions each): load on 5 profiles x (sequential, asyncio 1/4/16/64,
+    # threads 4/16/64, processes 4/16) = 50 cells, and on disk-volume (sequential, asyncio
+    # 4/16, threads 4/16) = 5: 165; the DataLoader from object-store at 4 worker counts: 12;
+    # the stream from object-store (sequential, and 3 producers x 2 worker counts): 21.
     jobs = _job_counts(out)
-    assert jobs["trial"] == 2195
+    assert jobs["trial"] == 2195 + 165 + 12 + 21
     assert jobs["decode_reference"] == 7 and jobs["decoded_cache"] == 1
     assert jobs["aggregate"] == 1
 

@@ -60,6 +60,10 @@ def load_records(paths: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, pd.D
         with open(p, encoding="utf-8") as fh:
             record = json.load(fh)
         times = record.pop("frames", None)
+        if "placement" not in record and "storage" in record:
+            # Made before storage profiles: its `storage` said where the files were read on a
+            # cluster (now `placement`); it read the local files (the profile `local`).
+            record["placement"] = record.pop("storage")
         rows.append(record)
         if times:
             keys = {k: record.get(k, NO_PARAM) for k in [*CELL, "repetition"]}
@@ -121,13 +125,14 @@ def phase_tables(
     out = []
     for name, phase in PHASES.items():
         own = [f[f["phase"] == name] for f in (trials, summary, speed)]
+        # A phase's tables are the study's comparison, on the files where they are, unless a
+        # table compares the storage profiles (Table.every_storage).
+        local = own
         if any(p.name == "storage" for p in phase.params):
-            # The phase's tables are the study's comparison, on the files where they are; the
-            # other storage profiles are compared in the answer and their own figures.
-            own = [f[f["storage"] == "local"] if "storage" in f else f for f in own]
-        out += [
-            (table, per_machine(load_object(table.build), own, machines)) for table in phase.tables
-        ]
+            local = [f[f["storage"] == "local"] if "storage" in f else f for f in own]
+        for table in phase.tables:
+            rows = own if table.every_storage else local
+            out.append((table, per_machine(load_object(table.build), rows, machines)))
     return out
 
 

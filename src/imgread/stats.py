@@ -42,6 +42,7 @@ SUMMARY_COLUMNS = CELL + [
     "ceiling_fraction",
     "ceiling_one_core_images_per_s",
     "ceiling_one_core_repetitions",
+    "concurrency",
 ]
 SPEEDUP_COLUMNS = CELL + [
     "repetitions",
@@ -141,6 +142,7 @@ def _cell_summary(g: pd.DataFrame, confidence: float) -> dict:
     std = float(s.std(ddof=1)) if len(s) > 1 else float("nan")
     return dict(
         repetitions=len(s),
+        concurrency=int(g["concurrency"].median()),  # requests or images in flight
         mean_seconds=s.mean(),
         median_seconds=float(np.median(s)),
         std_seconds=std,

@@ -37,7 +37,7 @@ def load_in_flight(trials, summary, speed, published, settings, phase, **_) -> F
     d = d[d["storage"] != "local"] if "storage" in d else d.iloc[0:0]
     if d.empty:
         return empty(
-            (7, 3),
+            (7, 4.5),
             "No load trials on a storage other than the local files:\n"
             "add storage: [...] to a load block (docs/storage.md)",
         )
@@ -97,7 +97,7 @@ def by_storage(trials, summary, speed, published, settings, phase, **_) -> Figur
     remote = d[d["storage"] != "local"] if "storage" in d else d.iloc[0:0]
     if remote.empty:
         return empty(
-            (7, 3),
+            (7, 4.5),
             f"No {phase.name} trials on a storage other than the local files:\n"
             f"add storage: [...] to a {phase.name} block (docs/storage.md)",
         )

@@ -116,6 +116,7 @@ class Table:
     title: str = ""
     note: str = ""
     caption: bool = False
+    every_storage: bool = False  # False: only the cells read from the local files (the study's)
 
     @property
     def stem(self) -> str:

@@ -101,6 +101,17 @@ class LoadPhase(base.Phase):
             "imgread.tables.load:load_table",
             title="Load: sequential vs asyncio (mean of repetitions)",
         ),
+        base.Table(
+            "load_storage.md",
+            "imgread.tables.load:storage_table",
+            title="Load from each storage profile: the best reader, and when in flight pays",
+            note="Per storage profile and number of images (medians over repetitions): "
+            "sequential's rate; the fastest reader, its requests in flight, its rate and its "
+            "fraction of the storage's ceiling (local: the device's); the fewest requests in "
+            "flight at which asyncio and threads first reach 2x sequential. "
+            "docs/storage.md says how each profile is emulated and probed.",
+            every_storage=True,
+        ),
     )
     bench = ("imgread.phases.load:bench_cold_load",)
     figures = {

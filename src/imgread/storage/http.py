@@ -75,6 +75,8 @@ _counter_lock = threading.Lock()
 
 
 def _which(name: str) -> str | None:
+    if name == "nginx" and os.environ.get("IMGREAD_NGINX"):  # a server of your own choosing
+        return shutil.which(os.environ["IMGREAD_NGINX"])
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
 
 
@@ -114,6 +116,18 @@ def why_missing() -> str | None:
     for tool in ("ip", "tc"):
         if _which(tool) is None:
             return f"the {tool!r} command (iproute2) is not installed: apt install iproute2"
+    # Root is not always enough (a container without CAP_SYS_ADMIN, a SLURM job step): try.
+    probe = f"imgread-{os.getpid()}-999999"  # swept like a session's if this process dies
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        where = (
+            f"inside SLURM job {os.environ['SLURM_JOB_ID']}: "
+            if "SLURM_JOB_ID" in os.environ
+            else ""
+        )
+        why = made.stderr.strip() or "ip netns add failed"
+        return f"{where}cannot make a network namespace ({why})"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
     return None
 
 

@@ -1,0 +1,121 @@
+"""The smoke study with a volume and an http profile (config/smoke-storage.yaml), end to end
+through the real workflow: every load reader, the DataLoader and the stream producers read
+through the storage; the records carry the probe, the emulation's settings and the server's
+CPU; the answer has a row per profile; nothing of the emulation is left. Then the same study
+where nginx is missing (IMGREAD_NGINX names a server that is not there): the http profile is
+left out, and the run, the answer and the report say so in one line."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pandas as pd
+import pytest
+
+from imgread.storage import registry
+
+from .helpers import copy_project, snakemake
+
+pytestmark = pytest.mark.workflow
+STUDY = ["--configfile", "config/smoke.yaml", "config/smoke-storage.yaml"]
+
+
+def _needs(*kinds: str) -> None:
+    for name in kinds:
+        why = registry.KINDS[name].missing()
+        if why:
+            pytest.skip(f"{name}: {why}")
+
+
+def _emulation_left() -> list[str]:
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    nginx = subprocess.run(["pgrep", "-f", "imgread-http-"], capture_output=True, text=True).stdout
+    cgroups = subprocess.run(
+        "ls /sys/fs/cgroup/blkio 2>/dev/null | grep '^imgread-'",
+        shell=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [x for x in (*netns.split(), *nginx.split(), *cgroups.split()) if x]
+
+
+@pytest.fixture(scope="module")
+def storage_run(tmp_path_factory):
+    _needs("volume", "http")
+    work = copy_project(tmp_path_factory.mktemp("storage") / "imgread")
+    before = _emulation_left()
+    proc = snakemake(work, "--cores", "2", *STUDY)
+    return work, proc, before
+
+
+def test_every_reader_reads_through_each_profile_and_records_it(storage_run):
+    work, _, _ = storage_run
+    trials = pd.read_csv(work / "results/tables/trials.csv")
+    load = trials[trials["phase"] == "load"]
+    assert set(load["storage"]) == {"local", "smoke-volume", "smoke-http"}
+    http = trials[trials["storage"] == "smoke-http"]
+    assert set(http["phase"]) == {"load", "dataloader", "stream"}
+    assert set(http[http["phase"] == "load"]["variant"]) == {
+        "sequential",
+        "threads",
+        "asyncio",
+        "processes",
+    }
+    assert (http["storage_kind"] == "http").all()
+    assert http["storage_server"].str.startswith("nginx/").all()
+    assert http["storage_qdisc"].str.contains("tbf").all()
+    # the probe held the profile: 10 ms within max(25 %, 2 ms), bandwidth at most the cap
+    assert http["probe_latency_ms"].between(7.5, 12.5).all()
+    assert http["probe_attempts"].between(1, 3).all()
+    assert (http["probe_bandwidth_mb_per_s"] <= 125 * 1.10).all()
+    # the server's work, in its own column (in clock ticks of 10 ms: a short trial may show 0)
+    assert (http["server_cpu_seconds"] >= 0).all() and http["server_cpu_seconds"].sum() > 0
+    # every cold trial proven cold, the server's side included (the same page cache)
+    cold = trials[trials["cache_state"] == "cold"]
+    assert (cold["resident_fraction_before"] <= 0.01).all()
+    volume = trials[trials["storage"] == "smoke-volume"]
+    assert (volume["storage_cgroup"].str.contains("blkio|io.max")).all()
+    assert (volume["probe_bandwidth_mb_per_s"] <= 20 * 1.10).all()
+    assert volume["storage_read_ahead_kb"].notna().all()
+    # in flight: asyncio's in_flight (0: all 8 at once), the pools' workers, 1 for sequential
+    ah = http[(http["phase"] == "load") & (http["variant"] == "asyncio")]
+    assert sorted(ah["concurrency"]) == [2, 8]
+    # no reader beats the storage's own ceiling by more than a short trial's burst
+    assert (load["ceiling_storage_mb_per_s"].isna() == (load["storage"] == "local")).all()
+
+
+def test_the_answer_has_a_row_per_profile_and_the_figures_draw_them(storage_run):
+    work, proc, _ = storage_run
+    answer = (work / "results/tables/recommendation.md").read_text()
+    for profile in ("storage=local", "storage=smoke-volume", "storage=smoke-http"):
+        assert f"| load | {profile} |" in answer
+    assert "storage=smoke-http" in answer.split("| dataloader |")[1].split("\n")[0]
+    assert "Not measured here" not in answer
+    rec = pd.read_csv(work / "results/tables/recommendation.csv")
+    http = rec[(rec["phase"] == "load") & rec["job"].str.contains("smoke-http")]
+    assert http["ceiling_kind"].isin(["storage", "cpu"]).all()
+    for name in ("load_in_flight", "storage_dataloader", "storage_stream"):
+        assert (work / f"results/figures/{name}.png").stat().st_size > 10_000
+        assert (work / f"results/report/{name}.rst").read_text().strip()
+    assert "What to use on this machine" in proc.stdout
+
+
+def test_nothing_of_the_emulation_outlives_the_run(storage_run):
+    _, _, before = storage_run
+    assert _emulation_left() == before
+
+
+def test_a_run_without_nginx_leaves_the_http_profile_out_and_says_so(storage_run, tmp_path):
+    work, _, _ = storage_run
+    env = {"IMGREAD_NGINX": str(tmp_path / "no-nginx-here")}
+    # the answer and the report's text (the figures would only be redrawn)
+    targets = ["results/tables/recommendation.md", "results/report/workflow.rst"]
+    proc = snakemake(work, *targets, "--cores", "2", *STUDY, env=env)
+    line = "smoke-http (http) not measured: nginx and its echo module are not installed"
+    assert line in proc.stderr  # at the run's start
+    answer = (work / "results/tables/recommendation.md").read_text()
+    assert f"Not measured here: {line}" in answer
+    assert "storage=smoke-http" not in answer  # its cells left the grid
+    assert "storage=smoke-volume" in answer  # the others measured as before
+    report_text = (work / "results/report/workflow.rst").read_text()
+    assert line in report_text
