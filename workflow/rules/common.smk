@@ -5,9 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from snakemake.scheduling.job_scheduler import JobScheduler
 from snakemake.utils import min_version, validate
 
 # How the workflow finds the package, the one way, the same in the venv, a conda env from
@@ -35,6 +37,25 @@ from imgread.phases.registry import FIGURES, PHASES
 from imgread.study import config_digest
 
 min_version("9.0")
+
+
+# Snakemake 9's job-rate limiter (--max-jobs-per-timespan, default 100/1s) re-arms a one-second
+# timer on every scheduling pass, the passes its own timers start included: each finished job
+# adds a chain of timers, and after N jobs the scheduler re-selects among the ready jobs N times
+# a second. With hundreds of trials it holds a core while trials are timed (measured here: 60 %
+# of a core after 30 jobs, so every trial on 2 cores counted as disturbed). One pending
+# re-evaluation is all the limiter needs; a job's end wakes the scheduler anyway.
+def _one_reevaluation(self, delay):
+    pending = getattr(self, "_imgread_reevaluation", None)
+    if pending is not None and pending.is_alive():
+        return
+    timer = threading.Timer(delay, self._open_jobs.release)
+    timer.daemon = True  # never holds the run's exit
+    timer.start()
+    self._imgread_reevaluation = timer
+
+
+JobScheduler._schedule_reevalutation = _one_reevaluation
 
 
 # One clear line for a bad value, before any job: the schema (with our wording), then
