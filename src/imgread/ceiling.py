@@ -56,11 +56,11 @@ def fio_version(fio: str) -> str:
     ).stdout.strip()
 
 
-def _fio_name(path: Path) -> str:
+def fio_name(path: Path) -> str:
     return str(path).replace(":", "\\:")  # fio separates file names with ':'
 
 
-_FIO_LINE = 3500  # fio drops a job whose option line passes 4096 characters
+FIO_LINE = 3500  # fio drops a job whose option line passes 4096 characters
 
 
 def read_with_fio(fio: str, paths: list[Path], jobs: int) -> tuple[int, float]:
@@ -80,8 +80,8 @@ def read_with_fio(fio: str, paths: list[Path], jobs: int) -> tuple[int, float]:
     for i, share in enumerate(split(paths, jobs)):
         chunks: list[list[str]] = [[]]
         for p in share:
-            name = _fio_name(p)
-            if chunks[-1] and sum(len(n) + 1 for n in chunks[-1]) + len(name) > _FIO_LINE:
+            name = fio_name(p)
+            if chunks[-1] and sum(len(n) + 1 for n in chunks[-1]) + len(name) > FIO_LINE:
                 chunks.append([])
             chunks[-1].append(name)
         for j, chunk in enumerate(chunks):
@@ -89,21 +89,7 @@ def read_with_fio(fio: str, paths: list[Path], jobs: int) -> tuple[int, float]:
             if j:
                 lines.append(f"wait_for=r{i}c{j - 1}")
             lines.append("filename=" + ":".join(chunk))
-    with tempfile.NamedTemporaryFile("w", suffix=".fio", delete=False) as fh:
-        fh.write("\n".join(lines) + "\n")
-        jobfile = fh.name
-    try:
-        # --readonly: fio refuses any write, so the dataset (maybe the user's folder) is safe
-        proc = subprocess.run(
-            [fio, "--readonly", "--output-format=json", jobfile],
-            capture_output=True,
-            text=True,
-        )
-    finally:
-        os.unlink(jobfile)
-    if proc.returncode != 0:
-        raise RuntimeError(f"fio failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    out = json.loads(proc.stdout[proc.stdout.index("{") :])
+    out = run_fio_job(fio, "\n".join(lines) + "\n")
     # A section's time is the time its reads took (mean latency x reads, in ns: fio's
     # run time is in whole ms, too coarse for a small dataset); a chain's is the sum of its
     # sections'; the readers ran at once, so the run took as long as its slowest chain.
@@ -115,6 +101,27 @@ def read_with_fio(fio: str, paths: list[Path], jobs: int) -> tuple[int, float]:
         chains[chain] = chains.get(chain, 0.0) + read["lat_ns"]["mean"] * read["total_ios"] / 1e9
         nbytes += int(read["io_bytes"])
     return nbytes, max(chains.values())
+
+
+def run_fio_job(fio: str, job: str, timeout: float | None = None) -> dict:
+    """Run a fio job file's text read-only and return fio's JSON report; RuntimeError with
+    fio's message where it fails (subprocess.TimeoutExpired past ``timeout``)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".fio", delete=False) as fh:
+        fh.write(job)
+        jobfile = fh.name
+    try:
+        # --readonly: fio refuses any write, so the dataset (maybe the user's folder) is safe
+        proc = subprocess.run(
+            [fio, "--readonly", "--output-format=json", jobfile],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        os.unlink(jobfile)
+    if proc.returncode != 0 or "{" not in proc.stdout:
+        raise RuntimeError(f"fio failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout[proc.stdout.index("{") :])
 
 
 def _read_direct(paths: list[Path], counter: list[int], errors: list[BaseException]) -> None:

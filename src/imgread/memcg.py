@@ -42,16 +42,23 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _mounts() -> list[tuple[str, str, str, str]]:
-    """(root, mount point, fstype, super options) of every cgroup mount."""
-    out = []
+def mountinfo() -> list[tuple[list[str], list[str]]]:
+    """Each line of /proc/self/mountinfo as (the fields before ' - ', the fields after)."""
     try:
         lines = (PROC / "self" / "mountinfo").read_text().splitlines()
     except OSError:
-        return out
+        return []
+    out = []
     for line in lines:
         left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
+        out.append((left.split(), right.split()))
+    return out
+
+
+def mounts() -> list[tuple[str, str, str, str]]:
+    """(root, mount point, fstype, super options) of every cgroup mount."""
+    out = []
+    for fields, tail in mountinfo():
         if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
             out.append((fields[3], fields[4], tail[0], tail[2]))
     return out
@@ -70,7 +77,7 @@ def current_cgroup() -> tuple[str, Path] | None:
         for c in controllers.split(",") if controllers else [""]:
             paths[c] = path
     found = {}
-    for root, point, fstype, options in _mounts():
+    for root, point, fstype, options in mounts():
         if fstype == "cgroup" and "memory" in options.split(",") and "memory" in paths:
             found.setdefault("v1", (root, point, paths["memory"]))
         elif fstype == "cgroup2" and "" in paths and _has_memory(Path(point)):

@@ -30,6 +30,14 @@ def _panel_title(g: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
+def _median_line(ax, rates, **style) -> None:
+    """The median of each group of ``rates`` (a grouped Series), bars from lowest to highest."""
+    med, lo, hi = rates.median(), rates.min(), rates.max()
+    ax.errorbar(
+        med.index, med.to_numpy(), yerr=[med - lo, hi - med], marker="o", ms=4, capsize=2, **style
+    )
+
+
 def load_in_flight(trials, summary, speed, published, settings, phase, **_) -> Figure:
     """Images/s against requests in flight, a panel per storage profile, a line per reader;
     Little's law (in flight / probed latency) and the probed bandwidth drawn."""
@@ -50,18 +58,8 @@ def load_in_flight(trials, summary, speed, published, settings, phase, **_) -> F
     for ax, name in zip(axes.flat, profiles, strict=False):
         g = d[d["storage"] == name]
         for variant in [v for v in READER_ORDER if v in set(g["variant"])]:
-            cell = g[g["variant"] == variant].groupby("in_flight")["images_per_s"]
-            med, lo, hi = cell.median(), cell.min(), cell.max()
-            ax.errorbar(
-                med.index,
-                med.to_numpy(),
-                yerr=[med - lo, hi - med],
-                marker="o",
-                ms=4,
-                capsize=2,
-                color=colors[variant],
-                label=variant,
-            )
+            rates = g[g["variant"] == variant].groupby("in_flight")["images_per_s"]
+            _median_line(ax, rates, color=colors[variant], label=variant)
         xmax = max(2, int(g["in_flight"].max()))
         xs = np.geomspace(1, xmax * 1.3, 50)
         little = g["ceiling_little_images_per_s"] / g["in_flight"]
@@ -111,17 +109,7 @@ def by_storage(trials, summary, speed, published, settings, phase, **_) -> Figur
     for ax, name in zip(axes.flat, profiles, strict=True):
         g = d[d["storage"] == name]
         for variant, v in g.groupby("variant", sort=False):
-            cell = v.groupby("workers")["images_per_s"]
-            med, lo, hi = cell.median(), cell.min(), cell.max()
-            ax.errorbar(
-                med.index,
-                med.to_numpy(),
-                yerr=[med - lo, hi - med],
-                marker="o",
-                ms=4,
-                capsize=2,
-                label=variant,
-            )
+            _median_line(ax, v.groupby("workers")["images_per_s"], label=variant)
         ceiling = g.groupby("workers")["ceiling_storage_images_per_s"].median().dropna()
         if not ceiling.empty:
             ax.plot(ceiling.index, ceiling.to_numpy(), ls="--", c="gray", label="storage ceiling")

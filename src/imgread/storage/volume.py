@@ -29,7 +29,6 @@ being reaped) and removes it; ``sweep`` removes those of processes that died wit
 from __future__ import annotations
 
 import itertools
-import json
 import mmap
 import os
 import random
@@ -39,7 +38,6 @@ import stat
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -99,13 +97,7 @@ class Device:
 
 def _mount_source(major: int, minor: int) -> tuple[str, str] | None:
     """(fstype, source) of the mount whose device number is ``major:minor``."""
-    try:
-        lines = (PROC / "self" / "mountinfo").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
+    for fields, tail in memcg.mountinfo():
         if len(fields) >= 3 and len(tail) >= 2 and fields[2] == f"{major}:{minor}":
             return tail[0], tail[1]
     return None
@@ -193,7 +185,7 @@ def place() -> Place | str:
     except OSError as exc:
         return f"cannot read /proc/self/cgroup ({exc.strerror})"
     v2_reason = None
-    for root, point, fstype, options in memcg._mounts():
+    for root, point, fstype, options in memcg.mounts():
         if fstype == "cgroup" and "blkio" in options.split(",") and "blkio" in paths:
             current = _inside(point, root, paths["blkio"])
             if current is None:
@@ -201,7 +193,7 @@ def place() -> Place | str:
             if not (Path(point) / V1_BPS).exists():
                 return f"the kernel has no blkio throttling ({point}/{V1_BPS} is missing)"
             return Place("v1", Path(point), current, Path(point))
-    for root, point, fstype, _ in memcg._mounts():
+    for root, point, fstype, _ in memcg.mounts():
         if fstype == "cgroup2" and "" in paths:
             current = _inside(point, root, paths[""])
             if current is None:
@@ -242,7 +234,7 @@ def cgroup_of(pid: int | str = "self") -> Path | None:
     except (OSError, ValueError):
         return None
     key = "blkio" if where.version == "v1" else ""
-    for root, point, _, _ in memcg._mounts():
+    for root, point, _, _ in memcg.mounts():
         if Path(point) == where.mount and key in paths:
             return _inside(point, root, paths[key])
     return None
@@ -358,10 +350,10 @@ def fio_names(root: Path, files: list[tuple[Path, int]]) -> list[str]:
     ``root`` itself has such a character (the probe then reads without fio)."""
     kept, length = [], 0
     for p, _ in files if not _fio_unsafe(str(root)) else []:
-        name = ceiling._fio_name(p.relative_to(root))
+        name = ceiling.fio_name(p.relative_to(root))
         if _fio_unsafe(name):
             continue
-        if length + len(name) + 1 > ceiling._FIO_LINE:
+        if length + len(name) + 1 > ceiling.FIO_LINE:
             break
         kept.append(name)
         length += len(name) + 1
@@ -374,7 +366,7 @@ def _fio_job(root: Path, seq: list[str], rnd: list[str], block: int) -> str:
     read-only, and no cache invalidation (the trial's cache state is left as it is)."""
     lines = [
         "[global]",
-        f"directory={ceiling._fio_name(root)}",
+        f"directory={ceiling.fio_name(root)}",
         "thread",
         "ioengine=psync",
         "direct=1",
@@ -411,25 +403,12 @@ def _fio_job(root: Path, seq: list[str], rnd: list[str], block: int) -> str:
 def probe_with_fio(fio: str, root: Path, seq: list[str], rnd: list[str], block: int) -> dict:
     """{bandwidth_mb_per_s, iops, latency_ms} measured by fio (a child: same cgroup) over the
     files named (:func:`fio_names`)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".fio", delete=False) as fh:
-        fh.write(_fio_job(root, seq, rnd, block))
-        jobfile = fh.name
     try:
-        proc = subprocess.run(
-            [fio, "--readonly", "--output-format=json", jobfile],
-            capture_output=True,
-            text=True,
-            timeout=_FIO_TIMEOUT_S,
-        )
+        out = ceiling.run_fio_job(fio, _fio_job(root, seq, rnd, block), timeout=_FIO_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise TrialError(f"volume probe: fio did not finish in {_FIO_TIMEOUT_S} s") from None
-    finally:
-        os.unlink(jobfile)
-    if proc.returncode != 0 or "{" not in proc.stdout:
-        raise TrialError(
-            f"volume probe: fio failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
-        )
-    out = json.loads(proc.stdout[proc.stdout.index("{") :])
+    except RuntimeError as exc:
+        raise TrialError(f"volume probe: {exc}") from None
     groups = {job["jobname"]: job["read"] for job in out["jobs"]}  # one per group
     bw, rnd = groups["bw0"], groups["iops"]
     pct = rnd.get("clat_ns", {}).get("percentile", {})
@@ -745,7 +724,7 @@ def _leftovers(max_dirs: int = 20000) -> list[tuple[Path, Path]]:
     """(folder, hierarchy root) of every imgread-<pid>-<n> cgroup: v1 at the blkio root, v2
     anywhere in the unified hierarchy (a bounded walk)."""
     out = []
-    for _, point, fstype, options in memcg._mounts():
+    for _, point, fstype, options in memcg.mounts():
         mount = Path(point)
         if fstype == "cgroup" and "blkio" in options.split(","):
             out += [(f, mount) for f in mount.glob(f"{PREFIX}*") if NAME.match(f.name)]
