@@ -142,7 +142,7 @@ def _cell_summary(g: pd.DataFrame, confidence: float) -> dict:
     std = float(s.std(ddof=1)) if len(s) > 1 else float("nan")
     return dict(
         repetitions=len(s),
-        concurrency=int(g["concurrency"].median()),  # requests or images in flight
+        concurrency=_median(g, "concurrency"),  # requests or images in flight
         mean_seconds=s.mean(),
         median_seconds=float(np.median(s)),
         std_seconds=std,
