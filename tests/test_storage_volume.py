@@ -221,7 +221,7 @@ def test_tiny_dataset_probe(tiny, method, monkeypatch):
     with registry.session(profile, tiny) as (_, probe):
         pass
     print(method, probe.columns())
-    assert probe.detail == {"method": method, "block_kb": 48.0, "files": 8}
+    assert probe.detail == {"method": method, "block_kb": 48.0, "files": 8, "attempts": 1}
     assert 0.5 * 150 <= probe.iops <= 1.1 * 150
     assert 0 < probe.bandwidth_mb_per_s <= 1.1 * 150 * 48 * 1024 / 1e6
     assert probe.latency_ms > 0
@@ -338,7 +338,7 @@ def _fake_v2(tmp_path, monkeypatch, own: str, parent_controllers: str) -> Path:
     proc.mkdir(parents=True)
     (proc / "cgroup").write_text(f"0::{own}\n")
     monkeypatch.setattr(volume, "PROC", tmp_path / "proc")
-    monkeypatch.setattr(memcg, "_mounts", lambda: [("/", str(mount), "cgroup2", "rw")])
+    monkeypatch.setattr(memcg, "mounts", lambda: [("/", str(mount), "cgroup2", "rw")])
     return mount
 
 
