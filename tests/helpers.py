@@ -179,7 +179,14 @@ def start_trial(
         text=True,
         start_new_session=True,
         env=env,
+        # Ctrl-C as a terminal delivers it, also where the tests themselves were started in the
+        # background (a non-interactive shell's `cmd &` ignores SIGINT, and children inherit it)
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_workers(
