@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -216,9 +215,6 @@ def flush(
     return resident_fraction(paths)
 
 
-_EVICT_RETRIES = 5
-
-
 def ensure_cold(
     paths: list[Path],
     method: str,
@@ -228,16 +224,8 @@ def ensure_cold(
     """Flush, measure, and raise CacheStateError if more than the allowed fraction is resident.
 
     Method 'none' measures and returns residency but claims nothing, so it never fails.
-    'fadvise' is retried a few times (at most about 0.6 s) where pages stay: the kernel keeps a
-    page that in-flight I/O still holds (a storage server's sendfile whose data waits for the
-    client's acknowledgement), and lets it go a moment later.
     """
     fraction = flush(paths, method, **kwargs)
-    for attempt in range(_EVICT_RETRIES if method == "fadvise" else 0):
-        if fraction is None or fraction <= max_resident_fraction:
-            break
-        time.sleep(0.02 * 2**attempt)
-        fraction = flush(paths, method, **kwargs)
     if method != "none" and fraction is not None and fraction > max_resident_fraction:
         raise CacheStateError(
             f"cache method {method!r} left {fraction:.1%} of the {len(paths)} files resident "
