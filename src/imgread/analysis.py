@@ -128,7 +128,7 @@ def phase_tables(
         # A phase's tables are the study's comparison, on the files where they are, unless a
         # table compares the storage profiles (Table.every_storage).
         local = own
-        if any(p.name == "storage" for p in phase.params):
+        if phase.reads_storage:
             local = [f[f["storage"] == "local"] if "storage" in f else f for f in own]
         for table in phase.tables:
             rows = own if table.every_storage else local

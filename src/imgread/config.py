@@ -86,7 +86,7 @@ def used_storage(config: dict) -> set[str]:
     """The storage profiles some cell of the config reads from."""
     used = set()
     for phase_name, variants in config["phases"].items():
-        if any(p.name == "storage" for p in PHASES[phase_name].params):
+        if PHASES[phase_name].reads_storage:
             for settings in (variants or {}).values():
                 for block in blocks(settings):
                     if block.get("workers"):

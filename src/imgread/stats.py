@@ -203,27 +203,17 @@ def _with_storage(cell: dict, g: pd.DataFrame, out: dict) -> dict:
     model-bound or latency cells."""
     phase = PHASES[cell["phase"]]
     column = f"ceiling_storage_{phase.rate[0]}"
-    if (
-        cell.get("storage", "local") == "local"
-        or column not in g
-        or out["ceiling_kind"]
-        in (
-            "model",
-            "none",
-        )
-    ):
+    local = cell.get("storage", "local") == "local"
+    if local or column not in g or out["ceiling_kind"] in ("model", "none"):
         return out
     storage = float(g[column].median())
     if not storage > 0:
         return out
+    if out["ceiling_kind"] == "cpu":
+        cpu = out["ceiling_one_core_images_per_s"] * usable_cores(cell, g)
+        if cpu < storage:  # NaN (no one-core cell) compares False: the storage's then
+            return out
     rate = float(g[phase.rate[0]].median())
-    cpu = (
-        out["ceiling_one_core_images_per_s"] * max(min(cell["workers"], cores_of(g)), 1)
-        if out["ceiling_kind"] == "cpu"
-        else float("nan")
-    )
-    if cpu == cpu and cpu < storage:
-        return out
     return dict(out, ceiling_kind="storage", ceiling_fraction=rate / storage)
 
 
@@ -252,7 +242,7 @@ def _own_ceiling(
     if not ones:
         return out
     one = max(ones, key=lambda r: r["images_per_s"])
-    usable = max(min(cell["workers"], cores_of(g)), 1)
+    usable = usable_cores(cell, g)
     rate = float(one["images_per_s"])
     return dict(
         out,
@@ -260,6 +250,11 @@ def _own_ceiling(
         ceiling_one_core_images_per_s=rate,
         ceiling_one_core_repetitions=int(one["repetitions"]),
     )
+
+
+def usable_cores(cell: dict, g: pd.DataFrame) -> int:
+    """The cores a cell's workers can use: min(workers, physical cores), at least one."""
+    return max(min(cell["workers"], cores_of(g)), 1)
 
 
 def ceiling_key(cell: dict) -> tuple:

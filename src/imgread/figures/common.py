@@ -21,14 +21,9 @@ def rows(table: pd.DataFrame, phase: Phase, storage: str | None = "local") -> pd
     profile, only those read from ``storage`` (by default the study's, the files where they
     are: the other profiles are drawn side by side in imgread.figures.storage; None: all)."""
     out = table[table["phase"] == phase.name]
-    if storage is not None and reads_storage(phase) and "storage" in out:
+    if storage is not None and phase.reads_storage and "storage" in out:
         out = out[out["storage"] == storage]
     return out
-
-
-def reads_storage(phase: Phase) -> bool:
-    """Whether the phase takes the grid key ``storage`` (imgread.storage)."""
-    return any(p.name == "storage" for p in phase.params)
 
 
 def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):

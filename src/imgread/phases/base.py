@@ -157,6 +157,11 @@ class Phase:
     bench: tuple[str, ...] = ()
 
     # -- grid keys
+    @property
+    def reads_storage(self) -> bool:
+        """Whether the phase takes the grid key ``storage`` (imgread.storage)."""
+        return any(p.name == STORAGE.name for p in self.params)
+
     def resolve(self, given: dict[str, str] | None) -> dict[str, str]:
         """Every param of this phase, defaults filled in; UserError for an unknown key/value."""
         given = dict(given or {})

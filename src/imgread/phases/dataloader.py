@@ -160,7 +160,7 @@ class LoaderRunner(Runner):
             [j.path for j in jobs], labels, params["decoder"], source, cache_dir, tensors
         )
         opener = inputs.get("opener")
-        if opener is not None and not getattr(opener, "local_files", False):
+        if opener is not None and not opener.local_files:
             self.dataset.opener = opener  # each worker opens its own connection
         if tensors is not None:
             self.dataset.keys = [str(Path(j.path).relative_to(root)) for j in jobs]

@@ -75,12 +75,12 @@ def parse_profiles(entries) -> dict[str, Profile]:
             raise UserError(
                 f"storage profile {name!r}: kind is required (one of {', '.join(KINDS)})"
             )
-        try:
-            profile = get_kind(kind).check(name, entry)
-        except UserError as exc:
+        if kind not in KINDS:
             raise UserError(
-                f"storage profile {name!r}: {exc}" if name not in str(exc) else str(exc)
-            ) from None
+                f"storage profile {name!r}: unknown storage kind {kind!r}; "
+                f"choose one of {', '.join(KINDS)}"
+            )
+        profile = KINDS[kind].check(name, entry)  # its errors name the profile and field
         if name in profiles and not (name == DEFAULT and profile == profiles[DEFAULT]):
             raise UserError(f"storage profile {name!r} is defined twice")
         profiles[name] = profile
@@ -116,27 +116,35 @@ def sweep() -> list[str]:
 
 
 def check_probe(profile: Profile, probe: Probe) -> None:
-    """TrialError where the probed latency is off the profile's by more than the kind's
-    tolerance (the emulation does not hold, so no time is recorded)."""
+    """TrialError where the emulation does not hold (:func:`probe_fault`): no time recorded."""
+    fault = probe_fault(profile, probe)
+    if fault is not None:
+        raise TrialError(fault)
+
+
+def probe_fault(profile: Profile, probe: Probe) -> str | None:
+    """Why the probe says the emulation does not hold (a bandwidth over the cap by more than
+    BANDWIDTH_SLACK, a latency off the profile's by more than the kind's tolerance), or None."""
     kind = get_kind(profile.kind)
     cap = kind.bandwidth_cap_mb_per_s(profile)
     if cap and probe.bandwidth_mb_per_s and probe.bandwidth_mb_per_s > cap * BANDWIDTH_SLACK:
-        raise TrialError(
+        return (
             f"storage {profile.name}: probed bandwidth {probe.bandwidth_mb_per_s:.1f} MB/s is "
             f"above the profile's cap of {cap:g} MB/s; the throttle does not hold, no time "
             "recorded"
         )
     expected = kind.expected_latency_ms(profile)
     if expected is None or probe.latency_ms is None:
-        return
+        return None
     rel, floor = kind.latency_tolerance
     allowed = max(rel * expected, floor)
     if abs(probe.latency_ms - expected) > allowed:
-        raise TrialError(
+        return (
             f"storage {profile.name}: probed latency {probe.latency_ms:.2f} ms is off the "
             f"profile's {expected:g} ms by more than {allowed:.2f} ms; the emulation does not "
             "hold, no time recorded"
         )
+    return None
 
 
 PROBE_ATTEMPTS = 3
@@ -146,19 +154,16 @@ def _probed(opened: Session, profile: Profile) -> Probe:
     """The session's probe, checked against the profile. A probe off the profile is taken
     again (at most PROBE_ATTEMPTS in all: a moment's disturbance of a shared machine is not a
     broken emulation); the attempts are recorded (``probe_attempts``)."""
+    fault = None
     for attempt in range(1, PROBE_ATTEMPTS + 1):
         t0 = time.perf_counter()
         probe = opened.probe()
-        if not probe.seconds:
-            probe = replace(probe, seconds=time.perf_counter() - t0)
-        probe = replace(probe, detail={**probe.detail, "attempts": attempt})
-        try:
-            check_probe(profile, probe)
+        seconds = probe.seconds or time.perf_counter() - t0
+        probe = replace(probe, seconds=seconds, detail={**probe.detail, "attempts": attempt})
+        fault = probe_fault(profile, probe)
+        if fault is None:
             return probe
-        except TrialError:
-            if attempt == PROBE_ATTEMPTS:
-                raise
-    raise AssertionError("unreachable")
+    raise TrialError(fault)
 
 
 @contextlib.contextmanager
