@@ -226,6 +226,25 @@ def _stderr(proc: subprocess.Popen) -> str:
         return proc.communicate()[1]
 
 
+def emulation_of(pid: int | None = None) -> dict[str, list[str]]:
+    """What of the storage emulation (imgread.storage) carries trial ``pid``'s name (None: any
+    process's): network namespaces, veth links, blkio cgroups and nginx processes."""
+    tag = "" if pid is None else f"{pid}-"
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    nginx = subprocess.run(["pgrep", "-f", f"imgread-http-{tag}"], capture_output=True, text=True)
+    link = f"imr{'' if pid is None else pid}"
+    return {
+        "netns": [w for w in netns.split() if w.startswith(f"imgread-{tag}")],
+        "links": [x.split(":")[1].strip() for x in links.splitlines() if f": {link}" in x],
+        "cgroups": sorted(p.name for p in Path("/sys/fs/cgroup/blkio").glob(f"imgread-{tag}*")),
+        "nginx": nginx.stdout.split(),
+    }
+
+
+NOTHING = {"netns": [], "links": [], "cgroups": [], "nginx": []}
+
+
 def kill_session(proc: subprocess.Popen) -> None:
     """SIGKILL whatever is left of the trial's process group."""
     try:

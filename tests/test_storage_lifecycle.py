@@ -6,15 +6,13 @@ killed outright (SIGKILL: nothing can clean up) leaves what the next run's sweep
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from imgread.storage import registry
 
-from .helpers import kill_session, start_trial
+from .helpers import NOTHING, emulation_of, kill_session, start_trial
 
 HTTP = registry.KINDS["http"]
 VOLUME = registry.KINDS["volume"]
@@ -28,26 +26,11 @@ storage:
 """
 
 
-def _ours(pid: int) -> dict[str, list[str]]:
-    """What of the storage emulation carries trial ``pid``'s name: namespaces, veth links,
-    blkio cgroups, and nginx processes of this test's runs."""
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    cgroups = [p.name for p in Path("/sys/fs/cgroup/blkio").glob(f"imgread-{pid}-*")]
-    nginx = subprocess.run(["pgrep", "-f", f"imgread-http-{pid}-"], capture_output=True, text=True)
-    return {
-        "netns": [w for w in netns.split() if w.startswith(f"imgread-{pid}-")],
-        "links": [line.split(":")[1].strip() for line in links.splitlines() if f"imr{pid}" in line],
-        "cgroups": cgroups,
-        "nginx": nginx.stdout.split(),
-    }
-
-
 def _wait_for(proc, what: str, pid: int, timeout: float = 30) -> None:
     """Until the trial has made its ``what`` (and is past its probe, into the timed work)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if _ours(pid)[what]:
+        if emulation_of(pid)[what]:
             time.sleep(2.0)  # the probe (about a second) done, the clock running
             return
         time.sleep(0.05)
@@ -96,7 +79,7 @@ def test_a_stopped_trial_leaves_nothing_behind(small_dataset, tmp_path, sig, pro
         kill_session(proc)
     assert proc.returncode != 0
     assert not (tmp_path / "rec.json").exists()  # no time recorded
-    assert _ours(proc.pid) == {"netns": [], "links": [], "cgroups": [], "nginx": []}
+    assert emulation_of(proc.pid) == NOTHING
 
 
 def test_a_killed_trials_leftovers_are_swept_by_the_next_run(small_dataset, tmp_path):
@@ -106,11 +89,11 @@ def test_a_killed_trials_leftovers_are_swept_by_the_next_run(small_dataset, tmp_
         _wait_for(proc, "netns", proc.pid)
         proc.send_signal(signal.SIGKILL)  # nothing of the trial runs after this
         proc.wait(timeout=15)
-        left = _ours(proc.pid)
+        left = emulation_of(proc.pid)
         assert left["netns"] and left["nginx"]  # what a killed trial leaves
         removed = registry.sweep()
         assert any(left["netns"][0] in line for line in removed), removed
-        assert _ours(proc.pid) == {"netns": [], "links": [], "cgroups": [], "nginx": []}
+        assert emulation_of(proc.pid) == NOTHING
     finally:
         kill_session(proc)
         registry.sweep()

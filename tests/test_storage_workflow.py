@@ -7,14 +7,12 @@ left out, and the run, the answer and the report say so in one line."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pandas as pd
 import pytest
 
 from imgread.storage import registry
 
-from .helpers import copy_project, snakemake
+from .helpers import copy_project, emulation_of, snakemake
 
 pytestmark = pytest.mark.workflow
 STUDY = ["--configfile", "config/smoke.yaml", "config/smoke-storage.yaml"]
@@ -28,15 +26,7 @@ def _needs(*kinds: str) -> None:
 
 
 def _emulation_left() -> list[str]:
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    nginx = subprocess.run(["pgrep", "-f", "imgread-http-"], capture_output=True, text=True).stdout
-    cgroups = subprocess.run(
-        "ls /sys/fs/cgroup/blkio 2>/dev/null | grep '^imgread-'",
-        shell=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [x for x in (*netns.split(), *nginx.split(), *cgroups.split()) if x]
+    return [x for found in emulation_of().values() for x in found]
 
 
 @pytest.fixture(scope="module")
