@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# fio measures the device ceiling when installed (the in-package O_DIRECT reader otherwise).
-# As root with apt it is installed here; otherwise this says what to install.
+# fio measures the device ceiling when installed (the in-package O_DIRECT reader otherwise);
+# the turbojpeg decoder needs libturbojpeg (PyTurboJPEG 1.8.3 loads it) and make bench compares
+# it with tjbench (docs/decoders.md). As root with apt they are installed here; otherwise this
+# says what to install.
 system-deps: storage-deps
 	@command -v fio >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -35,6 +37,15 @@ system-deps: storage-deps
 	      echo "imgread: apt-get could not install fio; the device ceiling will use the O_DIRECT reader"; \
 	  else \
 	    echo "imgread: fio is not installed; the device ceiling will use the O_DIRECT reader (for fio: sudo apt install fio)"; \
+	  fi; }
+	@{ /sbin/ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0 ' && command -v tjbench >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing libturbojpeg0 and libjpeg-turbo-progs with apt-get (the turbojpeg decoder, tjbench)"; \
+	    { apt-get install -y -q libturbojpeg0 libjpeg-turbo-progs >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libturbojpeg0 libjpeg-turbo-progs >/dev/null 2>&1; }; } || \
+	      echo "imgread: apt-get could not install libturbojpeg0; the turbojpeg decoder will say it is unavailable"; \
+	  else \
+	    echo "imgread: libturbojpeg or tjbench is not installed; the turbojpeg decoder needs the library, make bench compares it with tjbench (Debian/Ubuntu: sudo apt install libturbojpeg0 libjpeg-turbo-progs; Fedora: sudo dnf install turbojpeg libjpeg-turbo-utils; macOS: brew install jpeg-turbo)"; \
 	  fi; }
 
 # The http storage profiles (docs/storage.md) serve the dataset with nginx and its echo module
