@@ -64,6 +64,10 @@ def load_records(paths: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, pd.D
             # Made before storage profiles: its `storage` said where the files were read on a
             # cluster (now `placement`); it read the local files (the profile `local`).
             record["placement"] = record.pop("storage")
+        if "dataset" not in record:
+            # Made before datasets were a list: its dataset is the folder it is stored under
+            # (results/trials/<dataset>/...).
+            record["dataset"] = _dataset_of_path(p)
         rows.append(record)
         if times:
             keys = {k: record.get(k, NO_PARAM) for k in [*CELL, "repetition"]}
@@ -86,6 +90,13 @@ def load_records(paths: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, pd.D
     return df, pd.DataFrame(frames, columns=[*CELL, "repetition", *FRAME_COLUMNS])
 
 
+def _dataset_of_path(path) -> str:
+    parts = os.path.normpath(str(path)).split(os.sep)
+    if "trials" in parts[:-1]:
+        return parts[len(parts) - 1 - parts[::-1].index("trials") + 1]
+    return NO_PARAM
+
+
 def with_all_keys(df: pd.DataFrame) -> pd.DataFrame:
     """Every phase's grid-key column, '-' where a row's phase has no such key. A record made
     before its phase had a key (no value) keeps its meaning: it was measured at the default."""
@@ -99,6 +110,7 @@ def with_all_keys(df: pd.DataFrame) -> pd.DataFrame:
                 df.loc[(df["phase"] == name) & df[col].isna(), col] = default
         df[col] = df[col].fillna(NO_PARAM)
     df["machine"] = df["machine"].fillna("local") if "machine" in df else "local"
+    df["dataset"] = df["dataset"].fillna(NO_PARAM) if "dataset" in df else NO_PARAM
     return df
 
 
@@ -115,7 +127,10 @@ def scaling(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def phase_tables(
-    trials: pd.DataFrame, summary: pd.DataFrame, speed: pd.DataFrame
+    trials: pd.DataFrame,
+    summary: pd.DataFrame,
+    speed: pd.DataFrame,
+    study_dataset: str | None = None,
 ) -> list[tuple[Table, pd.DataFrame]]:
     """Every phase's tables, in registry order: each Table with the frame its ``build``
     makes from the phase's rows of (trials, summary, speed) (empty where it has none). In a
@@ -125,6 +140,9 @@ def phase_tables(
     out = []
     for name, phase in PHASES.items():
         own = [f[f["phase"] == name] for f in (trials, summary, speed)]
+        every_dataset = own
+        if study_dataset is not None:  # the study's dataset, unless a table compares them
+            own = [f[f["dataset"] == study_dataset] if "dataset" in f else f for f in own]
         # A phase's tables are the study's comparison, on the files where they are, unless a
         # table compares the storage profiles (Table.every_storage).
         local = own
@@ -132,6 +150,8 @@ def phase_tables(
             local = [f[f["storage"] == "local"] if "storage" in f else f for f in own]
         for table in phase.tables:
             rows = own if table.every_storage else local
+            if table.every_dataset:
+                rows = every_dataset
             out.append((table, per_machine(load_object(table.build), rows, machines)))
     return out
 

@@ -19,6 +19,7 @@ import yaml
 
 from imgread import cache as cachectl
 from imgread.dataset import find_candidates
+from imgread.decoders import can_decode
 from imgread.errors import UserError
 from imgread.layout import trial_path
 from imgread.phases.registry import PHASES
@@ -37,12 +38,14 @@ class Cell:
     repetition: int
     params: tuple[tuple[str, str], ...] = ()
     machine: str = ""  # a SLURM partition of cluster.partitions ("" where none are listed)
+    dataset: str = ""  # a name of the config's datasets
 
     def path(self, trials_dir: str) -> str:
-        """The trial record's path (imgread.layout): every key of the cell is in it (and the
-        machine it runs on, under on-<partition>/, where the config lists partitions)."""
+        """The trial record's path (imgread.layout): every key of the cell is in it (the
+        dataset first, and the machine it runs on, under on-<partition>/, where the config
+        lists partitions)."""
         return trial_path(
-            trials_dir,
+            f"{trials_dir}/{self.dataset}",
             self.phase,
             self.variant,
             dict(self.params),
@@ -72,9 +75,102 @@ def trial_grid(config: dict) -> list[Cell]:
     skipped = skipped_storage(config)
     for machine in machines:
         for cell in _cells(config):
-            if dict(cell.params).get("storage") not in skipped:
-                cells[replace(cell, machine=machine)] = None
+            if dict(cell.params).get("storage") in skipped or _undecodable(config, cell):
+                continue
+            cells[replace(cell, machine=machine)] = None
     return list(cells)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def normalize_datasets(config: dict) -> str | None:
+    """Read a config written before datasets were a list: its one ``dataset:`` is the study's
+    dataset, merged over the first of ``datasets`` as it was merged over the default dataset
+    (the other datasets stay). Returns a line saying so (None where there was nothing to
+    convert)."""
+    old = config.pop("dataset", None)
+    if old is None:
+        return None
+    if not isinstance(old, dict):
+        raise UserError(
+            f"config 'dataset': expected a mapping (name, count, ...), got {old!r}; "
+            "write the datasets as a list: datasets: [{name: ..., count: ...}]"
+        )
+    rest = config.get("datasets") or [{}]
+    if not isinstance(rest, list) or not all(isinstance(d, dict) for d in rest):
+        raise UserError("config 'datasets': expected a list of mappings (name, count, ...)")
+    config["datasets"] = [{**rest[0], **old}, *rest[1:]]
+    return (
+        "config 'dataset' (one dataset, the old form) is read as the first of 'datasets', "
+        "the study's; write it as 'datasets: [{name: ..., ...}]' to silence this line"
+    )
+
+
+def datasets(config: dict) -> dict[str, dict]:
+    """The config's datasets by name, in their order (the first is the study's)."""
+    return {d["name"]: d for d in config["datasets"]}
+
+
+def primary_dataset(config: dict) -> str:
+    """The study's dataset: the first of the list (the default of every phase block)."""
+    return config["datasets"][0]["name"]
+
+
+# A dataset's settings added after its files were first made, at the values those files had:
+# left out of what the dataset rule depends on, so adding the keys regenerates nothing.
+_LATER_SETTINGS = {
+    "size_spread": 0,
+    "format": "jpeg",
+    "quality": None,
+    "subsampling": "4:2:0",
+    "progressive": False,
+    "shards_mb": [],
+}
+
+
+def dataset_rule_settings(settings: dict) -> dict:
+    """What a dataset's files depend on: its settings less the later ones at their defaults
+    and the shard sizes (shards are made from the files, by their own rule)."""
+    return {
+        k: v
+        for k, v in settings.items()
+        if k != "shards_mb" and not (k in _LATER_SETTINGS and v == _LATER_SETTINGS[k])
+    }
+
+
+def dataset_format(settings: dict) -> str:
+    """The image format a dataset holds (``jpeg`` for sampled folders: imgread.dataset
+    samples JPEGs unless include_png, which mixes formats and is reported per image)."""
+    return settings.get("format") or "jpeg"
+
+
+def _undecodable(config: dict, cell: Cell) -> bool:
+    return bool(undecodable_reason(config, cell))
+
+
+def undecodable_reason(config: dict, cell: Cell) -> str:
+    """Why a cell is left out: its decoder cannot read its dataset's format ("" if it can)."""
+    decoder = dict(cell.params).get("decoder")
+    if not decoder:
+        return ""
+    fmt = dataset_format(datasets(config)[cell.dataset])
+    if can_decode(decoder, fmt):
+        return ""
+    return (
+        f"{cell.phase} cells with decoder {decoder} on dataset {cell.dataset} ({fmt}) are "
+        f"left out: {decoder} does not decode {fmt} (imgread decoders lists the formats)"
+    )
+
+
+def skipped_cells(config: dict) -> list[str]:
+    """One line per (phase, decoder, dataset) the grid leaves out as undecodable."""
+    lines: dict[str, None] = {}
+    for cell in _cells(config):
+        why = undecodable_reason(config, cell)
+        if why:
+            lines[why] = None
+    return list(lines)
 
 
 def storage_profiles(config: dict) -> dict[str, storage.Profile]:
@@ -108,6 +204,7 @@ def storage_of(config: dict, name: str) -> dict:
 
 
 def _cells(config: dict):
+    primary = primary_dataset(config)
     for phase_name, variants in config["phases"].items():
         phase = PHASES[phase_name]
         for variant, settings in (variants or {}).items():
@@ -120,12 +217,20 @@ def _cells(config: dict):
                     params = dict(zip(names, combo, strict=True))
                     if phase.redundant(variant, params):
                         continue
-                    for n in block.get("sizes", config["sizes"]):
-                        for workers in block["workers"]:
-                            for r in range(block.get("repetitions", config["repetitions"])):
-                                yield Cell(
-                                    phase_name, variant, n, workers, r, tuple(params.items())
-                                )
+                    for ds in block.get("dataset", [primary]):
+                        for n in block.get("sizes", config["sizes"]):
+                            for workers in block["workers"]:
+                                reps = block.get("repetitions", config["repetitions"])
+                                for r in range(reps):
+                                    yield Cell(
+                                        phase_name,
+                                        variant,
+                                        n,
+                                        workers,
+                                        r,
+                                        tuple(params.items()),
+                                        dataset=ds,
+                                    )
 
 
 def _is_cold(cell: Cell) -> bool:
@@ -212,8 +317,8 @@ def check_schema(config: dict, schema_path: str | os.PathLike) -> None:
 def check_config(config: dict) -> None:
     """Raise UserError for the first problem a schema cannot see (run after check_schema,
     which owns every per-field type and range)."""
-    ds = config["dataset"]
-    largest = max([*config["sizes"], *_check_phases(config)])
+    _check_datasets(config)
+    _check_phases(config)
     profiles = storage_profiles(config)
     unknown = sorted(used_storage(config) - set(profiles))
     if unknown:
@@ -221,17 +326,103 @@ def check_config(config: dict) -> None:
             f"config 'phases': storage profile(s) {unknown} are not defined; "
             f"the config's storage list has {sorted(profiles)}"
         )
-    if largest > ds["count"]:
-        raise UserError(
-            f"config 'sizes': {largest} is larger than the dataset "
-            f"(dataset.count = {ds['count']}); raise dataset.count or drop the size"
-        )
+    _check_sizes(config)
+    _check_shards(config)
     grid = trial_grid(config)
     if not grid:
         raise UserError("config 'phases': no variant has any workers; nothing to measure")
-    if ds.get("source"):
-        _check_source(ds)
+    for i, ds in enumerate(config["datasets"]):
+        if ds.get("source") and any(c.dataset == ds["name"] for c in grid):
+            _check_source(ds, f"datasets[{i}]")
     _check_cache(config["cache"], cold=any(_is_cold(cell) for cell in grid))
+
+
+def _check_datasets(config: dict) -> None:
+    """Names unique; every block's datasets defined."""
+    seen: set[str] = set()
+    for i, ds in enumerate(config["datasets"]):
+        if ds["name"] in seen:
+            raise UserError(
+                f"config 'datasets[{i}].name': {ds['name']!r} is used twice; each dataset "
+                "needs its own name (it is the folder of its files and its trials)"
+            )
+        seen.add(ds["name"])
+        _check_shard_sizes(ds, f"datasets[{i}]")
+    for where, block in _blocks_where(config):
+        unknown = sorted(set(block.get("dataset", [])) - seen)
+        if unknown:
+            raise UserError(
+                f"config '{where}.dataset': unknown dataset(s) {unknown}; the config's "
+                f"datasets are {sorted(seen)} (add it to datasets, or drop it from the block)"
+            )
+
+
+def _largest_image_bytes(ds: dict) -> float | None:
+    """About the largest image a generated dataset holds (None for a sampled one): its
+    target size, times the area a drawn size can reach, plus the generator's 10 %."""
+    if ds.get("source") or ds.get("format", "jpeg") == "png" or ds.get("quality"):
+        return None  # the size is not set by target_bytes: packing says it exactly
+    spread = ds.get("size_spread", 0)
+    return ds["target_bytes"] * (1 + spread) ** 2 * 1.1
+
+
+def _check_shard_sizes(ds: dict, where: str) -> None:
+    largest = _largest_image_bytes(ds)
+    for mb in ds.get("shards_mb", []):
+        if largest is not None and mb * 1e6 < largest:
+            raise UserError(
+                f"config '{where}.shards_mb': {mb} MB is smaller than one image of dataset "
+                f"{ds['name']} (up to about {largest / 1e6:.1f} MB); use larger shards"
+            )
+
+
+def _check_shards(config: dict) -> None:
+    """A block's shard_mb sizes are packed for each of its datasets (listed in shards_mb)."""
+    sizes = {d["name"]: d.get("shards_mb", []) for d in config["datasets"]}
+    primary = primary_dataset(config)
+    for where, block in _blocks_where(config):
+        if not block.get("workers"):
+            continue
+        wanted = [int(mb) for mb in block.get("shard_mb", []) if int(mb)]
+        if "shards" in block.get("source", []) and not wanted:
+            raise UserError(
+                f"config '{where}.source': shards needs the shard sizes to read: add "
+                "shard_mb: [N, ...] (sizes the dataset's shards_mb lists)"
+            )
+        for ds in block.get("dataset", [primary]):
+            missing = sorted(set(wanted) - set(sizes[ds]))
+            if missing:
+                listed = sizes[ds] or "empty: list the sizes to pack"
+                raise UserError(
+                    f"config '{where}.shard_mb': dataset {ds} is not packed into {missing} MB "
+                    f"shards (its shards_mb is {listed}); add them to its shards_mb"
+                )
+
+
+def _blocks_where(config: dict):
+    for phase_name, variants in config["phases"].items():
+        for name, settings in (variants or {}).items():
+            for i, block in enumerate(blocks(settings)):
+                yield f"phases.{phase_name}.{name}" + (
+                    f"[{i}]" if isinstance(settings, list) else ""
+                ), block
+
+
+def _check_sizes(config: dict) -> None:
+    """Every cell's n within its dataset's count."""
+    counts = {d["name"]: d["count"] for d in config["datasets"]}
+    primary = primary_dataset(config)
+    for where, block in _blocks_where(config):
+        if not block.get("workers"):  # a block left out (workers []) measures nothing
+            continue
+        for ds in block.get("dataset", [primary]):
+            largest = max(block.get("sizes", config["sizes"]))
+            if largest > counts[ds]:
+                field = f"{where}.sizes" if "sizes" in block else "sizes"
+                raise UserError(
+                    f"config '{field}': {largest} is larger than the dataset {ds} "
+                    f"(count = {counts[ds]}); raise its count or drop the size"
+                )
 
 
 def _check_phases(config: dict) -> list[int]:
@@ -281,13 +472,13 @@ def _check_block(phase, name: str, block: dict, where: str) -> None:
                 raise UserError(f"config '{where}.{p.name}': {exc}") from None
 
 
-def _check_source(ds: dict) -> None:
+def _check_source(ds: dict, where: str = "dataset") -> None:
     source = Path(ds["source"])
     if not source.is_dir():
-        raise UserError(f"config 'dataset.source': {source} does not exist or is not a folder")
+        raise UserError(f"config '{where}.source': {source} does not exist or is not a folder")
     if not find_candidates(source, ds.get("include_png", False)):
         raise UserError(
-            f"config 'dataset.source': {source} holds no images (.jpg/.jpeg"
+            f"config '{where}.source': {source} holds no images (.jpg/.jpeg"
             f"{', .png' if ds.get('include_png') else ''}, searched recursively)"
         )
 

@@ -52,6 +52,7 @@ __all__ = [
 RECOMMENDATION_COLUMNS = [
     "phase",
     "machine",
+    "dataset",
     "job",
     "n_images",
     "also_for_n",
@@ -148,11 +149,12 @@ def recommend(
         tuple(map(str, r[: len(CELL)])): dict(zip(CEILING, r[len(CELL) :], strict=True))
         for r in summary.reindex(columns=[*CELL, *CEILING]).itertuples(index=False)
     }
-    for (phase_name, machine), pt in trials.groupby(["phase", "machine"], sort=False):
+    groups = trials.groupby(["phase", "machine", "dataset"], sort=False)
+    for (phase_name, machine, dataset), pt in groups:
         phase = PHASES[phase_name]
         for job, jt in _jobs(phase, pt):
             rows = [
-                _answer(phase, machine, job, n, nt, tolerance, ceilings, memory_budget)
+                _answer(phase, (machine, dataset), job, n, nt, tolerance, ceilings, memory_budget)
                 for n, nt in jt.groupby("n_images", sort=True)
             ]
             out.extend(_collapse(rows))
@@ -175,7 +177,7 @@ def _strategy(phase: Phase) -> list[str]:
 
 def _answer(
     phase: Phase,
-    machine: str,
+    where: tuple[str, str],
     job: dict,
     n,
     trials: pd.DataFrame,
@@ -183,7 +185,9 @@ def _answer(
     ceilings: dict,
     memory_budget: float | None = None,
 ) -> dict:
-    """The recommendation row of one job at ``n`` images, from its ``trials``."""
+    """The recommendation row of one job at ``n`` images on ``where`` (machine, dataset),
+    from its ``trials``."""
+    machine, dataset = where
     column, higher, unit = phase.objective(job)
     strategy = _strategy(phase)
     keys = ["variant", *strategy, "workers"]
@@ -199,12 +203,21 @@ def _answer(
     settings = {k: str(pick[k]) for k in strategy}
     default, default_settings = _default(phase, cells, settings, higher)
     dmed = float(default["median"]) if default is not None else float("nan")
-    key = (phase.name, machine, pick["variant"], *_cell_params(job, settings), n, pick["workers"])
+    key = (
+        phase.name,
+        machine,
+        dataset,
+        pick["variant"],
+        *_cell_params(job, settings),
+        n,
+        pick["workers"],
+    )
     ceiling = ceilings.get(tuple(map(str, key)), NO_CEILING)
     base_variant, base_workers = phase.baseline
     return dict(
         phase=phase.name,
         machine=machine,
+        dataset=dataset,
         job=_label(job),
         n_images=int(n),
         variant=pick["variant"],

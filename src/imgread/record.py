@@ -46,6 +46,8 @@ class TrialRecord:
     finished_at: str
     job_started_at: str
     dataset_id: str
+    dataset: str  # the dataset's name (the config's datasets; the study's is the first)
+    dataset_encoding: str  # 'JPEG q90, 4:2:0, baseline' (generated), or 'as sampled'
     hostname: str
     cpu_model: str
     logical_cores: int

@@ -116,12 +116,15 @@ def flag_interference(trials: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 
 def summarize(
-    trials: pd.DataFrame, confidence: float = 0.95, device_mb_per_s: float | None = None
+    trials: pd.DataFrame,
+    confidence: float = 0.95,
+    device_mb_per_s: float | dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """One row per cell with the statistics of its times (mean and median side by side, the
     coefficient of variation), the trials flagged for interference, and the fraction of the
-    ceiling it reaches: the device's read bandwidth for phases that read from it, else one
-    core's median rate of the same work x min(workers, physical cores)."""
+    ceiling it reaches: the device's read bandwidth for phases that read from it (measured on
+    the cell's own dataset's files: ``device_mb_per_s`` by dataset name, or one value for
+    all), else one core's median rate of the same work x min(workers, physical cores)."""
     if "interfered" not in trials:
         trials = flag_interference(trials, np.inf)
     medians = trials.groupby(BASELINE_KEYS + ["variant", "workers"])["images_per_s"].agg(
@@ -228,6 +231,8 @@ def _own_ceiling(
         ceiling_one_core_images_per_s=float("nan"),
         ceiling_one_core_repetitions=0,
     )
+    if isinstance(device_mb_per_s, dict):
+        device_mb_per_s = device_mb_per_s.get(cell.get("dataset"))
     if kind == "model":  # the consumer's own rate bounds it: the fraction reached is the AU
         out["ceiling_fraction"] = float(g["au"].median())
     elif kind == "device" and device_mb_per_s:

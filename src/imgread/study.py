@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from imgread.config import skipped_storage
+from imgread.dataset.folder import encoding_label
 from imgread.keys import CELL
 from imgread.manifest import read_manifest
 from imgread.phases.registry import PHASES
@@ -35,8 +36,11 @@ def describe(
     manifest: str | os.PathLike,
     device: dict | None = None,
     config: dict | None = None,
+    manifests: list | None = None,
 ) -> dict:
-    """The study the trials are: dataset, sizes, repetitions, machines, phases, dates."""
+    """The study the trials are: dataset (the study's: ``manifest``) and every dataset the
+    trials read (``manifests``, the study's first), sizes, repetitions, machines, phases,
+    dates."""
     reps = trials.groupby([c for c in CELL if c in trials], dropna=False).size()
     machines = (
         trials[["hostname", "cpu_model", "logical_cores", "physical_cores"]]
@@ -45,8 +49,12 @@ def describe(
     )
     ids = sorted(trials["dataset_id"].unique()) if "dataset_id" in trials else []
     cold = trials[trials["cache_state"] == "cold"]
+    read = set(trials["dataset"]) if "dataset" in trials else set()
+    every = [_dataset(m) for m in (manifests or [manifest])]
+    every = [d for i, d in enumerate(every) if i == 0 or d["name"] in read]
     return dict(
         dataset=_dataset(manifest),
+        datasets=every,
         trials=int(len(trials)),
         trial_dataset_ids=ids,
         phases=sorted(trials["phase"].unique()),
@@ -95,6 +103,8 @@ def _dataset(manifest: str | os.PathLike) -> dict:
         width=widths[0] if len(widths) == 1 else f"{widths[0]}-{widths[-1]}",
         height=heights[0] if len(heights) == 1 else f"{heights[0]}-{heights[-1]}",
         mean_mb=float(sizes.mean() / 1e6),
+        size_spread=info.get("size_spread", 0),
+        encoding=encoding_label(info),
     )
 
 

@@ -45,13 +45,22 @@ def _sizes(study: dict, phase: str | None) -> str:
 
 
 def dataset_line(study: dict) -> str:
-    """'Dataset quick-1mb: 300 generated images, 2016 x 1512 px, 0.96 MB on average.'"""
-    d = study["dataset"]
-    origin = "sampled from a folder" if d["kind"] == "sampled" else d["kind"]
-    return (
-        f"Dataset ``{d['name']}``: {d['count']} {origin} images, {d['width']} x {d['height']} px, "
-        f"{d['mean_mb']:.2f} MB on average."
-    )
+    """'Dataset quick-1mb: 300 generated images, 2016 x 1512 px, 0.96 MB on average.' (one
+    sentence per dataset where the study read several; the study's first)."""
+    every = study.get("datasets") or [study["dataset"]]
+    lines = []
+    for i, d in enumerate(every):
+        origin = "sampled from a folder" if d["kind"] == "sampled" else d["kind"]
+        what = "Dataset" if len(every) == 1 else ("The study's dataset" if i == 0 else "Dataset")
+        size = f"{d['width']} x {d['height']} px"
+        if d.get("size_spread"):
+            size = f"about {size} (each side within +-{d['size_spread']:.0%})"
+        enc = f", {d['encoding']}" if d.get("encoding") else ""
+        lines.append(
+            f"{what} ``{d['name']}``: {d['count']} {origin} images, {size}{enc}, "
+            f"{d['mean_mb']:.2f} MB on average."
+        )
+    return " ".join(lines)
 
 
 def repetitions_line(study: dict) -> str:
@@ -143,9 +152,18 @@ def _several_machines(rec: pd.DataFrame) -> bool:
     return rec["machine"].nunique() > 1
 
 
+def _several_datasets(rec: pd.DataFrame) -> bool:
+    return "dataset" in rec and rec["dataset"].nunique() > 1
+
+
 def recommendation_header(rec: pd.DataFrame) -> list[str]:
-    """The recommendation table's header (a machine column first where there are several)."""
-    return (["machine"] if _several_machines(rec) else []) + HEADER
+    """The recommendation table's header (a machine column first where there are several,
+    then a dataset column where there are several)."""
+    return (
+        (["machine"] if _several_machines(rec) else [])
+        + (["dataset"] if _several_datasets(rec) else [])
+        + HEADER
+    )
 
 
 def interval_text(r) -> str:
@@ -214,6 +232,7 @@ def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
         out.append(
             [
                 *([r.machine] if _several_machines(rec) else []),
+                *([r.dataset] if _several_datasets(rec) else []),
                 r.phase,
                 r.job,
                 n,

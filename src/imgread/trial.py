@@ -35,6 +35,7 @@ from pathlib import Path
 
 from imgread import cache as cachectl
 from imgread import faults, noise
+from imgread.dataset.folder import encoding_label, read_info
 from imgread.errors import ImageDecodeError, TrialError, UserError
 from imgread.manifest import ImageEntry, Manifest, read_manifest
 from imgread.memory import MemoryMeter
@@ -68,6 +69,7 @@ class TrialSpec:
     machine: str = "local"  # the machine type (SLURM partition) the cell is measured on
     placement: str = "in place"  # where the files were read: in place, or a node-local copy
     storage: dict | None = None  # the storage profile (name, kind, parameters); None: local
+    dataset: str = ""  # the dataset's name ("": its manifest's folder name)
     job_started_at: str | None = None  # when the trial's process started (UTC ISO 8601)
 
     def describe(self) -> str:
@@ -349,6 +351,8 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
         finished_at=_utc_now(),
         job_started_at=spec.job_started_at or started_at,
         dataset_id=t.manifest.dataset_id,
+        dataset=spec.dataset or t.manifest.root.name,
+        dataset_encoding=encoding_label(read_info(t.manifest.root)) or "as sampled",
         process_start_method=process_start_method(),
         extra=merge_columns(
             t.phase.record_fields(t.params),

@@ -7,9 +7,11 @@ TABLE_CAPTIONS = [*CAPTIONED_TABLES, "scaling", "recommendation"]
 rule aggregate:
     input:
         trials=trial_files(),
-        caches=expand(f"{CACHE_DIR}/{{decoder}}/cache.json", decoder=CACHES),
+        caches=CACHE_FILES,
         manifest=MANIFEST,
+        manifests=MANIFESTS,
         device=DEVICE_CEILING,
+        devices=DEVICE_CEILINGS,
         templates=[caption_template(name) for name in ["workflow", *TABLE_CAPTIONS]],
     output:
         trials="results/tables/trials.csv",

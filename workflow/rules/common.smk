@@ -2,6 +2,7 @@
 # Phases are never named here: each rule asks the phase registry (imgread.phases.registry).
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,12 @@ sys.path.insert(0, SRC)
 from imgread.config import (
     check_config,
     check_schema,
+    dataset_rule_settings,
+    datasets as config_datasets,
+    normalize_datasets,
+    primary_dataset,
     schema_file,
+    skipped_cells,
     skipped_storage,
     storage_of,
     trial_grid,
@@ -61,19 +67,24 @@ JobScheduler._schedule_reevalutation = _one_reevaluation
 # One clear line for a bad value, before any job: the schema (with our wording), then
 # Snakemake's validate to fill in defaults, then the checks a schema cannot express.
 SCHEMA = Path(workflow.basedir) / "config/schema.yaml"
+CONVERTED = normalize_datasets(config)  # an old single `dataset:` becomes a list of one
 check_schema(config, SCHEMA)
 validate(config, schema_file(SCHEMA), set_default=True)
 check_config(config)
 
-DATASET = config["dataset"]["name"]
+DATASETS = config_datasets(config)  # by name, in the config's order
+DATASET = primary_dataset(config)  # the study's: the first
+# Every file of a dataset lives under results/datasets/<name>/ (the {dataset} wildcard).
+DATASET_OF = "results/datasets/{dataset}"
+MANIFEST_OF = f"{DATASET_OF}/manifest.csv"
+VERIFIED_OF = f"{DATASET_OF}/verified.ok"
 DATASET_DIR = f"results/datasets/{DATASET}"
 MANIFEST = f"{DATASET_DIR}/manifest.csv"
-VERIFIED = f"{DATASET_DIR}/verified.ok"
-REFERENCE_DIR = f"{DATASET_DIR}/reference"
+# The device ceiling is measured on the study's dataset (its MB/s is the device's).
 DEVICE_CEILING = f"{DATASET_DIR}/device_ceiling.json"
 # The report's own text (the recommendation first) is written from the records by aggregate.
 REPORT_TEXT = "results/report/workflow.rst"
-TRIALS_DIR = f"results/trials/{DATASET}"
+TRIALS_DIR = "results/trials"  # then <dataset>/ (imgread.config.Cell.path)
 # Each phase's own tables (Phase.tables): plain files, and report() tables with a caption.
 PHASE_TABLES = [t for ph in PHASES.values() for t in ph.tables]
 CAPTIONED_TABLES = [t.stem for t in PHASE_TABLES if t.caption]
@@ -95,9 +106,13 @@ FIGURE_FILES = [
     f"results/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "svg")
 ]
 GRID = trial_grid(config)
+# The datasets some cell reads (the study's always: its device ceiling and the report's).
+USED_DATASETS = [n for n in DATASETS if n == DATASET or any(c.dataset == n for c in GRID)]
+MANIFESTS = [f"results/datasets/{name}/manifest.csv" for name in USED_DATASETS]
 
 
 wildcard_constraints:
+    dataset="|".join(re.escape(name) for name in DATASETS),
     phase="|".join(PHASES),
     variant="[a-z-]+",
     params="default|[a-z0-9_+-]+",
@@ -107,10 +122,11 @@ wildcard_constraints:
     w=r"\d+",
     r=r"\d+",
     machine="[A-Za-z0-9_-]+",
+    mb=r"\d+",
 
 
-TRIAL_RECORD = f"{TRIALS_DIR}/{TRIAL_TEMPLATE}"  # the one template (imgread.layout)
-TRIAL_RECORD_ON = f"{TRIALS_DIR}/{MACHINE_TEMPLATE}"
+TRIAL_RECORD = f"{TRIALS_DIR}/{{dataset}}/{TRIAL_TEMPLATE}"  # the one template (imgread.layout)
+TRIAL_RECORD_ON = f"{TRIALS_DIR}/{{dataset}}/{MACHINE_TEMPLATE}"
 
 
 def caption_template(name):
@@ -154,13 +170,19 @@ def _reference_of(phase_name, params):
 def reference_input(wildcards):
     """The reference checksums a trial checks its pixels against ([] if none)."""
     ref = _reference_of(wildcards.phase, parse_segment(wildcards.params))
-    return f"{REFERENCE_DIR}/{ref[0]}_{ref[1]}.csv" if ref else []
+    where = f"results/datasets/{wildcards.dataset}/reference"
+    return f"{where}/{ref[0]}_{ref[1]}.csv" if ref else []
 
 
 def reference_size(wildcards):
-    """Images a reference covers: the largest n of any trial that reads it."""
+    """Images a reference covers: the largest n of any trial of its dataset that reads it."""
     want = (wildcards.decoder, wildcards.output)
-    sizes = [c.n_images for c in GRID if _reference_of(c.phase, dict(c.params)) == want]
+    sizes = [
+        c.n_images
+        for c in GRID
+        if c.dataset == wildcards.dataset
+        and _reference_of(c.phase, dict(c.params)) == want
+    ]
     return max(sizes, default=1)
 
 
@@ -170,23 +192,36 @@ def _cache_of(phase_name, params):
     return phase.decoded_cache(params)
 
 
-CACHE_DIR = f"{DATASET_DIR}/cache"
-CACHES = sorted({d for c in GRID if (d := _cache_of(c.phase, dict(c.params)))})
+CACHE_DIR = f"{DATASET_OF}/cache"
+CACHES = sorted(
+    {(c.dataset, d) for c in GRID if (d := _cache_of(c.phase, dict(c.params)))}
+)
+CACHE_FILES = [
+    f"results/datasets/{name}/cache/{decoder}/cache.json" for name, decoder in CACHES
+]
 
 
 def cache_input(wildcards):
     """The decoded cache a trial reads ([] where it reads the images)."""
     decoder = _cache_of(wildcards.phase, parse_segment(wildcards.params))
-    return f"{CACHE_DIR}/{decoder}/cache.json" if decoder else []
+    where = f"results/datasets/{wildcards.dataset}/cache"
+    return f"{where}/{decoder}/cache.json" if decoder else []
 
 
 def cache_size(wildcards):
-    """Images a decoded cache covers: the largest n of any trial that reads it."""
+    """Images a decoded cache covers: the largest n of any trial of its dataset that reads it."""
     return max(
         c.n_images
         for c in GRID
-        if _cache_of(c.phase, dict(c.params)) == wildcards.decoder
+        if c.dataset == wildcards.dataset
+        and _cache_of(c.phase, dict(c.params)) == wildcards.decoder
     )
+
+
+def shards_input(wildcards):
+    """The shard index a trial reads (its grid key shard_mb; [] for loose files)."""
+    mb = int(parse_segment(wildcards.params).get("shard_mb", 0))
+    return f"results/datasets/{wildcards.dataset}/shards/{mb}mb/shards.csv" if mb else []
 
 
 def cache_settings(wildcards):
@@ -222,7 +257,11 @@ def storage_lifecycle(when):
     for line in storage_registry.sweep():
         print(f"imgread: removed a leftover of an earlier run: {line}", file=sys.stderr)
     if when == "start":
-        for line in skipped_storage(config).values():
+        for line in [
+            *([CONVERTED] if CONVERTED else []),
+            *skipped_storage(config).values(),
+            *skipped_cells(config),
+        ]:
             print(f"imgread: {line}", file=sys.stderr)
 
 
@@ -232,9 +271,9 @@ def shared_storage(wildcards):
     return int(_reads_shared_storage(wildcards.phase, parse_segment(wildcards.params)))
 
 
-def dataset_settings(wildcards=None):
-    """What the dataset rule makes (a changed setting regenerates the dataset)."""
-    return config["dataset"]
+def dataset_settings(wildcards):
+    """What the dataset rule makes (a changed setting regenerates that dataset)."""
+    return dataset_rule_settings(DATASETS[wildcards.dataset])
 
 
 def print_recommendation():
@@ -351,3 +390,12 @@ def trial_group(wildcards):
     # for wildcard templates: record it here, so `trials=50` in profiles/slurm applies
     workflow.parent_groupids[name] = "trials"
     return name
+
+
+# A device ceiling per dataset read cold (the study's always): its files' sizes set it.
+DEVICE_CEILINGS = [
+    f"results/datasets/{name}/device_ceiling.json"
+    for name in USED_DATASETS
+    if name == DATASET
+    or any(c.dataset == name and _is_cold(c.phase, dict(c.params)) for c in GRID)
+]

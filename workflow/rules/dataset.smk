@@ -1,8 +1,8 @@
 rule dataset:
     output:
-        manifest=MANIFEST,
+        manifest=MANIFEST_OF,
     log:
-        f"results/logs/dataset/{DATASET}.log",
+        "results/logs/dataset/{dataset}.log",
     group:
         "prepare"
     conda:
@@ -17,11 +17,11 @@ rule dataset:
 # would warm the page cache a load trial needs cold and cost seconds per trial.
 rule verify_dataset:
     input:
-        manifest=MANIFEST,
+        manifest=MANIFEST_OF,
     output:
-        touch(VERIFIED),
+        touch(VERIFIED_OF),
     log:
-        f"results/logs/dataset/{DATASET}.verify.log",
+        "results/logs/dataset/{dataset}.verify.log",
     group:
         "prepare"
     conda:
@@ -34,12 +34,12 @@ rule verify_dataset:
 # decoder, once per (decoder, output), outside any trial.
 rule decode_reference:
     input:
-        manifest=MANIFEST,
-        verified=VERIFIED,
+        manifest=MANIFEST_OF,
+        verified=VERIFIED_OF,
     output:
-        f"{REFERENCE_DIR}/{{decoder}}_{{output}}.csv",
+        f"{DATASET_OF}/reference/{{decoder}}_{{output}}.csv",
     log:
-        f"results/logs/dataset/{DATASET}.reference.{{decoder}}_{{output}}.log",
+        "results/logs/dataset/{dataset}.reference.{decoder}_{output}.log",
     group:
         "prepare"
     conda:
@@ -57,15 +57,15 @@ rule decode_reference:
 # to cache.json), one at a time like a trial.
 rule decoded_cache:
     input:
-        manifest=MANIFEST,
-        verified=VERIFIED,
+        manifest=MANIFEST_OF,
+        verified=VERIFIED_OF,
     output:
         info=f"{CACHE_DIR}/{{decoder}}/cache.json",
         npy=f"{CACHE_DIR}/{{decoder}}/images_u8.npy",
         pickle=f"{CACHE_DIR}/{{decoder}}/tensors.pkl",
         labels=f"{CACHE_DIR}/{{decoder}}/labels.npy",
     log:
-        f"results/logs/dataset/{DATASET}.cache.{{decoder}}.log",
+        "results/logs/dataset/{dataset}.cache.{decoder}.log",
     group:
         "prepare"
     conda:
@@ -83,12 +83,12 @@ rule decoded_cache:
 # time like a trial, never during one; the load figure and the summary compare against it.
 rule device_ceiling:
     input:
-        manifest=MANIFEST,
-        verified=VERIFIED,
+        manifest=MANIFEST_OF,
+        verified=VERIFIED_OF,
     output:
-        DEVICE_CEILING,
+        f"{DATASET_OF}/device_ceiling.json",
     log:
-        f"results/logs/dataset/{DATASET}.device_ceiling.log",
+        "results/logs/dataset/{dataset}.device_ceiling.log",
     group:
         "prepare"
     conda:
@@ -100,3 +100,24 @@ rule device_ceiling:
         cache=config["cache"],
     script:
         "../scripts/device_ceiling.py"
+
+
+# A dataset packed into tar shards of {mb} MB (WebDataset's key.jpg + key.cls; imgread.dataset
+# .shards): a derived dataset with its own index and checksums, made from the verified files.
+# It reads every file, so it holds `timing` like a trial: never beside one.
+rule shards:
+    input:
+        manifest=MANIFEST_OF,
+        verified=VERIFIED_OF,
+    output:
+        index=f"{DATASET_OF}/shards/{{mb}}mb/shards.csv",
+    log:
+        "results/logs/dataset/{dataset}.shards-{mb}mb.log",
+    group:
+        "prepare"
+    conda:
+        "../../envs/imgread.yaml"
+    resources:
+        timing=1,
+    script:
+        "../scripts/shards.py"

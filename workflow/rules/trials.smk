@@ -9,10 +9,11 @@
 # `shared_storage` (cold reads of the dataset where it is) stays 1 on the whole cluster.
 rule trial:
     input:
-        manifest=MANIFEST,
-        verified=VERIFIED,
+        manifest=MANIFEST_OF,
+        verified=VERIFIED_OF,
         reference=reference_input,
         cache=cache_input,
+        shards=shards_input,
     output:
         TRIAL_RECORD,
     log:

@@ -25,15 +25,26 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake i
 i, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
 a = p.analysis
 device = json.loads(open(i.device).read())
+# Each dataset read cold against the device ceiling measured on its own files.
+devices = {
+    os.path.basename(os.path.dirname(path)): json.loads(open(path).read())["device_mb_per_s"]
+    for path in i.devices
+}
 trials, frames = load_records(i.trials)
 trials = flag_interference(trials, a["max_interference"])
-summary = summarize(trials, confidence=a["confidence"], device_mb_per_s=device["device_mb_per_s"])
+summary = summarize(trials, confidence=a["confidence"], device_mb_per_s=devices)
 speed = speedup(
     trials, resamples=a["bootstrap_resamples"], confidence=a["confidence"], seed=a["seed"]
 )
 rec = recommend(trials, summary, tolerance=a["tolerance"], memory_budget=a.get("memory_budget"))
 # The config is read, not a param: recording it must not make a rerun of the tables.
-study = describe(trials, i.manifest, device=device, config=snakemake.config)  # noqa: F821
+study = describe(
+    trials,
+    i.manifest,
+    device=device,
+    config=snakemake.config,  # noqa: F821
+    manifests=list(i.manifests),
+)
 tables = {
     out.trials: trials,
     out.frames: frames,
@@ -48,7 +59,7 @@ for path, df in tables.items():
     write_text_atomic(path, df.to_csv(index=False))
 # Each phase's own tables, written where the rule declared them.
 declared = {os.path.basename(p): p for p in [*out.phase_tables, *out.captioned_tables]}
-for table, df in phase_tables(trials, summary, speed):
+for table, df in phase_tables(trials, summary, speed, study["dataset"]["name"]):
     write_text_atomic(declared[table.file], render_table(table, df))
 write_text_atomic(out.recommendation_md, markdown(rec, study, tolerance=a["tolerance"]))
 write_text_atomic(out.study, json.dumps(study, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""Make the dataset: sample the user's folder if dataset.source is set, else generate."""
+"""Make one dataset of the config's list: sample the user's folder if its source is set,
+else generate."""
 
 import sys
 
@@ -27,5 +28,11 @@ else:
             height=s["height"],
             target_bytes=s["target_bytes"],
             seed=s["seed"],
+            # (left out of the settings where at their defaults: imgread.config)
+            size_spread=s.get("size_spread", 0.0),
+            format=s.get("format", "jpeg"),
+            quality=s.get("quality"),
+            subsampling=s.get("subsampling", "4:2:0"),
+            progressive=s.get("progressive", False),
         ),
     )

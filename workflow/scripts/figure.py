@@ -20,6 +20,7 @@ def _table(path: str) -> pd.DataFrame | None:
 matplotlib.use("Agg")
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 i, p, o = snakemake.input, snakemake.params, snakemake.output  # noqa: F821
+study = json.loads(Path(i.study).read_text())
 draw(
     p.figure,
     trials=pd.read_csv(i.trials),
@@ -27,10 +28,10 @@ draw(
     speed=pd.read_csv(i.speedup),
     published=pd.read_csv(i.published),
     out_stem=o.png.rsplit(".", 1)[0],
-    settings=p.settings,
+    settings={**p.settings, "study_dataset": study["dataset"]["name"]},
     caches=_table(i.caches),
     frames=pd.read_csv(i.frames),
     scaling=pd.read_csv(i.scaling),
     device=json.loads(Path(i.device).read_text()),
 )
-write_captions([i.template], [o.caption], json.loads(Path(i.study).read_text()))
+write_captions([i.template], [o.caption], study)

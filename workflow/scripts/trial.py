@@ -35,6 +35,7 @@ spec = build_spec(
     machine=dict(w.items()).get("machine") or os.environ.get("SLURM_JOB_PARTITION") or "local",
     placement=placement,
     storage=snakemake.params.storage,  # noqa: F821
+    dataset=w.dataset,
     job_started_at=JOB_STARTED_AT,
 )
 record = run_trial(spec)

@@ -1,4 +1,4 @@
-"""``imgread dataset generate`` and ``imgread dataset sample``."""
+"""``imgread dataset generate``, ``imgread dataset sample`` and ``imgread dataset shards``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,20 @@ def add_parser(subparsers) -> None:
     )
     _add_generate(actions)
     _add_sample(actions)
+    _add_shards(actions)
+
+
+def _add_shards(actions) -> None:
+    sh = actions.add_parser(
+        "shards",
+        help="pack a dataset into tar shards (WebDataset: key.jpg + key.cls)",
+        description="Pack the images of MANIFEST, in its order, into tar shards of at most MB "
+        "megabytes each, in <dataset>/shards/<MB>mb/ with their own index (shards.csv, "
+        "sha256 per shard). The dataset's own files are only read.",
+    )
+    sh.set_defaults(run=run_shards)
+    sh.add_argument("--manifest", required=True, metavar="FILE", help="the dataset's manifest.csv")
+    sh.add_argument("--mb", type=positive, required=True, metavar="MB", help="shard size in MB")
 
 
 def _add_generate(actions) -> None:
@@ -66,6 +80,33 @@ def _add_generate(actions) -> None:
         help="random seed: the same seed gives the same files (default %(default)s)",
     )
     gen.add_argument(
+        "--size-spread",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="draw each image's sides within +-F of width and height (default 0: all alike)",
+    )
+    gen.add_argument(
+        "--format",
+        choices=("jpeg", "png", "webp", "avif"),
+        default="jpeg",
+        help="encoding (default %(default)s; avif where Pillow writes it)",
+    )
+    gen.add_argument(
+        "--quality",
+        type=positive,
+        default=None,
+        metavar="Q",
+        help="a fixed quality (jpeg, webp, avif) instead of the one reaching --target-bytes",
+    )
+    gen.add_argument(
+        "--subsampling",
+        choices=("4:2:0", "4:2:2", "4:4:4"),
+        default="4:2:0",
+        help="JPEG chroma subsampling (default %(default)s)",
+    )
+    gen.add_argument("--progressive", action="store_true", help="progressive JPEG")
+    gen.add_argument(
         "--workers",
         type=positive,
         default=None,
@@ -109,8 +150,19 @@ def run_generate(args: argparse.Namespace) -> None:
         height=args.height,
         target_bytes=args.target_bytes,
         seed=args.seed,
+        size_spread=args.size_spread,
+        format=args.format,
+        quality=args.quality,
+        subsampling=args.subsampling,
+        progressive=args.progressive,
     )
     print(dataset.generate(args.out, params, workers=args.workers))
+
+
+def run_shards(args: argparse.Namespace) -> None:
+    from imgread.dataset.shards import pack
+
+    print(pack(args.manifest, args.mb))
 
 
 def run_sample(args: argparse.Namespace) -> None:

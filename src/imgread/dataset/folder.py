@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -47,6 +48,26 @@ def prepare_out_dir(out: Path) -> None:
 def write_info(out: Path, info: dict) -> None:
     """Write ``dataset.json``: what the dataset is and whether it is complete."""
     write_text_atomic(out / INFO_NAME, json.dumps(info, indent=2))
+
+
+def read_info(root: str | os.PathLike) -> dict:
+    """A dataset's ``dataset.json`` ({} where it has none)."""
+    path = Path(root) / INFO_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def encoding_label(info: dict) -> str:
+    """'JPEG q92, 4:2:0, baseline' of a generated dataset's info ('' where not known: a
+    sampled dataset keeps its files' own encodings)."""
+    if info.get("kind") != "generated":
+        return ""
+    fmt = info.get("format", "jpeg")
+    q = info.get(f"{fmt}_quality")
+    text = fmt.upper() + (f" q{q}" if q is not None and fmt != "png" else "")
+    if fmt == "jpeg":
+        text += f", {info.get('subsampling', '4:2:0')}"
+        text += ", progressive" if info.get("progressive") else ", baseline"
+    return text
 
 
 def write_image(dest: Path, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Generation: a deterministic synthetic JPEG dataset.
+"""Generation: a deterministic synthetic dataset (JPEG by default; PNG, WebP or AVIF).
 
 Built to cost little more than the JPEG encoding itself: a few photo-like textures
 (:mod:`imgread.dataset.textures`) are synthesised once, and every image is a zero-copy view
@@ -9,11 +9,12 @@ straight to the encoder.
 from __future__ import annotations
 
 import io
+import math
 import mmap
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,57 @@ SIZE_TOLERANCE = 0.10
 
 OFFSET_STEP = 8  # crop offsets on an 8-px grid: neighbouring images differ by whole blocks
 
+FORMATS = ("jpeg", "png", "webp", "avif")
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
+SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's subsampling= values
+_LATER_DEFAULTS = {
+    "size_spread": 0.0,
+    "format": "jpeg",
+    "quality": None,
+    "subsampling": "4:2:0",
+    "progressive": False,
+}
+
+
+def _pillow_writes(name: str) -> bool:
+    from PIL import Image as _Image
+
+    _Image.init()
+    return name in _Image.SAVE
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How each image is encoded; ``quality`` is the starting quality (nudged toward the
+    target size unless ``fixed``)."""
+
+    format: str = "jpeg"
+    quality: int = 90
+    subsampling: str = "4:2:0"
+    progressive: bool = False
+    fixed: bool = False
+
+    def encode(self, img: Image.Image, quality: int | None = None) -> bytes:
+        q = self.quality if quality is None else quality
+        out = io.BytesIO()
+        if self.format == "jpeg":
+            kw = {"subsampling": SUBSAMPLING[self.subsampling]}
+            if self.progressive:
+                kw["progressive"] = True
+            img.save(out, "JPEG", quality=q, **kw)
+        elif self.format == "png":
+            img.convert("RGB").save(out, "PNG")
+        elif self.format == "webp":
+            img.convert("RGB").save(out, "WEBP", quality=q)
+        else:
+            img.convert("RGB").save(out, "AVIF", quality=q)
+        return out.getvalue()
+
+    @property
+    def tunable(self) -> bool:
+        """Whether the quality is chosen to reach a size (not fixed, not lossless)."""
+        return not self.fixed and self.format != "png"
+
 
 @dataclass(frozen=True)
 class GenerateParams:
@@ -51,9 +103,39 @@ class GenerateParams:
     height: int = DEFAULT_HEIGHT
     target_bytes: int = DEFAULT_TARGET_BYTES
     seed: int = DEFAULT_SEED
+    # Added later; at these defaults a dataset is made exactly as before.
+    size_spread: float = 0.0  # each side drawn within +-size_spread of width / height
+    format: str = "jpeg"  # jpeg, png, webp, avif (FORMATS)
+    quality: int | None = None  # None: the quality whose mean size is nearest target_bytes
+    subsampling: str = "4:2:0"  # jpeg: chroma subsampling
+    progressive: bool = False  # jpeg: progressive instead of baseline
+
+    def info(self) -> dict:
+        """The fields dataset.json records (the later ones only where not at their default,
+        so that a dataset made before them is described as it was)."""
+        d = dict(self.__dict__)
+        for k, v in _LATER_DEFAULTS.items():
+            if d[k] == v:
+                del d[k]
+        return d
 
     def check(self) -> None:
         """Raise UserError naming the first out-of-range field."""
+        if self.format not in FORMATS:
+            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.format == "avif" and not _pillow_writes("AVIF"):
+            raise UserError(
+                "--format avif: this Pillow cannot write AVIF (Pillow >= 11.2 with AVIF "
+                "support, or the pillow-avif-plugin); choose jpeg, png or webp"
+            )
+        if self.subsampling not in SUBSAMPLING:
+            raise UserError(
+                f"--subsampling must be one of {', '.join(SUBSAMPLING)}, got {self.subsampling!r}"
+            )
+        if self.quality is not None and not 1 <= self.quality <= 100:
+            raise UserError(f"--quality must be 1 to 100, got {self.quality}")
+        if not 0 <= self.size_spread < 1:
+            raise UserError(f"--size-spread must be at least 0 and below 1, got {self.size_spread}")
         if self.count < 1:
             raise UserError(f"--count must be at least 1, got {self.count}")
         if self.width < 16 or self.height < 16:
@@ -81,6 +163,11 @@ def _init_worker(bases: list[np.ndarray]) -> None:
     _BASES = bases
 
 
+def _target(target: int, size: tuple[int, int], params: GenerateParams) -> int:
+    """An image's size target: the mean target scaled by its area (sizes drawn around)."""
+    return max(1, round(target * size[0] * size[1] / (params.width * params.height)))
+
+
 @dataclass(frozen=True)
 class _Variant:
     base: int  # index into _BASES
@@ -101,23 +188,22 @@ def _view(v: _Variant, width: int, height: int) -> Image.Image:
 
 
 def _encode(img: Image.Image, quality: int) -> bytes:
-    out = io.BytesIO()
-    img.save(out, "JPEG", quality=quality)
-    return out.getvalue()
+    return Encoding(quality=quality).encode(img)
 
 
 def _make_one(args) -> tuple[int, str, int, int, int, str, int, int]:
-    index, variant, width, height, quality, target, out_dir = args
+    index, variant, width, height, enc, target, out_dir = args
     img = _view(variant, width, height)
-    data = _encode(img, quality)
+    quality = enc.quality
+    data = enc.encode(img, quality)
     # A size outside the tolerance is re-encoded at a nudged quality (rare; bounded tries).
-    for _ in range(4):
+    for _ in range(4 if enc.tunable else 0):
         ratio = len(data) / target
         if abs(ratio - 1) <= SIZE_TOLERANCE * 0.95:
             break
         quality = int(np.clip(quality + (-2 if ratio > 1 else 2), 1, 100))
-        data = _encode(img, quality)
-    rel = f"{IMAGES_DIR}/img_{index:05d}.jpg"
+        data = enc.encode(img, quality)
+    rel = f"{IMAGES_DIR}/img_{index:05d}.{EXTENSIONS[enc.format]}"
     dest = Path(out_dir) / rel
     write_image(dest, data)
     mtime_ns = os.stat(dest).st_mtime_ns
@@ -143,8 +229,10 @@ def _texture_job(args) -> int:
 # --------------------------------------------------------------------------- generation
 
 
-def _calibrate_quality(variants: list[_Variant], width: int, height: int, target: int) -> int:
-    """The JPEG quality whose mean size over a few sample images is closest to ``target``.
+def _calibrate_quality(
+    variants: list[_Variant], width: int, height: int, target: int, enc: Encoding = Encoding()
+) -> int:
+    """The quality whose mean size over a few sample images is closest to ``target``.
 
     Measured on centre crops of a quarter of the area (the textures are stationary, so size
     scales with area) to keep calibration a small part of generation.
@@ -155,7 +243,7 @@ def _calibrate_quality(variants: list[_Variant], width: int, height: int, target
     lo, hi, best = 1, 100, None
 
     def mean_size(q: int) -> float:
-        return float(np.mean([len(_encode(img, q)) for img in samples]))
+        return float(np.mean([len(enc.encode(img, q)) for img in samples]))
 
     while lo <= hi:  # size grows with quality: bisect
         mid = (lo + hi) // 2
@@ -175,15 +263,15 @@ def generate(
     workers: int | None = None,
     progress: bool = True,
 ) -> Path:
-    """Generate a deterministic synthetic JPEG dataset in ``out``; return the manifest path."""
+    """Generate a deterministic synthetic dataset in ``out``; return the manifest path."""
     params.check()
     out = Path(out)
     prepare_out_dir(out)
     workers = workers or os.cpu_count() or 1
-    w, h = params.width, params.height
-    margin_x, margin_y = max(w // 16, 16), max(h // 16, 16)
+    w, h = _largest(params.width, params.size_spread), _largest(params.height, params.size_spread)
+    margin_x, margin_y = _margins(params, w, h)
     tw, th = w + margin_x, h + margin_y
-    write_info(out, {"kind": "generated", "complete": False, **params.__dict__})
+    write_info(out, {"kind": "generated", "complete": False, **params.info()})
     bases = _shared_bases(tw, th)
     _init_worker(bases)
     ctx = _mp_context()
@@ -202,6 +290,35 @@ def generate(
         del bases
         _init_worker([])
     return manifest
+
+
+def _largest(side: int, spread: float) -> int:
+    return int(side * (1 + spread))
+
+
+def _margins(params: GenerateParams, w: int, h: int) -> tuple[int, int]:
+    """The textures' margin past the largest image: a sixteenth of each side, grown where the
+    count needs more distinct crop offsets than that allows (small images, many of them)."""
+    margin_x, margin_y = max(w // 16, 16), max(h // 16, 16)
+    cells = N_TEXTURES * N_COLOURS * 2 * (margin_x // OFFSET_STEP) * (margin_y // OFFSET_STEP)
+    if params.count > cells:
+        per_axis = math.ceil(math.sqrt(params.count / (N_TEXTURES * N_COLOURS * 2)))
+        margin_x = max(margin_x, per_axis * OFFSET_STEP)
+        margin_y = max(margin_y, per_axis * OFFSET_STEP)
+    return margin_x, margin_y
+
+
+def _image_sizes(params: GenerateParams) -> list[tuple[int, int]]:
+    """Each image's (width, height): the params' size, or drawn around it (seeded; even)."""
+    if not params.size_spread:
+        return [(params.width, params.height)] * params.count
+    rng = np.random.default_rng([params.seed, 0x512E])
+    lo = 1 - params.size_spread
+    ws = rng.uniform(lo, 1 + params.size_spread, params.count) * params.width
+    hs = rng.uniform(lo, 1 + params.size_spread, params.count) * params.height
+    return [
+        (max(16, int(x) // 2 * 2), max(16, int(y) // 2 * 2)) for x, y in zip(ws, hs, strict=True)
+    ]
 
 
 def _shared_bases(tw: int, th: int) -> list[np.ndarray]:
@@ -225,18 +342,39 @@ def _generate_with(pool, out, params, bases, w, h, margin_x, margin_y, progress)
         run(_texture_job, [(params.seed, t, w + margin_x, h + margin_y) for t in range(N_TEXTURES)])
     )
     variants = _choose_variants(params, len(bases), margin_x, margin_y)
-    quality = _calibrate_quality(variants, w, h, params.target_bytes)
-    entries, qualities = _encode_all(pool, out, params, variants, quality, progress)
+    enc = Encoding(
+        params.format,
+        params.quality or 90,
+        params.subsampling,
+        params.progressive,
+        fixed=params.quality is not None,
+    )
+    if enc.tunable:
+        enc = replace(
+            enc,
+            quality=_calibrate_quality(
+                variants, params.width, params.height, params.target_bytes, enc
+            ),
+        )
+    entries, qualities = _encode_all(pool, out, params, variants, enc, progress)
+    quality = enc.quality
     manifest = write_manifest(out, entries)
     sizes = np.array([e.bytes for e in entries])
+    quality_info = (
+        {}
+        if params.format == "png"  # lossless: no quality
+        else {
+            f"{params.format}_quality": quality,
+            f"{params.format}_quality_range": [min(qualities), max(qualities)],
+        }
+    )
     write_info(
         out,
         {
             "kind": "generated",
             "complete": True,
-            **params.__dict__,
-            "jpeg_quality": quality,
-            "jpeg_quality_range": [min(qualities), max(qualities)],
+            **params.info(),
+            **quality_info,
             "mean_bytes": float(sizes.mean()),
             "min_bytes": int(sizes.min()),
             "max_bytes": int(sizes.max()),
@@ -271,13 +409,22 @@ def _choose_variants(
 
 
 def _encode_all(
-    pool, out: Path, params: GenerateParams, variants: list[_Variant], quality: int, progress
+    pool, out: Path, params: GenerateParams, variants: list[_Variant], enc: Encoding, progress
 ) -> tuple[list[ImageEntry], list[int]]:
     """Encode and write every image (in parallel where there is a pool); return the manifest
-    entries at their shuffled positions and the JPEG quality each image ended at."""
-    w, h = params.width, params.height
+    entries at their shuffled positions and the quality each image ended at."""
+    sizes = _image_sizes(params)
+    target = params.target_bytes
     jobs = [
-        (i, variants[i], w, h, quality, params.target_bytes, str(out)) for i in range(params.count)
+        (
+            i,
+            variants[i],
+            *sizes[i],
+            replace(enc, quality=enc.quality),
+            _target(target, sizes[i], params),
+            str(out),
+        )
+        for i in range(params.count)
     ]
     order = _shuffled_order(params.count, params.seed)
     position = {int(img): pos for pos, img in enumerate(order)}

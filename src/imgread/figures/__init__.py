@@ -22,6 +22,12 @@ from imgread.phases.registry import FIGURES, load_object
 __all__ = ["draw"]
 
 
+def _of_dataset(table: pd.DataFrame | None, name: str) -> pd.DataFrame | None:
+    if table is None or "dataset" not in table:
+        return table
+    return table[table["dataset"] == name]
+
+
 def draw(
     name: str,
     trials: pd.DataFrame,
@@ -35,7 +41,10 @@ def draw(
     scaling: pd.DataFrame | None = None,
     device: dict | None = None,
 ) -> list[Path]:
-    """Draw figure ``name`` (its phase's ``figures[name]``) as ``out_stem``.png and .svg."""
+    """Draw figure ``name`` (its phase's ``figures[name]``) as ``out_stem``.png and .svg.
+
+    A figure is drawn from the study's dataset's rows (``settings["study_dataset"]``) unless
+    its function compares datasets (``every_dataset = True`` on the function)."""
     try:
         phase = FIGURES[name]
     except KeyError:
@@ -43,7 +52,13 @@ def draw(
     sns.set_theme(
         style=settings.get("style", "whitegrid"), context=settings.get("context", "paper")
     )
-    fig = load_object(phase.figures[name])(
+    function = load_object(phase.figures[name])
+    study_dataset = settings.get("study_dataset")
+    if study_dataset and not getattr(function, "every_dataset", False):
+        trials, summary, speed, frames, scaling = (
+            _of_dataset(t, study_dataset) for t in (trials, summary, speed, frames, scaling)
+        )
+    fig = function(
         trials,
         summary,
         speed,

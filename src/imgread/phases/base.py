@@ -80,6 +80,18 @@ STORAGE = NameParam(
 )
 
 
+# The grid key of the phases that can read a dataset packed into tar shards
+# (imgread.dataset.shards): 0 - the loose files (the study's), N - the shards of N MB, which
+# the dataset's shards_mb must list.
+SHARD_MB = Param(
+    "shard_mb",
+    "0",
+    None,
+    "0 - loose files; N - the dataset's tar shards of N MB (its shards_mb lists N)",
+    0,
+)
+
+
 @dataclass(frozen=True)
 class Variant:
     """One way of doing a phase's work. ``parallel`` variants take a worker count;
@@ -117,6 +129,7 @@ class Table:
     note: str = ""
     caption: bool = False
     every_storage: bool = False  # False: only the cells read from the local files (the study's)
+    every_dataset: bool = False  # False: only the cells of the study's dataset (the first)
 
     @property
     def stem(self) -> str:

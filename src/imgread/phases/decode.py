@@ -261,6 +261,7 @@ class DecodePhase(base.Phase):
         "published_comparison": "imgread.figures.decode:published_comparison",
         "decode_cost": "imgread.figures.decode:decode_cost",
         "memory_decode": "imgread.figures.memory:memory_vs_workers",
+        "decode_encodings": "imgread.figures.datasets:decode_encodings",
     }
     params = (
         base.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),

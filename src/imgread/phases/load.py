@@ -7,6 +7,11 @@ The readers are the ones people use: one after another (one keep-alive connectio
 pool (a connection per thread), asyncio (aiofiles for files, aiohttp for http; ``in_flight``
 requests at once, 0: all at once as the study's gather), and a process pool (a connection per
 process, the bytes pickled back).
+
+Grid key ``shard_mb``: 0 reads the images as loose files (the study's); N reads the dataset's
+tar shards of N MB (imgread.dataset.shards) whole, each a job like a file, and after the clock
+splits every shard into its images, each checked against the manifest. The rate counts the
+n images; the bytes (so MB/s) are the shards' (the last one may hold more than n images).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import io
 import os
 import statistics
 
-from imgread.errors import VerificationError
+from imgread.dataset import shards as shardlib
+from imgread.errors import UserError, VerificationError
+from imgread.manifest import read_manifest
 from imgread.phases import base
 from imgread.pools import Pooled, Runner, Sequential, process_pool, thread_pool
 from imgread.storage.local import FileOpener
@@ -92,7 +99,6 @@ class LoadPhase(base.Phase):
     name = "load"
     description = "read compressed bytes from a cold page cache"
     cache_state = "cold"
-    job_keys = ("storage",)  # the answer has a row per storage profile
     rate = ("mb_per_s", "MB/s")
     ceiling = "device"
     tables = (
@@ -119,6 +125,7 @@ class LoadPhase(base.Phase):
         "residency": "imgread.figures.load:residency",
         "memory_load": "imgread.figures.memory:memory_vs_workers",
         "load_in_flight": "imgread.figures.storage:load_in_flight",
+        "load_shards": "imgread.figures.datasets:load_shards",
     }
     params = (
         base.STORAGE,
@@ -129,7 +136,9 @@ class LoadPhase(base.Phase):
             "asyncio: requests in flight at most (0: all at once, the study's gather)",
             0,
         ),
+        base.SHARD_MB,
     )
+    job_keys = ("storage", "shard_mb")  # the answer has a row per storage and packing
     # A reader's start: (workers, params, jobs, opener) -> Runner
     variants = {
         v.name: v
@@ -166,11 +175,30 @@ class LoadPhase(base.Phase):
         )
     }
 
+    def jobs(self, root, entries, params):
+        mb = int(params.get("shard_mb", 0))
+        if not mb:
+            return super().jobs(root, entries, params)
+        dataset_id = read_manifest(root / "manifest.csv").dataset_id
+        covering = shardlib.covering(shardlib.read_index(root, mb, dataset_id), len(entries))
+        return [base.Job(str(root / s.path), s.index) for s in covering]
+
+    def check(self, jobs, workers, variant, params):
+        if int(params.get("shard_mb", 0)) and self.variants[variant].parallel and workers > len(jobs):
+            raise UserError(
+                f"load/{variant} with {workers} workers reads {len(jobs)} shards of "
+                f"{params['shard_mb']} MB: fewer shards than workers leaves workers idle; "
+                "use smaller shards, more images or fewer workers"
+            )
+
     def start(self, variant, workers, params, jobs, inputs):
         opener = inputs.get("opener") or FileOpener()
         return self.variants[variant].start(workers, params, jobs, opener)
 
     def verify(self, results, root, entries, params, inputs):
+        mb = int(params.get("shard_mb", 0))
+        if mb:
+            return _verify_shards(results, root, entries, mb)
         expected = base.expect_paths(self.name, results, root, entries)
         total = 0
         for path, value in results.items():
@@ -181,6 +209,36 @@ class LoadPhase(base.Phase):
                 )
             total += got
         return base.Verified(len(results), total, 0)
+
+
+def _verify_shards(results, root, entries, mb: int) -> base.Verified:
+    """Every shard read whole (its size and sha256 as indexed), split into its images, each
+    of the first n checked against the manifest; the bytes are the shards'."""
+    index = {str(root / s.path): s for s in shardlib.read_index(root, mb)}
+    wanted = {str(root / s.path) for s in shardlib.covering(list(index.values()), len(entries))}
+    if set(results) != wanted:
+        raise VerificationError(
+            f"load: read {len(results)} shards, expected the {len(wanted)} that hold the "
+            f"first {len(entries)} images"
+        )
+    by_order = {e.order: e for e in entries}
+    images = total = held = 0
+    for path, value in results.items():
+        data = value.getvalue()
+        if shardlib.sha256_of(data) != index[path].sha256:
+            raise VerificationError(f"load: {path} differs from the shard index (sha256)")
+        count, _ = shardlib.check_images(index[path], data, by_order, len(entries))
+        images += count
+        total += len(data)
+        held += index[path].count
+    if images != len(entries):
+        raise VerificationError(f"load: the shards held {images} of the {len(entries)} images")
+    return base.Verified(
+        images,
+        total,
+        0,
+        {"shards_read": len(results), "shard_images_read": held},
+    )
 
 
 # --------------------------------------------------------------------------- make bench
