@@ -72,7 +72,34 @@ BAD_CONFIGS = {
     ),
     "source missing": (
         {"dataset": {"source": "/no/such/photos"}},
-        "config 'dataset.source': /no/such/photos does not exist",
+        "config 'datasets[0].source': /no/such/photos does not exist",
+    ),
+    # the datasets list and its shards (the data issue)
+    "unknown dataset in a block": (
+        {"phases": {"load": {"threads": {"workers": [2], "dataset": ["nope"]}}}},
+        "config 'phases.load.threads.dataset': unknown dataset(s) ['nope']; the config's "
+        "datasets are ['smoke']",
+    ),
+    "a dataset name twice": (
+        {"datasets": [{"name": "smoke", "count": 8}, {"name": "smoke", "count": 4}]},
+        "config 'datasets[1].name': 'smoke' is used twice",
+    ),
+    "shards the dataset does not list": (
+        {"phases": {"load": {"threads": {"workers": [2], "shard_mb": [0, 4]}}}},
+        "config 'phases.load.threads.shard_mb': dataset smoke is not packed into [4] MB "
+        "shards (its shards_mb is empty: list the sizes to pack)",
+    ),
+    "a shard smaller than one image": (
+        {"datasets": [{"name": "big", "count": 8, "target_bytes": 4_000_000, "shards_mb": [1]}]},
+        "config 'datasets[0].shards_mb': 1 MB is smaller than one image of dataset big",
+    ),
+    "source shards without shard sizes": (
+        {"phases": {"dataloader": {"torch": {"workers": [0], "source": ["shards"]}}}},
+        "config 'phases.dataloader.torch.source': shards needs the shard sizes to read",
+    ),
+    "an unknown format": (
+        {"datasets": [{"name": "smoke", "count": 8, "format": "gif"}]},
+        "config 'datasets[0].format': 'gif' is not one of",
     ),
     "unknown cache method": (
         {"cache": {"method": "cold"}},
@@ -100,7 +127,7 @@ def test_a_source_folder_without_images_is_rejected_before_any_job(project, tmp_
     (tmp_path / "empty" / "sub" / "notes.txt").write_text("no photos here")
     proc = _run_with(project, {"dataset": {"source": str(tmp_path / "empty")}})
     assert proc.returncode != 0
-    assert f"config 'dataset.source': {tmp_path / 'empty'} holds no images" in proc.stderr
+    assert f"config 'datasets[0].source': {tmp_path / 'empty'} holds no images" in proc.stderr
     assert not (project / "results" / "datasets").exists()
 
 

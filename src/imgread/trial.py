@@ -378,12 +378,18 @@ def storage_ceilings(t: _Prepared, timed: _Timed, checked: Verified, seconds: fl
     """The storage's own ceilings on this trial's rate, from the probe (not the profile):
     Little's law, rate <= requests in flight / latency (for kinds whose every request has a
     latency: http), and the probed bandwidth (for a volume, read in IOs of read_ahead_kb, so
-    its IOPS cap is in it); in images/s and MB/s (NaN where the kind probes neither)."""
+    its IOPS cap is in it); in images/s and MB/s (NaN where the kind probes neither). A
+    request carries one image, or from tar shards all the images of a shard."""
     p, images = timed.probe, max(checked.images, 1)
     mean_mb = checked.bytes / 1e6 / images
     nan = float("nan")
     per_request = storage.get_kind(t.profile.kind).expected_latency_ms(t.profile) is not None
-    little = timed.concurrency / (p.latency_ms / 1e3) if p.latency_ms and per_request else nan
+    requests = checked.extra.get("shards_read") or timed.fields.get("shards_read") or images
+    little = (
+        timed.concurrency / (p.latency_ms / 1e3) * images / requests
+        if p.latency_ms and per_request
+        else nan
+    )
     band = p.bandwidth_mb_per_s / mean_mb if p.bandwidth_mb_per_s and mean_mb else nan
     return {
         "ceiling_little_images_per_s": little,

@@ -9,7 +9,8 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
-from imgread.figures.common import empty, machine_label, rows, subplots
+from imgread.decoders import can_decode
+from imgread.figures.common import empty, log2_workers, machine_label, rows, subplots
 
 PACKING_COLORS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
 
@@ -27,17 +28,25 @@ def _packing(mb) -> str:
 @_every_dataset
 def decode_encodings(trials, summary, speed, published, settings, phase, **_) -> Figure:
     """Sequential decode rate (megapixels/s, median over repetitions) of each dataset's
-    encoding, a bar per decoder, a panel per output; the datasets of one picture size only
-    (the encoding ablation), each labelled with its encoding."""
+    encoding, a bar per decoder, a panel per output, each dataset labelled with its encoding.
+    The study's own dataset is left out where two or more others were measured (the encoding
+    ablation: its pictures are another size). *n/a*: the decoder does not read that format."""
     d = rows(trials, phase)
     d = d[(d["variant"] == "sequential") & (d["delivery"] == "discard")]
+    study = settings.get("study_dataset")
+    if "dataset" in d and (d["dataset"] != study).any() and d["dataset"].nunique() > 2:
+        d = d[d["dataset"] != study]
     if "dataset_encoding" not in d or d["dataset"].nunique() < 2:
         return empty(
             (7, 4.5),
             "Decode was measured on one dataset only: list datasets of other encodings\n"
             "under a decode block's dataset: [...] (config.yaml's enc-* datasets)",
         )
-    d = d.assign(label=d["dataset"] + "\n" + d["dataset_encoding"].str.replace(", ", " "))
+    d = d.assign(
+        label=d["dataset"] + "\n" + d["dataset_encoding"].str.replace(", ", " "),
+        format=d["dataset_encoding"].str.split().str[0].str.lower(),
+    )
+    formats = dict(zip(d["label"], d["format"], strict=False))
     outputs = list(dict.fromkeys(d["output"]))
     fig, axes = subplots(
         len(outputs),
@@ -55,8 +64,13 @@ def decode_encodings(trials, summary, speed, published, settings, phase, **_) ->
             xs = [i + (k - (len(decoders) - 1) / 2) * width for i in range(len(labels))]
             ys = [med.get((lab, decoder), float("nan")) for lab in labels]
             ax.bar(xs, ys, width, label=decoder)
-            for x, y in zip(xs, ys, strict=True):
-                if y != y:  # not measured: this decoder does not read that format
+            for x, y, lab in zip(xs, ys, labels, strict=True):
+                fmt = formats[lab]
+                if (
+                    y != y
+                    and fmt in ("jpeg", "png", "webp", "avif")
+                    and not can_decode(decoder, fmt)
+                ):
                     ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize="x-small")
         ax.set_xticks(range(len(labels)), labels, fontsize="x-small")
         ax.set(ylabel="megapixels/s (one core)", title=f"output {output}")
@@ -155,7 +169,7 @@ def dataloader_shards(trials, summary, speed, published, settings, phase, **_) -
                 color=PACKING_COLORS[k % 6],
                 label=_packing(mb),
             )
-        ax.set_xscale("symlog", base=2, linthresh=1)
+        log2_workers(ax, sorted(g["workers"].unique()))
         ax.set_ylim(0, top)
         ax.set(title=name, xlabel="num_workers", ylabel="images/s")
         ax.legend(fontsize="x-small")

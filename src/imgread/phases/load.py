@@ -184,7 +184,11 @@ class LoadPhase(base.Phase):
         return [base.Job(str(root / s.path), s.index) for s in covering]
 
     def check(self, jobs, workers, variant, params):
-        if int(params.get("shard_mb", 0)) and self.variants[variant].parallel and workers > len(jobs):
+        if (
+            int(params.get("shard_mb", 0))
+            and self.variants[variant].parallel
+            and workers > len(jobs)
+        ):
             raise UserError(
                 f"load/{variant} with {workers} workers reads {len(jobs)} shards of "
                 f"{params['shard_mb']} MB: fewer shards than workers leaves workers idle; "
