@@ -7,13 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CORES  ?= 1
 
-.PHONY: setup system-deps storage-deps storage setup-slurm slurm-deps test-slurm test lint reproduce quick smoke report bench clean-results help
+.PHONY: setup system-deps storage-deps storage data setup-slurm slurm-deps test-slurm test lint reproduce quick smoke report bench clean-results help
 
 help:
 	@echo "make reproduce   set up .venv and run the full study (snakemake --cores $(CORES))"
 	@echo "make test        set up .venv and run the test suite"
 	@echo "make quick       a shorter study (config/quick.yaml)"
 	@echo "make storage     the storage study: readers x storage profiles (config/storage.yaml)"
+	@echo "make data        the data study: small images, tar shards, encodings (config/data.yaml)"
 	@echo "make report      build results/report.html from the finished results"
 	@echo "make bench       print the package's own performance figures"
 	@echo "make test-slurm  run the smoke study on a real SLURM cluster started here (root)"
@@ -86,6 +87,12 @@ quick: setup
 storage: setup
 	@mkdir -p results && echo config/storage.yaml > $(LAST_STUDY)
 	$(BIN)/snakemake --cores 2 --configfile config/storage.yaml
+
+# The data study (config/data.yaml, docs/data.md): ImageNet-like images as loose files and tar
+# shards, load readers and the DataLoader, local and object store; decode rate per encoding.
+data: setup
+	@mkdir -p results && echo config/data.yaml > $(LAST_STUDY)
+	$(BIN)/snakemake --cores 2 --configfile config/data.yaml
 
 smoke: setup
 	@mkdir -p results && echo config/smoke.yaml > $(LAST_STUDY)

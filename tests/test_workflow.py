@@ -355,10 +355,10 @@ def test_dry_run_of_the_full_config_plans_the_whole_study(tmp_path):
     proc = snakemake(work, "-n", "--cores", "1")
     out = proc.stdout + proc.stderr
     # the study: 6 sizes x 10 repetitions x (1 + 1 + 6 load + 1 + 6 + 6 decode) workers = 1260;
-    # the pipeline block at n=100, 5 repetitions: 7 decoder/output pairs (pillow-draft only at
-    # 224) x (sequential 2 deliveries + threads 2x2 + processes 2x2 + processes-shm 2x1) = 84
+    # the pipeline block at n=100, 5 repetitions: 9 decoder/output pairs (pillow-draft only at
+    # 224) x (sequential 2 deliveries + threads 2x2 + processes 2x2 + processes-shm 2x1) = 108
     # cells, less the 5 study cells it shares (pillow/full/discard: sequential, threads 2 and
-    # 4, processes 2 and 4), whose 5 repetitions are already among the 10: 79 x 5 = 395.
+    # 4, processes 2 and 4), whose 5 repetitions are already among the 10: 103 x 5 = 515.
     # the DataLoader at 640 images, 3 repetitions, 6 num_workers: 3 decoders x cold/warm from
     # JPEG (36 cells) + opencv from cache-npy cold/warm and cache-pickle warm (18): 162.
     # the stream at 240 frames, 3 repetitions: 3 fps x (no model, 30 ms sleep, 30 ms cpu) x
@@ -367,9 +367,22 @@ def test_dry_run_of_the_full_config_plans_the_whole_study(tmp_path):
     # threads 4/16/64, processes 4/16) = 50 cells, and on disk-volume (sequential, asyncio
     # 4/16, threads 4/16) = 5: 165; the DataLoader from object-store at 4 worker counts: 12;
     # the stream from object-store (sequential, and 3 producers x 2 worker counts): 21.
+    # the data as users have it (docs/data.md): the encoding ablation, 100 images, 3
+    # repetitions: 5 JPEG encodings x 9 decoder/output pairs + PNG and WebP x 5 (simplejpeg and
+    # turbojpeg left out) = 55 cells: 165; load of imagenet-like (3 repetitions): sequential
+    # local x 4 packings + object-store x 3 shard sizes, asyncio and threads x 2 storages x 4
+    # packings = 23 cells: 69; the stream on imagenet-like (1 + 2 + 2 + 1 + 2 producer
+    # settings, 3 repetitions): 24; the DataLoader on imagenet-like (4 num_workers x (loose +
+    # 3 shard sizes) x 2 storages, 2 repetitions): 64.
     jobs = _job_counts(out)
-    assert jobs["trial"] == 2195 + 165 + 12 + 21
-    assert jobs["decode_reference"] == 7 and jobs["decoded_cache"] == 1
+    assert jobs["trial"] == 1260 + 515 + 162 + 378 + 165 + 12 + 21 + 165 + 69 + 24 + 64
+    # references: the 9 pipeline pairs on synthetic-4mb (the DataLoader's crops among them),
+    # pillow's crop on imagenet-like (DataLoader) and OpenCV's full size (stream)
+    assert jobs["decode_reference"] == 11 and jobs["decoded_cache"] == 1
+    # every dataset made and checked once; imagenet-like packed in 3 shard sizes; a device
+    # ceiling for each dataset read cold (the study's and imagenet-like)
+    assert jobs["dataset"] == jobs["verify_dataset"] == 9
+    assert jobs["shards"] == 3 and jobs["device_ceiling"] == 2
     assert jobs["aggregate"] == 1
 
 

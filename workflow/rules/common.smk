@@ -107,7 +107,9 @@ FIGURE_FILES = [
 ]
 GRID = trial_grid(config)
 # The datasets some cell reads (the study's always: its device ceiling and the report's).
-USED_DATASETS = [n for n in DATASETS if n == DATASET or any(c.dataset == n for c in GRID)]
+USED_DATASETS = [
+    n for n in DATASETS if n == DATASET or any(c.dataset == n for c in GRID)
+]
 MANIFESTS = [f"results/datasets/{name}/manifest.csv" for name in USED_DATASETS]
 
 
@@ -125,7 +127,9 @@ wildcard_constraints:
     mb=r"\d+",
 
 
-TRIAL_RECORD = f"{TRIALS_DIR}/{{dataset}}/{TRIAL_TEMPLATE}"  # the one template (imgread.layout)
+TRIAL_RECORD = (
+    f"{TRIALS_DIR}/{{dataset}}/{TRIAL_TEMPLATE}"  # the one template (imgread.layout)
+)
 TRIAL_RECORD_ON = f"{TRIALS_DIR}/{{dataset}}/{MACHINE_TEMPLATE}"
 
 
@@ -221,7 +225,9 @@ def cache_size(wildcards):
 def shards_input(wildcards):
     """The shard index a trial reads (its grid key shard_mb; [] for loose files)."""
     mb = int(parse_segment(wildcards.params).get("shard_mb", 0))
-    return f"results/datasets/{wildcards.dataset}/shards/{mb}mb/shards.csv" if mb else []
+    return (
+        f"results/datasets/{wildcards.dataset}/shards/{mb}mb/shards.csv" if mb else []
+    )
 
 
 def cache_settings(wildcards):
