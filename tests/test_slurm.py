@@ -270,9 +270,9 @@ def test_a_dry_run_of_the_full_study_plans_few_slurm_jobs(tmp_path):
     out = proc.stdout + proc.stderr
     groups = re.findall(r"Group job (\S+) \(jobs", out)
     counts = {g: groups.count(g) for g in set(groups)}
-    print(f"\nfull study on SLURM: {len(groups)} group jobs {counts} for 2195 trials")
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     grid = trial_grid(config)
+    print(f"\nfull study on SLURM: {len(groups)} group jobs {counts} for {len(grid)} trials")
     cold = sum(
         PHASES[c.phase].page_cache(PHASES[c.phase].resolve(dict(c.params))) == "cold" for c in grid
     )
