@@ -11,11 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-from imgread import decoded_cache
+from imgread import allocator, decoded_cache
 from imgread.dataset import GenerateParams, generate, sample
 from imgread.decoders import DECODERS
 from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
+from imgread.phases.dataloader import normalize_batch
 from imgread.trial import TrialSpec, run_trial
 
 from .deaths import (
@@ -70,7 +71,43 @@ def test_an_epoch_from_jpeg_yields_every_sample_checked(small_dataset, workers, 
     assert d["pin_memory_effective"] is False and d["torch"].startswith("2.")
     if workers:
         assert d["peak_rss_workers_bytes"] > 0
+    # every worker reported its start: one torch thread, the trial's allocator applied
+    assert d["worker_torch_threads"] == (1 if workers else 0)
+    assert d["allocator"] == "default" and d["normalize"] == "item"
+    assert d["worker_allocator_settings"] == (d["allocator_settings"] if workers else "")
     assert segments() == before
+
+
+def test_a_uint8_batch_normalised_is_the_per_sample_normalisation_to_the_bit():
+    torch = pytest.importorskip("torch")
+    u8 = np.random.default_rng(0).integers(0, 256, (4, 3, 224, 224), dtype=np.uint8)
+    u8[0, 0, 0, : 256 - 32] = np.arange(256 - 32)  # every value at least once
+    u8[0, 0, 1, :32] = np.arange(256 - 32, 256)
+    got = normalize_batch(torch.from_numpy(u8))
+    assert str(got.dtype) == "torch.float32" and tuple(got.shape) == u8.shape
+    want = np.stack([decoded_cache.normalize(x) for x in u8])
+    assert np.array_equal(got.numpy(), want)
+
+
+def test_workers_take_the_tuned_allocator_and_one_thread_normalising_by_the_batch(
+    small_dataset, tmp_path
+):
+    # In its own process: a tuned allocator cannot be undone in this one (imgread.allocator).
+    rec = tmp_path / "rec.json"
+    run_trial_cli(
+        small_dataset,
+        rec,
+        *("--phase", "dataloader", "--variant", "torch", "--n", "8", "--workers", "2"),
+        *("--batch-size", "3", "--decoder", "opencv", "--allocator", "tuned"),
+        *("--normalize", "batch"),
+        check=True,
+    )
+    d = json.loads(rec.read_text())
+    assert (d["allocator"], d["normalize"], d["checksums_checked"]) == ("tuned", "batch", 8)
+    blocks = f"pillow blocks_max={allocator.PILLOW_BLOCKS_MAX}"
+    assert d["allocator_settings"].startswith(blocks)
+    assert d["worker_allocator_settings"] == d["allocator_settings"]  # every worker the same
+    assert d["worker_torch_threads"] == 1
 
 
 def test_the_decoded_cache_holds_the_decoders_crops(small_dataset, cache_dir):
@@ -150,6 +187,18 @@ def test_a_cache_that_does_not_match_is_refused(small_dataset, cache_dir):
         )
     with pytest.raises(UserError, match="needs a decoded cache"):
         run_trial(loader_spec(small_dataset, 8, 0, source="cache-npy"))
+    with pytest.raises(UserError, match="takes normalize item only"):
+        run_trial(
+            loader_spec(
+                small_dataset,
+                8,
+                0,
+                decoder="simplejpeg",
+                source="cache-pickle",
+                normalize="batch",
+                cache_dir=str(cache_dir),
+            )
+        )
 
 
 def test_labels_follow_the_first_folder_level_of_a_sampled_folder(tmp_path):

@@ -7,8 +7,22 @@ the workers that fork from it copy nothing large on read.
 
 Grid keys: ``decoder``; ``source`` (``jpeg``: decode every epoch; ``cache-npy``: the uint8
 crops of a decoded cache, ``np.load(mmap_mode="r")``; ``cache-pickle``: the seed's pickle of
-preprocessed tensors, loaded into memory before the epoch); ``batch_size``; ``page_cache``
-(cold: the files the epoch reads are evicted and proven cold; warm); ``pin_memory``.
+preprocessed tensors, loaded into memory before the epoch; ``shards``: the dataset's tar shards
+of ``shard_mb`` MB read with the webdataset library, imgread.phases.dataloader_shards);
+``shard_mb`` (0: loose files); ``batch_size``; ``page_cache``
+(cold: the files the epoch reads are evicted and proven cold; warm); ``pin_memory``;
+``allocator`` (imgread.allocator: default | tuned, given to the training process and to every
+worker before the clock); ``normalize``, where the uint8 -> float32 normalisation runs:
+- ``item`` (torchvision's ``ToTensor()`` + ``Normalize`` in the Dataset): each sample leaves
+  the worker as float32, so a batch crosses to the training process at 4 bytes a pixel, through
+  a shared-memory segment the worker allocates (and faults in) afresh for every batch;
+- ``batch`` (uint8 samples collated as they are, the batch normalised by its consumer, as
+  NVIDIA's ImageNet example does on the GPU): 1 byte a pixel crosses, and the training process
+  normalises each batch as it takes it, inside the timed epoch. The float32 batches are the
+  same to the bit (:func:`normalize_batch`).
+Both are recorded, with what the trial's process and its workers had (``allocator_settings``,
+``worker_allocator_settings``, ``worker_torch_threads``); docs/dataloader.md says what each
+costs a worker and why.
 
 Timing: the DataLoader is built and one short warm-up epoch run before the clock (its workers
 are persistent, so the timed epoch finds them started, the decoder imported):
@@ -19,6 +33,7 @@ are persistent, so the timed epoch finds them started, the decoder imported):
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import pickle
 import re
 import signal
@@ -32,10 +47,12 @@ from imgread import allocator, decoded_cache
 from imgread.decoders import CROP, DECODERS, checksum, warm_up
 from imgread.errors import ImageDecodeError, UserError, VerificationError
 from imgread.phases import base
+from imgread.phases import dataloader_shards as shardsrc
 from imgread.pools import Runner, WorkerDied, death_of, kill_all
 from imgread.reference import read_reference, reference_checksums
 
-SOURCES = ("jpeg", "cache-npy", "cache-pickle")
+SOURCES = ("jpeg", "cache-npy", "cache-pickle", "shards")
+NORMALIZE = ("item", "batch")
 PREFETCH_FACTOR = 2  # PyTorch's default, recorded
 _FROM_WORKER = re.compile(r"Caught \w+ in DataLoader worker process (\d+)")
 
@@ -47,9 +64,12 @@ class ManifestDataset:
     does); the ``.npy`` cache is mapped read-only for each sample.
     """
 
-    def __init__(self, paths, labels, decoder, source, cache_dir=None, tensors=None):
+    def __init__(
+        self, paths, labels, decoder, source, cache_dir=None, tensors=None, normalize="item"
+    ):
         self.paths, self.labels = list(paths), [int(x) for x in labels]
         self.decoder, self.source, self.cache_dir = decoder, source, cache_dir
+        self.normalize = normalize  # "batch": the uint8 sample, its batch normalised later
         self.tensors = tensors  # cache-pickle: {relative path: tensor}, keyed by self.keys
         self.keys = None
         self.opener = None  # the trial's storage where it is not the local files
@@ -71,7 +91,19 @@ class ManifestDataset:
         else:
             src = self.paths[i] if self.opener is None else self.opener.read(self.paths[i])
             chw = DECODERS[self.decoder].decode(src, "crop224").transpose(2, 0, 1)
+        if self.normalize == "batch":
+            return torch.from_numpy(chw), self.labels[i]
         return torch.from_numpy(decoded_cache.normalize(chw)), self.labels[i]
+
+
+def normalize_batch(batch_u8):
+    """A uint8 N x 3 x 224 x 224 batch -> float32, normalised as each sample is with
+    normalize ``item`` (decoded_cache.normalize: x / 255, then Normalize(0.5, 0.5)): the same
+    float32 operations, so the same values to the bit; one new tensor, then in place."""
+    import torch
+
+    mean, std = decoded_cache.MEAN, decoded_cache.STD
+    return batch_u8.to(torch.float32).div_(255.0).sub_(mean).div_(std)
 
 
 class _Indices:
@@ -93,8 +125,22 @@ def _worker_init(worker_id: int) -> None:
     # The trial's SIGTERM handler (SystemExit) would let a worker told to end live on.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)  # one core per worker: normalisation must not fan out
-    # The trial process's allocator setting (imgread.allocator), whatever the start method.
-    allocator.apply(allocator.current())
+
+
+class _WorkerStart:
+    """The DataLoader's ``worker_init_fn``: :func:`_worker_init`, then the trial's allocator
+    (imgread.allocator; given by name, so that it holds whatever the start method), then what
+    the worker has put on ``report`` (a SimpleQueue the trial's process reads)."""
+
+    def __init__(self, allocator_name: str, report):
+        self.allocator_name, self.report = allocator_name, report
+
+    def __call__(self, worker_id: int) -> None:
+        import torch
+
+        _worker_init(worker_id)
+        allocator.apply(self.allocator_name)
+        self.report.put((worker_id, torch.get_num_threads(), allocator.settings()))
 
 
 def _stop_broken(it) -> None:
@@ -144,6 +190,7 @@ class LoaderRunner(Runner):
         batch = int(params["batch_size"])
         source = params["source"]
         self.concurrency = max(workers, 1)
+        self.normalize = params["normalize"]
         self.cache_load_seconds = 0.0
         self.pin_requested = params["pin_memory"] == "true"
         self.pin_effective = self.pin_requested and torch.cuda.is_available()
@@ -156,40 +203,74 @@ class LoaderRunner(Runner):
             self.cache_load_seconds = time.perf_counter() - t0
         root = manifest.root
         labels = decoded_cache.labels(manifest)[:n]
-        self.dataset = ManifestDataset(
-            [j.path for j in jobs], labels, params["decoder"], source, cache_dir, tensors
-        )
+        self.shards = None
+        if source == "shards":  # an IterableDataset: webdataset's pipeline over the shards
+            urls = shardsrc.shard_urls(root, int(params["shard_mb"]), n, manifest.dataset_id)
+            self.shards = shardsrc.ShardSamples(urls, n, params["decoder"])
+            self.dataset = None
+        else:
+            self.dataset = ManifestDataset(
+                [j.path for j in jobs],
+                labels,
+                params["decoder"],
+                source,
+                cache_dir,
+                tensors,
+                self.normalize,
+            )
         opener = inputs.get("opener")
-        if opener is not None and not opener.local_files:
-            self.dataset.opener = opener  # each worker opens its own connection
+        if opener is not None and not opener.local_files:  # each worker its own connection
+            if self.shards is not None:
+                self.shards.opener = opener
+            else:
+                self.dataset.opener = opener
         if tensors is not None:
             self.dataset.keys = [str(Path(j.path).relative_to(root)) for j in jobs]
-        warm_up(params["decoder"], "crop224")
+        # The allocator here too: this process collates (num_workers 0), normalises the
+        # batches (normalize batch) and maps the workers' batches.
+        warm_up(params["decoder"], "crop224", params["allocator"])
         torch.set_num_threads(1)
+        self.worker_report, self.worker_states = None, []
+        init = None
         if workers:  # their sockets' folder, made here: it goes with this process, even if a
             mp_util.get_temp_dir()  # worker is killed (a worker's own would stay in /tmp)
-        self.sampler = _Indices()
+            self.worker_report = mp.get_context().SimpleQueue()
+            init = _WorkerStart(params["allocator"], self.worker_report)
+        self.sampler = _Indices() if self.shards is None else None
         self.loader = DataLoader(
-            self.dataset,
+            self.shards.pipeline() if self.shards is not None else self.dataset,
             batch_size=batch,
             sampler=self.sampler,
             num_workers=workers,
             pin_memory=self.pin_requested,
             persistent_workers=workers > 0,
             prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
-            worker_init_fn=_worker_init if workers > 0 else None,
+            worker_init_fn=init,
         )
-        # Warm-up: one batch per worker (every worker started, its decoder imported).
-        self.sampler.indices = list(range(min(n, batch * max(workers, 1))))
+        # Warm-up: one batch per worker (every worker started, its decoder imported); from
+        # shards, one shard per worker.
+        self._plan(min(n, batch * max(workers, 1)), max(workers, 1))
         try:
             self._epoch()
         except BaseException:
             self.close()
             raise
-        self.sampler.indices = list(range(n))
+        # Every worker started (each made a batch of the warm-up) and reported what it has.
+        while self.worker_report is not None and not self.worker_report.empty():
+            self.worker_states.append(self.worker_report.get())
+        self._plan(n, None)
         self.batches = math.ceil(n / batch)
         self.batches_per_worker_min = self.batches // workers if workers else self.batches
         self.iterator_seconds = self.first_batch_seconds = float("nan")
+
+    def _plan(self, samples: int, shards: int | None) -> None:
+        """What the next epoch reads: its first ``samples`` indices, or from shards its first
+        ``shards`` shards (None: all of them)."""
+        if self.shards is None:
+            self.sampler.indices = list(range(samples))
+        else:
+            count = len(self.shards.urls)
+            self.shards.limit.value = count if shards is None else min(shards, count)
 
     def _epoch(self) -> list:
         try:
@@ -198,6 +279,8 @@ class LoaderRunner(Runner):
             it = iter(self.loader)
             t1 = time.perf_counter()
             for batch in it:
+                if self.normalize == "batch":
+                    batch = [normalize_batch(batch[0]), *batch[1:]]
                 if not out:
                     self.first_batch_seconds = time.perf_counter() - t0
                 out.append(batch)
@@ -258,8 +341,22 @@ class LoaderRunner(Runner):
             "pin_memory_effective": self.pin_effective,
             "persistent_workers": self.loader.persistent_workers,
             "prefetch_factor": PREFETCH_FACTOR if self.loader.num_workers else 0,
+            **self._shard_fields(),
             # the workers' peak resident sets, read while they are alive
             "peak_rss_workers_bytes": sum(_peak_rss(pid) for pid in self.worker_pids()),
+            # what the workers had once started (the most torch threads of any, and every
+            # distinct allocator setting); 0 and "" with num_workers 0
+            "worker_torch_threads": max((s[1] for s in self.worker_states), default=0),
+            "worker_allocator_settings": " | ".join(sorted({s[2] for s in self.worker_states})),
+        }
+
+    def _shard_fields(self) -> dict:
+        if self.shards is None:
+            return {}
+        return {
+            "shards_read": len(self.shards.urls),
+            "shuffle_buffer": self.shards.shuffle_buffer,
+            "shard_shuffle": "webdataset.detshuffle (seed 0 + epoch), then split_by_worker",
         }
 
     def close(self):
@@ -270,6 +367,39 @@ class LoaderRunner(Runner):
             else:
                 _stop_broken(it)
         self.loader._iterator = None
+
+
+def _verify_shuffled(results, root, entries, params, ref, labels) -> dict:
+    """The shards source's epoch: shuffled, so each sample is checked by its key (its image's
+    position in the order): every one of the n exactly once, its label and its pixels."""
+    n, batch = len(entries), int(params["batch_size"])
+    seen = np.zeros(n, dtype=np.int64)
+    for b, (x, y, keys) in enumerate(results):
+        if x.shape[0] > batch or tuple(x.shape[1:]) != (3, CROP, CROP):
+            raise VerificationError(
+                f"dataloader: batch {b} is {tuple(x.shape)}, expected at most {batch} samples "
+                f"of (3, {CROP}, {CROP})"
+            )
+        for sample, label, key in zip(x.numpy(), y.tolist(), keys.tolist(), strict=True):
+            if not 0 <= key < n:
+                raise VerificationError(f"dataloader: sample key {key} is not one of the {n}")
+            seen[key] += 1
+            if label != labels[key]:
+                raise VerificationError(f"dataloader: sample {key} has the wrong label")
+            path = str(root / entries[key].path)
+            hwc = decoded_cache.denormalize(sample).transpose(1, 2, 0)
+            if ref[path] != ((CROP, CROP, 3), checksum(hwc)):
+                raise VerificationError(
+                    f"dataloader: sample {key} ({path}) differs from the sequential "
+                    f"{params['decoder']} decode"
+                )
+    twice, missing = int((seen > 1).sum()), int((seen == 0).sum())
+    if twice or missing:
+        raise VerificationError(
+            f"dataloader: the shards' epoch yielded {int(seen.sum())} samples for {n} images: "
+            f"{twice} came more than once, {missing} never"
+        )
+    return {"samples_unique": n}
 
 
 def _manifest_of(path):
@@ -296,14 +426,31 @@ class DataLoaderPhase(base.Phase):
         "dataloader_cache": "imgread.figures.dataloader:dataloader_cache",
         "memory_dataloader": "imgread.figures.memory:memory_vs_workers",
         "storage_dataloader": "imgread.figures.storage:by_storage",
+        "dataloader_shards": "imgread.figures.datasets:dataloader_shards",
     }
     params = (
         base.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
-        base.Param("source", "jpeg", SOURCES, "jpeg, or a decoded cache (npy or pickle)"),
+        base.Param(
+            "source", "jpeg", SOURCES, "jpeg, a decoded cache (npy or pickle), or tar shards"
+        ),
         base.Param("batch_size", "32", None, "samples per batch"),
         base.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
         base.Param("pin_memory", "false", ("false", "true"), "DataLoader(pin_memory=...)"),
         base.STORAGE,
+        base.SHARD_MB,
+        base.Param(
+            "allocator",
+            "default",
+            allocator.ALLOCATORS,
+            "default: as the libraries set it; tuned: buffers kept for the next image",
+        ),
+        base.Param(
+            "normalize",
+            "item",
+            NORMALIZE,
+            "item: float32 samples (normalised in the Dataset); batch: uint8 samples, each "
+            "batch normalised by the training process",
+        ),
     )
     variants = {
         "torch": base.Variant(
@@ -322,16 +469,27 @@ class DataLoaderPhase(base.Phase):
         return params["decoder"], "crop224"
 
     def decoded_cache(self, params):
-        return None if params["source"] == "jpeg" else params["decoder"]
+        return None if params["source"] in ("jpeg", "shards") else params["decoder"]
+
+    def redundant(self, variant, params):
+        # shard_mb is the shards source's key: other sources read no shard, shards need one
+        packed = int(params.get("shard_mb", 0)) != 0
+        return packed != (params["source"] == "shards") or super().redundant(variant, params)
 
     def unsupported(self, variant, params):
+        if params["normalize"] == "batch" and params["source"] in ("cache-pickle", "shards"):
+            return (
+                f"dataloader source {params['source']} yields samples normalised one by one "
+                "(cache-pickle: the seed's float32 tensors; shards: webdataset's map), so it "
+                "takes normalize item only"
+            )
         if params["source"] == "cache-pickle" and params["page_cache"] == "cold":
             return (
                 "dataloader source cache-pickle is loaded into memory before the epoch "
                 "(cache_load_seconds), so its epoch reads no file and has no cold form: "
                 "use page_cache warm"
             )
-        if params["source"] != "jpeg" and params["storage"] != "local":
+        if params["source"] not in ("jpeg", "shards") and params["storage"] != "local":
             return (
                 f"dataloader source {params['source']} reads the decoded cache on this "
                 "machine, not the dataset, so it takes storage local only"
@@ -341,6 +499,9 @@ class DataLoaderPhase(base.Phase):
     def cache_files(self, jobs, params, inputs):
         if params["source"] == "jpeg":
             return [j.path for j in jobs]
+        if params["source"] == "shards":
+            m = _manifest_of(inputs["manifest"])
+            return shardsrc.shard_urls(m.root, int(params["shard_mb"]), len(jobs), m.dataset_id)
         name = (
             decoded_cache.NPY_NAME
             if params["source"] == "cache-npy"
@@ -350,7 +511,18 @@ class DataLoaderPhase(base.Phase):
 
     def start(self, variant, workers, params, jobs, inputs):
         m = _manifest_of(inputs["manifest"])
-        if params["source"] != "jpeg":
+        if params["source"] == "shards":
+            shards = len(
+                shardsrc.shard_urls(m.root, int(params["shard_mb"]), len(jobs), m.dataset_id)
+            )
+            if shards < workers:
+                raise UserError(
+                    f"dataloader source shards: {len(jobs)} images are {shards} shards of "
+                    f"{params['shard_mb']} MB, fewer than the {workers} workers (webdataset "
+                    "gives each worker whole shards: some would get none); use smaller "
+                    "shards, more images or fewer workers"
+                )
+        if params["source"] not in ("jpeg", "shards"):
             if not inputs.get("cache_dir"):
                 raise UserError(
                     f"source {params['source']} needs a decoded cache (--cache-dir DIR, made "
@@ -370,6 +542,19 @@ class DataLoaderPhase(base.Phase):
         else:
             ref = read_reference(reference, root, params["decoder"], "crop224")
         labels = decoded_cache.labels(_manifest_of(root))[:n]
+        if params["source"] == "shards":
+            extra = _verify_shuffled(results, root, entries, params, ref, labels)
+            return base.Verified(
+                n,
+                sum(e.bytes for e in entries),
+                sum(e.pixels for e in entries),
+                {
+                    "checksums_checked": n,
+                    "verify_seconds": time.perf_counter() - t0,
+                    "output_pixels": n * CROP * CROP,
+                    **extra,
+                },
+            )
         batch = int(params["batch_size"])
         i = 0
         for b, (x, y) in enumerate(results):
@@ -410,4 +595,8 @@ class DataLoaderPhase(base.Phase):
         )
 
     def record_fields(self, params):
-        return dict(params, decoder_version=DECODERS[params["decoder"]].version())
+        return dict(
+            params,
+            decoder_version=DECODERS[params["decoder"]].version(),
+            allocator_settings=allocator.settings(),  # what the trial's own process had
+        )
