@@ -367,6 +367,9 @@ class LoaderRunner(Runner):
             else:
                 _stop_broken(it)
         self.loader._iterator = None
+        if self.worker_report is not None:
+            self.worker_report.close()
+            self.worker_report = None
 
 
 def _verify_shuffled(results, root, entries, params, ref, labels) -> dict:
