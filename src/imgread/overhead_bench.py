@@ -126,6 +126,7 @@ def run_cells(spec: dict) -> dict:
     its rates, CPU ms and faults per image, one entry per epoch."""
     from imgread import faults, noise
     from imgread.manifest import read_manifest
+    from imgread.phases.dataloader import DataLoaderPhase
     from imgread.phases.registry import get_phase
     from imgread.reference import write_reference
 
@@ -133,7 +134,7 @@ def run_cells(spec: dict) -> dict:
     m = read_manifest(manifest)
     n = min(spec["n"], len(m))
     entries = m.entries[:n]
-    phase = get_phase("dataloader")
+    phase = get_phase(DataLoaderPhase.name)
     ref = Path(spec["tmp"]) / f"reference-{spec['decoder']}.csv"
     if not ref.is_file():
         write_reference(ref, m.root, entries, spec["decoder"], "crop224")
