@@ -389,12 +389,15 @@ def test_a_bad_profile_names_the_field(entry, field):
 
 def test_a_profile_has_defaults_and_promises():
     prof = profile({"name": "plain", "kind": "http"})
-    assert prof.params == {
+    assert prof.as_dict() == {  # the settings added later are left out at their defaults
+        "name": "plain",
+        "kind": "http",
         "latency_ms": 20.0,
         "bandwidth_mbit": 1000.0,
         "tls": False,
         "server_workers": 1,
     }
+    assert prof.params["retries"] == 2 and prof.params["timeout_s"] == 30.0
     assert KIND.expected_latency_ms(prof) == 20.0
     assert KIND.bandwidth_cap_mb_per_s(prof) == 125.0
     opener = http_kind.HttpOpener("10.213.0.2", 8080, "/data/set", None)

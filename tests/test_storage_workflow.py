@@ -46,7 +46,7 @@ def test_every_reader_reads_through_each_profile_and_records_it(storage_run):
     work, _, _ = storage_run
     trials = pd.read_csv(work / "results/tables/trials.csv")
     load = trials[trials["phase"] == "load"]
-    assert set(load["storage"]) == {"local", "smoke-volume", "smoke-http"}
+    assert set(load["storage"]) == {"local", "smoke-volume", "smoke-http", "smoke-failing"}
     http = trials[trials["storage"] == "smoke-http"]
     assert set(http["phase"]) == {"load", "dataloader", "stream"}
     assert set(http[http["phase"] == "load"]["variant"]) == {
@@ -81,9 +81,10 @@ def test_every_reader_reads_through_each_profile_and_records_it(storage_run):
 def test_the_answer_has_a_row_per_profile_and_the_figures_draw_them(storage_run):
     work, proc, _ = storage_run
     answer = (work / "results/tables/recommendation.md").read_text()
-    for profile in ("storage=local", "storage=smoke-volume", "storage=smoke-http"):
-        assert f"| load | {profile}, shard_mb=0 |" in answer  # (0: loose files)
-    assert "storage=smoke-http" in answer.split("| dataloader |")[1].split("\n")[0]
+    for profile in ("local", "smoke-volume", "smoke-http", "smoke-failing"):
+        assert f"| load | storage={profile}, shard_mb=0 |" in answer  # (0: loose files)
+    loader_rows = [part.split("\n")[0] for part in answer.split("| dataloader |")[1:]]
+    assert any("storage=smoke-http" in row for row in loader_rows)
     assert "Not measured here" not in answer
     rec = pd.read_csv(work / "results/tables/recommendation.csv")
     http = rec[(rec["phase"] == "load") & rec["job"].str.contains("smoke-http")]
@@ -92,6 +93,26 @@ def test_the_answer_has_a_row_per_profile_and_the_figures_draw_them(storage_run)
         assert (work / f"results/figures/{name}.png").stat().st_size > 10_000
         assert (work / f"results/report/{name}.rst").read_text().strip()
     assert "What to use on this machine" in proc.stdout
+
+
+def test_a_failing_server_is_retried_counted_and_flagged_in_the_answer(storage_run):
+    work, _, _ = storage_run
+    trials = pd.read_csv(work / "results/tables/trials.csv")
+    failing = trials[trials["storage"] == "smoke-failing"]
+    assert set(failing["phase"]) == {"load", "dataloader"}
+    # seed 0 resets the 4th request: every trial retried, and only what was injected
+    assert (failing["retries"] >= 1).all()
+    injected = failing["faults_503"] + failing["faults_reset"]
+    assert (failing["retries"] == injected).all()
+    assert (failing["failed_reads"] == 0).all()
+    assert (failing["images"] == failing["n_images"]).all()  # every byte checked after the clock
+    others = trials[trials["storage"] != "smoke-failing"]
+    assert others["retries"].fillna(0).eq(0).all()
+    summary = pd.read_csv(work / "results/tables/summary.csv")
+    assert (summary[summary["storage"] == "smoke-failing"]["retries"] >= 1).all()
+    answer = (work / "results/tables/recommendation.md").read_text()
+    row = next(line for line in answer.splitlines() if "storage=smoke-failing" in line)
+    assert "retried" in row
 
 
 def test_nothing_of_the_emulation_outlives_the_run(storage_run):

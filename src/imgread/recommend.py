@@ -18,7 +18,9 @@ Everything else (variant, workers, decoder, source, ...) is a *strategy*. Per jo
   with the one-core rate it was built from (a fraction above 1 is kept and explained);
 - its interval is stats.rate_ci (a t-interval on log(rate), never below zero), and only with
   at least MIN_REPETITIONS (3) repetitions: with fewer, ``ci_low``/``ci_high`` are NaN,
-  ``too_few_repetitions`` is True and the table says so.
+  ``too_few_repetitions`` is True and the table says so;
+- ``retries`` counts the reads its trials retried (a failing storage server: imgread.storage.
+  http); where it is not 0 the table flags it, since the rate includes their backoff.
 
 With ``analysis.memory_budget`` (bytes) the same rule is applied among the cells whose median
 peak memory (imgread.memory: the whole trial, the process and its workers, counted once) is
@@ -68,6 +70,7 @@ RECOMMENDATION_COLUMNS = [
     "cv",
     "repetitions",
     "interfered_trials",
+    "retries",
     "best_variant",
     "best_workers",
     "best_settings",
@@ -121,7 +124,16 @@ def _cell_stats(g: pd.DataFrame, column: str) -> dict:
         cv=float(v.std(ddof=1) / mean) if len(v) > 1 and mean else float("nan"),
         repetitions=len(v),
         interfered_trials=int(g["interfered"].sum()) if "interfered" in g else 0,
+        retries=_retries(g),
     )
+
+
+def _retries(g: pd.DataFrame) -> int:
+    """The reads the cell's trials retried, all repetitions together (imgread.storage.http:
+    a failing server's 503s, resets and stalls); 0 where its records count none."""
+    if "retries" not in g:
+        return 0
+    return int(pd.to_numeric(g["retries"], errors="coerce").fillna(0).sum())
 
 
 def choose(cells: pd.DataFrame, higher: bool, tolerance: float = TOLERANCE) -> tuple[int, int, int]:
@@ -232,6 +244,7 @@ def _answer(
         cv=pick["cv"],
         repetitions=int(pick["repetitions"]),
         interfered_trials=int(pick["interfered_trials"]),
+        retries=int(pick["retries"]),
         best_variant=top["variant"],
         best_workers=int(top["workers"]),
         best_settings=_label({k: str(top[k]) for k in strategy}),

@@ -38,6 +38,7 @@ SUMMARY_COLUMNS = CELL + [
     "median_interference_fraction",
     "median_peak_memory_bytes",
     "median_memory_per_worker_bytes",
+    "retries",
     "ceiling_kind",
     "ceiling_fraction",
     "ceiling_one_core_images_per_s",
@@ -168,6 +169,10 @@ def _cell_summary(g: pd.DataFrame, confidence: float) -> dict:
         ),
         median_peak_memory_bytes=_median(g, "peak_memory_bytes"),
         median_memory_per_worker_bytes=_median(g, "memory_per_worker_bytes"),
+        # reads retried over all repetitions (a failing storage server); 0 where not counted
+        retries=int(pd.to_numeric(g["retries"], errors="coerce").fillna(0).sum())
+        if "retries" in g
+        else 0,
     )
 
 

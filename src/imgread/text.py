@@ -195,6 +195,13 @@ def ceiling_text(r) -> str:
     return f"{frac:.0%} ({r.ceiling_kind}; {why})"
 
 
+def retries_text(r) -> str:
+    """', 12 reads retried' where the answer's trials retried reads (a failing server: the
+    rate includes the retries and their backoff), '' otherwise."""
+    n = getattr(r, "retries", 0) or 0
+    return f", {n} read{'s' if n != 1 else ''} retried" if n else ""
+
+
 def bytes_text(v: float) -> str:
     """'3.1 GB', '420 MB' (decimal units, as the budget is written)."""
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -242,7 +249,7 @@ def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
                 str(r.as_good_as_best),
                 speed,
                 ceiling_text(r),
-                f"{cv}, {r.interfered_trials}/{r.repetitions} disturbed",
+                f"{cv}, {r.interfered_trials}/{r.repetitions} disturbed{retries_text(r)}",
                 memory_text(r),
             ]
         )

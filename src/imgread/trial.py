@@ -172,6 +172,8 @@ class _Timed:
     probe: Probe = field(default_factory=Probe)
     storage: dict = field(default_factory=dict)  # the storage session's own settings
     server_cpu: float | None = None  # the storage server's CPU seconds over the clock
+    counted: dict | None = None  # the storage session's counters right before the clock
+    transport: dict | None = None  # their change over the clock (retries, injected faults)
 
 
 def prepare(spec: TrialSpec) -> _Prepared:
@@ -254,6 +256,7 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
                 ns["started"] = time.perf_counter_ns()
                 out.resident, out.state = prove_cache(t)
                 before, served = noise.snapshot(), where.server_cpu_seconds()
+                out.counted = where.counts()
                 meter.start()
                 faulted = faults.snapshot()
                 ns["run"] = time.perf_counter_ns()
@@ -261,6 +264,7 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
                 ns["ran"] = time.perf_counter_ns()
                 out.faults = (faulted, faults.snapshot())
                 out.cpu = (before, noise.snapshot())
+                out.transport = transport_counts(out.counted, where.counts())
                 if served is not None:
                     out.server_cpu = where.server_cpu_seconds() - served
                 out.memory = meter.stop()
@@ -273,9 +277,11 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
                     out.runner.close()
                 ns["closed"] = time.perf_counter_ns()
                 where.opener.close()
+                if out.transport is None:  # failed: what the transport did, for the message
+                    out.transport = transport_counts(out.counted, where.counts())
     except BaseException as exc:
         release(out)
-        error = _as_trial_error(t.spec, out.runner, exc)
+        error = _as_trial_error(t.spec, out.runner, exc, out.transport)
         if error is None:
             raise
         raise error from exc
@@ -290,14 +296,75 @@ def release(timed: _Timed) -> None:
         timed.runner.release()
 
 
-def _as_trial_error(spec: TrialSpec, runner, exc: BaseException) -> TrialError | None:
+def transport_counts(before: dict | None, after: dict) -> dict:
+    """The change of a session's counters (imgread.storage.base.Session.counts) from
+    ``before`` (None: from the session's start); texts (retry reasons) are taken as they are
+    after, less what they said before."""
+    out = {}
+    for key, value in after.items():
+        was = (before or {}).get(key)
+        if isinstance(value, str):
+            out[key] = _less_reasons(value, was or "")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = value - (was or 0)
+        else:
+            out[key] = value
+    return out
+
+
+def _less_reasons(after: str, before: str) -> str:
+    """``"503:4 reset:1"`` less ``"503:1"`` -> ``"503:3 reset:1"``."""
+    was = dict(item.split(":") for item in before.split()) if before else {}
+    left = []
+    for item in after.split():
+        reason, n = item.split(":")
+        if int(n) - int(was.get(reason, 0)) > 0:
+            left.append(f"{reason}:{int(n) - int(was.get(reason, 0))}")
+    return " ".join(left)
+
+
+def transport_line(counts: dict | None) -> str:
+    """``" (the transport: 3 retries (503:2 reset:1), 0.21 s of backoff, 1 failed read; the
+    server injected 503 x 2, ...)"`` where something was retried or injected; "" otherwise."""
+    if not counts:
+        return ""
+    parts = []
+    if counts.get("retries") or counts.get("failed_reads"):
+        parts.append(
+            f"{counts.get('retries', 0)} retries ({counts.get('retry_reasons') or 'none'}), "
+            f"{counts.get('retry_wait_seconds', 0.0):.2f} s of backoff, "
+            f"{counts.get('failed_reads', 0)} read(s) failed for good"
+        )
+    injected = [
+        f"{what} x {counts[key]}"
+        for key, what in (
+            ("faults_503", "503"),
+            ("faults_reset", "reset"),
+            ("faults_stall", "stall"),
+            ("server_killed", "killed"),
+        )
+        if counts.get(key)
+    ]
+    if injected:
+        parts.append(
+            f"the server saw {counts.get('server_requests', 0)} requests and injected "
+            + ", ".join(injected)
+        )
+    return f" (the transport: {'; '.join(parts)})" if parts else ""
+
+
+def _as_trial_error(
+    spec: TrialSpec, runner, exc: BaseException, transport: dict | None = None
+) -> TrialError | None:
     """The TrialError a failure inside the trial becomes (None: re-raise it as it is)."""
     if isinstance(exc, BrokenProcessPool):
         return TrialError(_died(spec, exc))
     if isinstance(exc, RuntimeError) and runner is not None and runner.died(exc):
         return TrialError(_died(spec, exc))
     if isinstance(exc, ImageDecodeError | OSError):
-        return TrialError(f"trial {spec.describe()}: {exc}; no time recorded")
+        return TrialError(
+            f"trial {spec.describe()}: {exc}{transport_line(transport)}; no time recorded"
+        )
     return None
 
 
@@ -359,6 +426,7 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
             timed.fields,
             checked.extra,
             timed.storage,
+            timed.transport or {},
             timed.probe.columns(),
             storage_ceilings(t, timed, checked, seconds),
         ),

@@ -33,6 +33,10 @@ class Setting:
     description: str
     minimum: float | None = None
     maximum: float | None = None
+    # A setting added after trials were measured: left out of the profile's dict form (what a
+    # trial's rule takes as a param) while it is at its default, so that those trials keep
+    # their params and are not rerun.
+    later: bool = False
 
     def check(self, profile: str, value) -> Any:
         """The value, typed; UserError naming the profile and the field otherwise."""
@@ -63,9 +67,16 @@ class Profile:
     name: str
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
+    # (setting, default) of the kind's ``later`` settings: left out of as_dict at their default
+    later_defaults: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, **self.params}
+        quiet = {k for k, default in self.later_defaults if self.params.get(k) == default}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            **{k: v for k, v in self.params.items() if k not in quiet},
+        }
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,11 @@ class Session:
         """CPU seconds used so far by the server processes (None where there is no server)."""
         return None
 
+    def counts(self) -> dict[str, Any]:
+        """What the transport did so far, as counters (retries, faults the server injected);
+        the trial records their change over its timed region. {} where nothing is counted."""
+        return {}
+
     def close(self) -> None:
         """Tear down whatever the session made; safe to call twice."""
 
@@ -193,7 +209,8 @@ class Kind:
                 f"storage profile {name!r}: unknown field(s) {sorted(params)} for kind "
                 f"{self.name!r}; it takes {[s.name for s in self.settings] or 'none'}"
             )
-        return Profile(name, self.name, out)
+        later = tuple((s.name, s.default) for s in self.settings if s.later)
+        return Profile(name, self.name, out, later)
 
     def missing(self) -> str | None:
         """Why this machine cannot run this kind (one line), or None where it can."""

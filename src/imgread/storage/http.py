@@ -31,6 +31,7 @@ import itertools
 import math
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -38,22 +39,25 @@ import socket
 import ssl
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from imgread.errors import UserError
-from imgread.storage import base, netns
+from imgread.storage import base, faultproxy, netns
 
 PORT = 8080  # plain HTTP; the namespace is private, so a fixed port cannot clash
+UPSTREAM_PORT = 8081  # nginx's port behind the fault proxy (same namespace address)
 TLS_PORT = 8443
 PROBE_PREFIX = "/__imgread_probe__/"
 PROBE_SMALL, PROBE_BIG = "one-byte", "big"
 REQUEST_TIMEOUT_S = 30.0  # per socket operation: nothing can hang a reader
-ASYNC_TIMEOUT_S = 60.0  # per connect and per read of a socket (not total: see AsyncHttpReader)
+ASYNC_TIMEOUT_FACTOR = 2.0  # asyncio readers: x the profile timeout_s (see AsyncHttpReader)
 START_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 3.0
 # A self-signed EC certificate for the namespace's address (subjectAltName added per session)
@@ -69,6 +73,19 @@ ECHO_MODULES = (
 )
 _counter = itertools.count()
 _counter_lock = threading.Lock()
+FAULT_SETTINGS = ("fault_503", "fault_reset", "fault_stall", "kill_after")
+
+
+def has_faults(profile: base.Profile) -> bool:
+    """Whether the profile injects any fault (so runs the fault proxy)."""
+    return any(profile.params.get(k) for k in FAULT_SETTINGS)
+
+
+def _package_root() -> str:
+    """The folder holding the imgread package, for the proxy run under ``ip netns exec``."""
+    import imgread
+
+    return str(Path(imgread.__file__).resolve().parent.parent)
 
 
 # --------------------------------------------------------------------------- what it needs
@@ -134,12 +151,29 @@ def why_missing() -> str | None:
 # --------------------------------------------------------------------------- the reader
 
 
-def _connect(address: str, port: int, cafile: str | None) -> http.client.HTTPConnection:
+def _connect(
+    address: str, port: int, cafile: str | None, timeout_s: float = REQUEST_TIMEOUT_S
+) -> http.client.HTTPConnection:
     """A keep-alive connection to the session's server (connects on the first request)."""
     if cafile is None:
-        return http.client.HTTPConnection(address, port, timeout=REQUEST_TIMEOUT_S)
+        return http.client.HTTPConnection(address, port, timeout=timeout_s)
     context = ssl.create_default_context(cafile=cafile)  # trusts exactly the session's cert
-    return http.client.HTTPSConnection(address, port, timeout=REQUEST_TIMEOUT_S, context=context)
+    return http.client.HTTPSConnection(address, port, timeout=timeout_s, context=context)
+
+
+RETRY_STATUS = (500, 502, 503, 504)  # what the S3 SDKs retry among answers (and no answer)
+
+
+class ReadFailed(OSError):
+    """A read that failed for good: its last reason, after every attempt the policy allows."""
+
+
+class _Retryable(OSError):
+    """One attempt failed in a way a store's client retries; ``reason`` is its short name."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def _check(url: str, status: int, length: str | int | None, body_len: int) -> None:
@@ -150,45 +184,146 @@ def _check(url: str, status: int, length: str | int | None, body_len: int) -> No
             f"GET {url}: HTTP 403 (the server's workers run as the dataset root's owner: "
             "can that user reach and read this file?)"
         )
+    if status in RETRY_STATUS:
+        raise _Retryable(str(status), f"GET {url}: HTTP {status}")
     if status != 200:
         raise OSError(f"GET {url}: HTTP {status}")
     if length is None or int(length) != body_len:
-        raise OSError(f"GET {url}: short body, {body_len} bytes of Content-Length {length}")
+        raise _Retryable(
+            "short-body", f"GET {url}: short body, {body_len} bytes of Content-Length {length}"
+        )
 
 
-def _get(conn: http.client.HTTPConnection, target: str, url: str) -> bytes:
-    """GET ``target`` on ``conn``; once more on a fresh connection where the server closed an
-    idle one; OSError naming the URL otherwise (the connection is closed after any error)."""
-    for attempt in (1, 2):
+def _reason(exc: BaseException) -> str:
+    """The short name of a failed attempt, for the counts."""
+    if isinstance(exc, _Retryable):
+        return exc.reason
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, TimeoutError | socket.timeout | asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "short-body"
+    return "reset"  # reset, closed, broken pipe: the connection went away
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter, as the AWS SDKs' standard mode retries:
+    after the k-th failed attempt (k = 0, 1, ...) wait uniform(0, min(cap, base x 2^k)), at
+    most ``retries`` times. Each retry and each read that fails for good is one line in
+    ``log`` (``<pid> retry|fail <reason> <seconds waited>``), so that the session counts
+    them across every process and thread of a trial after the clock; a read that needs no
+    retry writes nothing."""
+
+    retries: int = 2
+    base_ms: float = 50.0
+    cap_ms: float = 2000.0
+    timeout_s: float = REQUEST_TIMEOUT_S
+    log: str | None = None
+
+    def wait_s(self, k: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap_ms, self.base_ms * 2**k)) / 1000.0
+
+    def note(self, what: str, reason: str, waited: float) -> None:
+        if self.log is None:
+            return
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            conn.request("GET", target)
-            resp = conn.getresponse()
-            body = resp.read()
-            break
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+            os.write(fd, f"{os.getpid()} {what} {reason} {waited:.6f}\n".encode())
+        finally:
+            os.close(fd)
+
+    def failed(self, url: str, exc: BaseException, attempts: int, waited: float) -> ReadFailed:
+        self.note("fail", _reason(exc), 0.0)
+        return ReadFailed(
+            f"GET {url} failed after {attempts} attempt(s) ({attempts - 1} retries of the "
+            f"profile's {self.retries}, {waited:.2f} s of backoff): {exc}"
+        )
+
+
+def read_retry_log(path: str | None) -> dict[str, Any]:
+    """The counts of a policy's log: retries (and by reason), seconds waited, failed reads."""
+    retries: dict[str, int] = {}
+    waited, failed = 0.0, 0
+    if path:
+        with contextlib.suppress(OSError), open(path) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) != 4:
+                    continue
+                if parts[1] == "retry":
+                    retries[parts[2]] = retries.get(parts[2], 0) + 1
+                    waited += float(parts[3])
+                elif parts[1] == "fail":
+                    failed += 1
+    return {
+        "retries": sum(retries.values()),
+        "retry_reasons": " ".join(f"{k}:{v}" for k, v in sorted(retries.items())),
+        "retry_wait_seconds": waited,
+        "failed_reads": failed,
+    }
+
+
+def _get(
+    conn: http.client.HTTPConnection,
+    target: str,
+    url: str,
+    policy: RetryPolicy | None = None,
+    rng: random.Random | None = None,
+) -> bytes:
+    """GET ``target`` on ``conn``, retried as ``policy`` says on an answer 500/502/503/504, a
+    reset, refused or timed-out connection, or a short body (the connection is closed after
+    any error and reconnects on the next attempt); 404 and 403 are not retried. Without a
+    policy: once more on a fresh connection where the server closed an idle one."""
+    policy = policy or RetryPolicy(retries=1, base_ms=0.0, cap_ms=0.0)
+    waited = 0.0
+    for k in range(policy.retries + 1):
+        try:
+            try:
+                conn.request("GET", target)
+                resp = conn.getresponse()
+                body = resp.read()
+            except (http.client.HTTPException, OSError) as exc:
+                raise _Retryable(_reason(exc), f"GET {url}: {exc!r}") from exc
+            _check(url, resp.status, resp.getheader("Content-Length"), len(body))
+            return body
+        except _Retryable as exc:
             conn.close()
-            if attempt == 2:
-                raise OSError(f"GET {url}: {exc!r}") from exc
-        except (http.client.HTTPException, OSError) as exc:  # a timeout, a short body
-            conn.close()
-            raise OSError(f"GET {url}: {exc!r}") from exc
+            if k == policy.retries:
+                raise policy.failed(url, exc, k + 1, waited) from exc
+            wait = policy.wait_s(k, rng or random)
+            policy.note("retry", exc.reason, wait)
+            waited += wait
+            time.sleep(wait)
         except BaseException:
             conn.close()
             raise
-    _check(url, resp.status, resp.getheader("Content-Length"), len(body))
-    return body
+    raise AssertionError("unreachable")
 
 
 class HttpOpener(base.Opener):
     """Reads ``GET /<path relative to root>`` from the session's server: blocking reads on a
-    keep-alive connection per thread and process, asyncio reads with aiohttp. Picklable (only
-    the address, port, root and certificate path travel; connections are made where used)."""
+    keep-alive connection per thread and process, asyncio reads with aiohttp, each retried as
+    the profile's :class:`RetryPolicy` says. Picklable (only the address, port, root,
+    certificate path and policy travel; connections are made where used)."""
 
-    def __init__(self, address: str, port: int, root: str | Path, cafile: str | None = None):
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        root: str | Path,
+        cafile: str | None = None,
+        policy: RetryPolicy | None = None,
+    ):
         self.address, self.port, self.root, self.cafile = address, port, str(root), cafile
+        self.policy = policy or RetryPolicy()
         scheme = "https" if cafile else "http"
         self.base_url = f"{scheme}://{address}:{port}"
-        self._conns = base.PerThread(functools.partial(_connect, address, port, cafile))
+        self._conns = base.PerThread(
+            functools.partial(_connect, address, port, cafile, self.policy.timeout_s)
+        )
+        self._rng = random.Random()  # the backoff's jitter; each process draws its own
 
     def __getstate__(self):
         return {
@@ -196,6 +331,7 @@ class HttpOpener(base.Opener):
             "port": self.port,
             "root": self.root,
             "cafile": self.cafile,
+            "policy": self.policy,
         }
 
     def __setstate__(self, state):
@@ -210,7 +346,7 @@ class HttpOpener(base.Opener):
 
     def read(self, path: str) -> bytes:
         target = self.target(path)
-        return _get(self._conns.get(), target, self.base_url + target)
+        return _get(self._conns.get(), target, self.base_url + target, self.policy, self._rng)
 
     def async_reader(self, limit: int):
         return AsyncHttpReader(self, limit)
@@ -222,8 +358,8 @@ class HttpOpener(base.Opener):
 
 
 class AsyncHttpReader:
-    """aiohttp reads, at most ``limit`` connections (so requests) in flight (0: no limit).
-    Made inside the running event loop."""
+    """aiohttp reads, at most ``limit`` connections (so requests) in flight (0: no limit),
+    retried as the opener's policy says. Made inside the running event loop."""
 
     def __init__(self, opener: HttpOpener, limit: int):
         import aiohttp  # only the asyncio variants need it
@@ -231,28 +367,45 @@ class AsyncHttpReader:
         asyncio.get_running_loop()  # the contract: made inside the loop
         self.opener = opener
         ssl_arg: Any = ssl.create_default_context(cafile=opener.cafile) if opener.cafile else True
+        # Per socket operation, not total: aiohttp counts a request's wait for a free
+        # connection in ``total``, and a gather of many more requests than ``limit`` waits its
+        # turn for longer than any one request takes. Twice the blocking readers' timeout:
+        # an unbounded gather's connections queue at the server's accept.
+        timeout_s = opener.policy.timeout_s * ASYNC_TIMEOUT_FACTOR
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, ssl=ssl_arg),
-            # Per socket operation, not total: aiohttp counts a request's wait for a free
-            # connection in ``total``, and a gather of many more requests than ``limit`` waits
-            # its turn for longer than any one request takes.
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=ASYNC_TIMEOUT_S, sock_read=ASYNC_TIMEOUT_S
-            ),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s),
             auto_decompress=False,
         )
         self._client_error = aiohttp.ClientError
 
-    async def read(self, path: str) -> bytes:
-        url = self.opener.base_url + self.opener.target(path)
+    async def _attempt(self, url: str) -> bytes:
         try:
             async with self.session.get(url) as resp:
                 body = await resp.read()
                 status, length = resp.status, resp.headers.get("Content-Length")
-        except (self._client_error, OSError) as exc:  # a timeout is an OSError
-            raise OSError(f"GET {url}: {exc!r}") from exc
+        except (TimeoutError, self._client_error, OSError) as exc:
+            reason = "refused" if "refused" in str(exc).lower() else _reason(exc)
+            if "timeout" in type(exc).__name__.lower():
+                reason = "timeout"
+            raise _Retryable(reason, f"GET {url}: {exc!r}") from exc
         _check(url, status, length, len(body))
         return body
+
+    async def read(self, path: str) -> bytes:
+        url = self.opener.base_url + self.opener.target(path)
+        policy, waited = self.opener.policy, 0.0
+        for k in range(policy.retries + 1):
+            try:
+                return await self._attempt(url)
+            except _Retryable as exc:
+                if k == policy.retries:
+                    raise policy.failed(url, exc, k + 1, waited) from exc
+                wait = policy.wait_s(k, self.opener._rng)
+                policy.note("retry", exc.reason, wait)
+                waited += wait
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         await self.session.close()
@@ -368,8 +521,10 @@ class HttpSession(base.Session):
         self.profile, self.root = profile, Path(root)
         self.latency_ms, self.rate_mbit = float(p["latency_ms"]), float(p["bandwidth_mbit"])
         self.tls, self.workers = bool(p["tls"]), int(p["server_workers"])
+        self.faulty = has_faults(profile)
         self.link: netns.Link | None = None
         self.proc: subprocess.Popen | None = None
+        self.proxy: subprocess.Popen | None = None
         self.temp: Path | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -426,8 +581,8 @@ class HttpSession(base.Session):
         conf = self.temp / "nginx.conf"
         conf.write_text(
             nginx_config(
-                address=self.link.ns_address,
-                port=self.port,
+                address=self.link.ns_address,  # with faults: on UPSTREAM_PORT, behind the proxy
+                port=UPSTREAM_PORT if self.faulty else self.port,
                 workers=self.workers,
                 user=user,
                 group=group,
@@ -437,8 +592,18 @@ class HttpSession(base.Session):
                 tls=tls_files,
             )
         )
-        self.opener = HttpOpener(self.link.ns_address, self.port, self.root, cafile)
+        p = self.profile.params
+        policy = RetryPolicy(
+            retries=int(p["retries"]),
+            base_ms=float(p["backoff_ms"]),
+            cap_ms=float(p["backoff_cap_ms"]),
+            timeout_s=float(p["timeout_s"]),
+            log=str(self.temp / "retries.log"),
+        )
+        self.opener = HttpOpener(self.link.ns_address, self.port, self.root, cafile, policy)
         self._start_nginx(conf)
+        if self.faulty:
+            self._start_proxy()
 
     def _big_size(self) -> int:
         """The probe's big file: about 0.25 s at the cap, 256 KiB to 32 MiB."""
@@ -475,24 +640,91 @@ class HttpSession(base.Session):
                 stderr=stderr,
                 start_new_session=True,  # a Ctrl-C to the trial does not reach it first
             )
+        port = UPSTREAM_PORT if self.faulty else self.port
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
+            self._refuse_a_taken_port("nginx", port, _read(str(self.temp / "error.log")) or "")
             if self.proc.poll() is not None:
                 raise OSError(
                     f"storage {self.profile.name}: nginx exited at start "
                     f"(status {self.proc.returncode}): {self._log_tail()}"
                 )
-            try:
-                with socket.create_connection((self.link.ns_address, self.port), timeout=0.2):
-                    return
-            except OSError:
-                pass
+            # nginx writes its pid file once it holds its sockets: a connect alone could reach
+            # whatever else listens there
+            if (self.temp / "nginx.pid").exists() and self._accepts(port):
+                return
             if time.monotonic() > deadline:
                 raise OSError(
                     f"storage {self.profile.name}: nginx did not accept connections on "
-                    f"{self.address} within {START_TIMEOUT_S:g} s: {self._log_tail()}"
+                    f"{self.link.ns_address}:{port} within {START_TIMEOUT_S:g} s: "
+                    f"{self._log_tail()}"
                 )
             time.sleep(0.02)
+
+    def _refuse_a_taken_port(self, who: str, port: int, log: str) -> None:
+        """OSError naming the port where ``who``'s log says another process holds it (the
+        namespace is the session's own, so only something started inside it could)."""
+        if "Address already in use" in log or "address already in use" in log:
+            assert self.link is not None
+            raise OSError(
+                f"storage {self.profile.name}: {who} cannot listen on "
+                f"{self.link.ns_address}:{port}: the port is already in use inside the "
+                f"session's network namespace {self.link.ns} (another process listens there; "
+                "the session is torn down, nothing is left)"
+            )
+
+    def _accepts(self, port: int) -> bool:
+        """Whether something accepts a connection on the namespace's address and ``port``."""
+        assert self.link is not None
+        try:
+            with socket.create_connection((self.link.ns_address, port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def _start_proxy(self) -> None:
+        """The fault proxy (imgread.storage.faultproxy) on the namespace's address, in front
+        of nginx; it may kill nginx's process group (``kill_after``)."""
+        assert self.temp is not None and self.link is not None and self.proc is not None
+        p = self.profile.params
+        stderr = open(self.temp / "proxy.stderr", "wb")  # noqa: SIM115 (the child keeps it)
+        args = [
+            "ip", "netns", "exec", self.link.ns, sys.executable, "-m",
+            "imgread.storage.faultproxy",
+            "--listen", f"{self.link.ns_address}:{self.port}",
+            "--upstream", f"{self.link.ns_address}:{UPSTREAM_PORT}",
+            "--log", str(self.temp / "requests.log"),
+            "--ready", str(self.temp / "proxy.ready"),
+            "--seed", str(p["fault_seed"]),
+            "--p503", repr(p["fault_503"]),
+            "--reset", repr(p["fault_reset"]),
+            "--stall", repr(p["fault_stall"]),
+            "--stall-s", repr(p["stall_s"]),
+            "--kill-after", str(p["kill_after"]),
+            "--kill-pgid", str(self.proc.pid),
+            "--upstream-timeout", repr(REQUEST_TIMEOUT_S),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": _package_root()}
+        with stderr:
+            self.proxy = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+                env=env,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S * 2
+        ready = self.temp / "proxy.ready"
+        while not (ready.exists() and self._accepts(self.port)):
+            tail = _read(str(self.temp / "proxy.stderr")) or ""
+            self._refuse_a_taken_port("the fault proxy", self.port, tail)
+            if self.proxy.poll() is not None or time.monotonic() > deadline:
+                raise OSError(
+                    f"storage {self.profile.name}: the fault proxy did not start: "
+                    f"{tail.strip()[-500:] or '(nothing on its stderr)'}"
+                )
+            time.sleep(0.05)
 
     def _log_tail(self) -> str:
         text = ""
@@ -515,7 +747,26 @@ class HttpSession(base.Session):
             "storage_address": self.address,
             "storage_tls": self.tls,
             "storage_server_workers": self.workers,
+            "storage_fault_proxy": self.faulty,
         }
+
+    def counts(self) -> dict[str, Any]:
+        """What the transport did so far: the readers' retries (by reason), their seconds of
+        backoff and their reads that failed for good (every process's, from the policy's
+        log); with the fault proxy, the data requests it saw and the faults it injected."""
+        out = read_retry_log(self.opener.policy.log if hasattr(self, "opener") else None)
+        if self.faulty and self.temp is not None:
+            seen = faultproxy.read_log(str(self.temp / "requests.log"))
+            out.update(
+                {
+                    "server_requests": sum(seen.values()),
+                    "faults_503": seen["503"],
+                    "faults_reset": seen["reset"],
+                    "faults_stall": seen["stall"],
+                    "server_killed": seen["killed"],
+                }
+            )
+        return out
 
     def probe(self) -> base.Probe:
         """Latency: median time to the response's headers of 9 GETs of a 1-byte file on one
@@ -589,23 +840,33 @@ class HttpSession(base.Session):
         opener = getattr(self, "opener", None)
         if opener is not None:
             opener.close()
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(STOP_TIMEOUT_S)
+        for proc in (self.proxy, self.proc):  # the proxy first: nothing reaches nginx after
+            if proc is not None:
+                _stop(proc)
         if self.link is not None:
             self.link.close()  # SIGKILLs whatever still runs inside first
         if self.temp is not None:
             shutil.rmtree(self.temp, ignore_errors=True)
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; never raises for a process already gone."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_TIMEOUT_S)
+
+
 # --------------------------------------------------------------------------- the kind
+
+
+def _later(name, type_, default, description, minimum=None, maximum=None) -> base.Setting:
+    return base.Setting(name, type_, default, description, minimum, maximum, later=True)
 
 
 def _temp_roots() -> list[str]:
@@ -638,10 +899,53 @@ class HttpKind(base.Kind):
         ),
         base.Setting("tls", bool, False, "serve HTTPS with a certificate made per session"),
         base.Setting("server_workers", int, 1, "nginx worker processes", minimum=1, maximum=16),
+        # Added after the first http trials: left out of a trial's params at their defaults
+        # The readers' retries (every reader: threads, processes, asyncio, DataLoader workers)
+        _later(
+            "retries",
+            int,
+            2,
+            "retries per read after the first attempt (the AWS SDKs' standard mode: 3 attempts)",
+            minimum=0,
+            maximum=20,
+        ),
+        _later("backoff_ms", float, 50.0, "base of the exponential backoff, ms", 0, 60000),
+        _later("backoff_cap_ms", float, 2000.0, "cap of one backoff wait, ms", 0, 600000),
+        _later(
+            "timeout_s",
+            float,
+            REQUEST_TIMEOUT_S,
+            "per socket operation of a read (connect, each receive); asyncio readers: twice",
+            0.05,
+            3600,
+        ),
+        # Faults injected at the server (imgread.storage.faultproxy); all 0: no proxy at all
+        _later("fault_503", float, 0.0, "fraction of requests answered 503 Slow Down", 0, 1),
+        _later("fault_reset", float, 0.0, "fraction of responses reset mid-body", 0, 1),
+        _later("fault_stall", float, 0.0, "fraction of responses held stall_s first", 0, 1),
+        _later("stall_s", float, 5.0, "how long a stalled response is held, s", 0, 3600),
+        _later("kill_after", int, 0, "the server is killed at this data request (0: never)", 0),
+        _later("fault_seed", int, 0, "seed of the faults' draw", 0),
     )
 
     def __init__(self):
         self._missing: tuple[int, str | None] | None = None
+
+    def check(self, name: str, params: dict[str, Any]) -> base.Profile:
+        profile = super().check(name, params)
+        p = profile.params
+        share = p["fault_503"] + p["fault_reset"] + p["fault_stall"]
+        if share > 1:
+            raise UserError(
+                f"storage profile {name!r}: fault_503 + fault_reset + fault_stall must be at "
+                f"most 1 (a share of the requests), got {share:g}"
+            )
+        if p["tls"] and has_faults(profile):
+            raise UserError(
+                f"storage profile {name!r}: faults are injected by a plain-HTTP proxy in "
+                "front of nginx; use tls: false with fault_* or kill_after"
+            )
+        return profile
 
     def missing(self) -> str | None:
         if self._missing is None or self._missing[0] != os.getpid():
