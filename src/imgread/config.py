@@ -403,9 +403,11 @@ def _blocks_where(config: dict):
     for phase_name, variants in config["phases"].items():
         for name, settings in (variants or {}).items():
             for i, block in enumerate(blocks(settings)):
-                yield f"phases.{phase_name}.{name}" + (
-                    f"[{i}]" if isinstance(settings, list) else ""
-                ), block
+                yield (
+                    f"phases.{phase_name}.{name}"
+                    + (f"[{i}]" if isinstance(settings, list) else ""),
+                    block,
+                )
 
 
 def _check_sizes(config: dict) -> None:

@@ -266,9 +266,7 @@ class DecodePhase(base.Phase):
     params = (
         base.Param("decoder", "pillow", tuple(DECODERS), "decoder of imgread.decoders"),
         base.Param("output", "full", OUTPUTS, "full: as decoded; crop224: resize 256 + crop"),
-        base.Param(
-            "delivery", "discard", DELIVERIES, "discard: pixel count only; pixels: arrays"
-        ),
+        base.Param("delivery", "discard", DELIVERIES, "discard: pixel count only; pixels: arrays"),
         base.Param(
             "allocator",
             "default",
