@@ -155,7 +155,18 @@ def test_epochs_from_the_cache_are_checked_against_the_decoder(
         assert d["resident_fraction_before"] <= 0.01
 
 
-def test_a_cache_that_does_not_match_is_refused(small_dataset, cache_dir):
+def test_a_cache_that_does_not_match_is_refused(small_dataset, cache_dir, tmp_path):
+    with pytest.raises(UserError, match="no decoded cache in .*gone.*imgread cache build"):
+        run_trial(
+            loader_spec(
+                small_dataset,
+                8,
+                0,
+                decoder="simplejpeg",
+                source="cache-npy",
+                cache_dir=str(tmp_path / "gone"),
+            )
+        )
     with pytest.raises(UserError, match="decoded by simplejpeg; this trial needs .* by opencv"):
         run_trial(
             loader_spec(

@@ -101,6 +101,27 @@ BAD_CONFIGS = {
         {"datasets": [{"name": "smoke", "count": 8, "format": "gif"}]},
         "config 'datasets[0].format': 'gif' is not one of",
     ),
+    # the storage profiles and their faults (the storage issue, the failing-server item)
+    "a storage setting of the wrong type": (
+        {"storage": [{"name": "s3", "kind": "http", "latency_ms": "fast"}]},
+        "storage profile 's3': latency_ms must be a number, got 'fast'",
+    ),
+    "a storage profile no one defined": (
+        {"phases": {"load": {"threads": {"workers": [2], "storage": ["s3"]}}}},
+        "config 'phases': storage profile(s) ['s3'] are not defined",
+    ),
+    "fault shares above one": (
+        {"storage": [{"name": "s3", "kind": "http", "fault_503": 0.7, "fault_reset": 0.5}]},
+        "storage profile 's3': fault_503 + fault_reset + fault_stall must be at most 1",
+    ),
+    "a dataset count of the wrong type": (
+        {"datasets": [{"name": "smoke", "count": "many"}]},
+        "config 'datasets[0].count': 'many' is not of type 'integer'",
+    ),
+    "a memory budget with a unit": (
+        {"analysis": {"memory_budget": "2GB"}},
+        "config 'analysis.memory_budget': '2GB' is not of type 'integer'",
+    ),
     "unknown cache method": (
         {"cache": {"method": "cold"}},
         "config 'cache.method': 'cold' is not one of",

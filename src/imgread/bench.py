@@ -14,10 +14,14 @@
    decoder, sequential and at 2 and 8 workers;
 10. turbojpeg against libjpeg-turbo's own benchmark: ``tjbench`` (libjpeg-turbo-progs) and the
    ``turbojpeg`` decoder on one 12 MP JPEG at full size, one core, the same flags (RGB out,
-   accurate IDCT, fancy upsampling), alternated; both rates in megapixels/s and their ratio.
+   accurate IDCT, fancy upsampling), alternated; both rates in megapixels/s and their ratio;
+11. what a DataLoader worker costs per image (imgread.overhead_bench, docs/dataloader.md): the
+   phase's LoaderRunner at num_workers 0, 1, 2, 4 per decoder, before and after its fix, and
+   the best DataLoader over cores x the in-process rate (goal: at least 0.9), on its own
+   ImageNet-like set.
 
-Sections 4, 5, 7, 8 and 9 are the phases' own (Phase.bench), numbered in registry order; 10 is
-the last.
+Sections 4, 5, 7, 8, 9 and 11 are the phases' own (Phase.bench), numbered in registry order;
+10 is the package's.
 
 ``--sections 6,7`` runs only some of them (the dataset is made whatever is chosen, except for
 ``--sections 10`` alone, which makes its one image in a temporary folder).
@@ -46,6 +50,7 @@ from PIL import Image
 
 from imgread import cache
 from imgread.dataset import INFO_NAME, GenerateParams, generate
+from imgread.dataset.synthesis import end_on_sigterm
 from imgread.decoders import DECODERS, OUTPUTS, TJ_FLAGS, can_decode, format_of, versions, warm_up
 from imgread.manifest import read_manifest
 from imgread.phases.registry import PHASES, load_object
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     info = json.loads((out / INFO_NAME).read_text())
     m = read_manifest(manifest)
     jobs = [(str(m.root / e.path), info["jpeg_quality"]) for e in m.entries]
-    with ProcessPoolExecutor(cores) as pool:
+    with ProcessPoolExecutor(cores, initializer=end_on_sigterm) as pool:
         encode_times = list(pool.map(_encode_only, jobs, chunksize=4))
     encode_s = sum(encode_times) / cores
     print(
@@ -164,8 +169,9 @@ def _sections():
         _residency,
         *phase_benches[:2],
         _decoders,
-        *phase_benches[2:],
+        *phase_benches[2:5],
         _turbojpeg_vs_tjbench,
+        *phase_benches[5:],  # the DataLoader's, and any a later phase adds
     ]
     return list(zip((1, *range(3, 2 + len(own))), own, strict=True))
 

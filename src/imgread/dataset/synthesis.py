@@ -13,6 +13,7 @@ import math
 import mmap
 import multiprocessing as mp
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -210,6 +211,13 @@ def _make_one(args) -> tuple[int, str, int, int, int, str, int, int]:
     return (index, rel, len(data), width, height, content_id(data), mtime_ns, quality)
 
 
+def end_on_sigterm() -> None:
+    """A pool worker's initializer: SIGTERM ends it. A forked worker inherits the command's
+    handler (SystemExit, for its clean-up), which the pool would catch and send back as a
+    task's result, so a stopped job's workers would live on until the pool shut down."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _mp_context():
     # fork shares the texture arrays with the workers for free; elsewhere they are pickled.
     methods = mp.get_all_start_methods()
@@ -276,7 +284,7 @@ def generate(
     _init_worker(bases)
     ctx = _mp_context()
     pool = (
-        ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=end_on_sigterm)
         if ctx.get_start_method() == "fork" and workers > 1
         else None
     )

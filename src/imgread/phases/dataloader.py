@@ -455,6 +455,7 @@ class DataLoaderPhase(base.Phase):
             "batch normalised by the training process",
         ),
     )
+    bench = ("imgread.overhead_bench:bench_section",)  # make bench, section 11
     variants = {
         "torch": base.Variant(
             "torch",
