@@ -379,9 +379,9 @@ def test_dry_run_of_the_full_config_plans_the_whole_study(tmp_path):
     jobs = _job_counts(out)
     assert jobs["trial"] == (1260 + 515 + 162 + 378 + 165 + 12 + 21 + 165 + 69 + 24 + 72 + 12 + 72)
     # references: the 9 pipeline pairs on synthetic-4mb (the DataLoader's crops among them),
-    # the crops of pillow, opencv and simplejpeg on imagenet-like (DataLoader) and OpenCV's
-    # full size (stream)
-    assert jobs["decode_reference"] == 13 and jobs["decoded_cache"] == 1
+    # the 224 crops of pillow, opencv (the DataLoader and the stream) and simplejpeg on
+    # imagenet-like
+    assert jobs["decode_reference"] == 12 and jobs["decoded_cache"] == 1
     # every dataset made and checked once; imagenet-like packed in 3 shard sizes; a device
     # ceiling for each dataset read cold (the study's and imagenet-like)
     assert jobs["dataset"] == jobs["verify_dataset"] == 9
