@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from imgread.dataset import GenerateParams, generate, verify_hashes
+from imgread.errors import UserError
 from imgread.util import write_text_atomic
 
 from .helpers import ROOT, copy_project, snakemake, tree_state
@@ -133,7 +134,18 @@ BAD_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+# One case per section goes through the real workflow (the run stops before any job, with the
+# line); every case goes through the workflow's own checks in order, in this process
+# (:func:`_checked`), which is what the workflow runs first.
+THROUGH_THE_WORKFLOW = (
+    "size zero",
+    "unknown dataset in a block",
+    "a storage setting of the wrong type",
+    "a memory budget with a unit",
+)
+
+
+@pytest.mark.parametrize("case", THROUGH_THE_WORKFLOW)
 def test_a_bad_config_is_rejected_before_any_job(project, case):
     override, message = BAD_CONFIGS[case]
     proc = _run_with(project, override)
@@ -141,6 +153,36 @@ def test_a_bad_config_is_rejected_before_any_job(project, case):
     assert proc.returncode != 0
     assert message in out, out[-3000:]
     assert not (project / "results" / "datasets").exists()  # no job ran
+
+
+def _checked(override: dict) -> None:
+    """What workflow/rules/common.smk does with ``--configfile config/smoke.yaml override``
+    before any job: config.yaml, the override files merged key by key (Snakemake's own
+    update_config), then normalize_datasets, check_schema, validate, check_config."""
+    from snakemake.utils import update_config, validate
+
+    from imgread.config import check_config, check_schema, normalize_datasets, schema_file
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
+    update_config(config, override)
+    schema = ROOT / "config" / "schema.yaml"
+    normalize_datasets(config)
+    check_schema(config, schema)
+    validate(config, schema_file(schema), set_default=True)
+    check_config(config)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_every_bad_config_is_one_line_naming_the_field(case):
+    override, message = BAD_CONFIGS[case]
+    with pytest.raises(UserError) as err:
+        _checked(override)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_smoke_config_itself_passes_the_checks():
+    _checked({})  # so that every case above fails for its own reason
 
 
 def test_a_source_folder_without_images_is_rejected_before_any_job(project, tmp_path):
