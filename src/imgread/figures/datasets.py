@@ -8,6 +8,7 @@ import math
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from imgread.decoders import can_decode
 from imgread.figures.common import empty, log2_workers, machine_label, rows, subplots
@@ -125,8 +126,9 @@ def load_shards(trials, summary, speed, published, settings, phase, **_) -> Figu
             ys = [h["images_per_s"].get(v, float("nan")) for v in variants]
             ax.bar(xs, ys, width, label=_packing(mb), color=PACKING_COLORS[k % 6])
         ax.set_xticks(range(len(variants)), variants)
-        ax.set(title=name, ylabel="images/s (cold, best workers)")
-        ax.legend(fontsize="x-small")
+        ax.set(
+            title=name + _retried(d[d["storage"] == name]), ylabel="images/s (cold, best workers)"
+        )
     for ax in list(axes.flat)[len(profiles) :]:
         ax.set_visible(False)
     names = ", ".join(dict.fromkeys(d["dataset"]))
@@ -134,8 +136,22 @@ def load_shards(trials, summary, speed, published, settings, phase, **_) -> Figu
         f"Loose files or tar shards: reading {names} from each storage\n{machine_label(trials)}",
         y=1.03,
     )
-    fig.tight_layout()
+    # one legend for every panel, below them (a panel's own would cover its bars)
+    handles = [
+        Patch(color=PACKING_COLORS[k % 6], label=_packing(mb)) for k, mb in enumerate(packings)
+    ]
+    fig.legend(
+        handles=handles, loc="lower center", ncol=len(handles), fontsize="small", frameon=False
+    )
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+def _retried(g) -> str:
+    """A panel title's second line where its trials retried reads (a failing server): the
+    rates include the retries and their backoff."""
+    n = int(g["retries"].fillna(0).sum()) if "retries" in g else 0
+    return f"\n{n} reads retried (a failing server)" if n else ""
 
 
 @_every_dataset
