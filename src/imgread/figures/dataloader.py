@@ -24,8 +24,19 @@ def _loader(trials: pd.DataFrame, phase) -> pd.DataFrame:
     d = rows(trials, phase).copy()
     if d.empty:
         return d
-    d["line"] = d["decoder"] + ", " + d["source"]
+    d["line"] = d["decoder"] + ", " + d["source"] + _tuning(d)
     return d
+
+
+def _tuning(d: pd.DataFrame) -> pd.Series | str:
+    """', tuned/batch' after a line's decoder and source where its allocator and normalize
+    are not the defaults (default/item), so that before and after are lines of their own."""
+    if "allocator" not in d or "normalize" not in d:
+        return ""
+    setting = d["allocator"].astype(str) + "/" + d["normalize"].astype(str)
+    return setting.where(setting == "default/item", ", " + setting).where(
+        setting != "default/item", ""
+    )
 
 
 def _few_batches(d) -> str:
@@ -92,7 +103,7 @@ def _loader_panels(trials, phase, column, ylabel, title, ideal, log=True, scalin
         return empty((7, 4), "no DataLoader trials in this study")
     states = [s for s in ("cold", "warm") if s in set(d["page_cache"])]
     fig, axes = subplots(
-        1, len(states), figsize=(6.5 * len(states), 4.8), sharey=True, squeeze=False
+        1, len(states), figsize=(6.5 * len(states), 6.2), sharey=True, squeeze=False
     )
     lines = sorted(d["line"].unique())
     colours = dict(zip(lines, sns.color_palette("tab10", len(lines)), strict=True))
@@ -108,7 +119,17 @@ def _loader_panels(trials, phase, column, ylabel, title, ideal, log=True, scalin
             ax.plot([], [], ls="--", c="grey", label="ideal: num_workers=1 x min(w, cores)")
             if scaling is not None:
                 ax.plot([], [], ls=":", c="grey", label="USL fit")
-        ax.legend(title="decoder, source", fontsize="x-small")
+        tuned = d["line"].str.count(",").max() > 1
+        legend = "decoder, source" + (", allocator/normalize" if tuned else "")
+        # below the panel: with many lines, a legend inside covers some of them
+        ax.legend(
+            title=legend,
+            fontsize="x-small",
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncol=2,
+            frameon=False,
+        )
     n = int(d["n_images"].max())
     batch = ", ".join(sorted(d["batch_size"].astype(str).unique()))
     fig.suptitle(

@@ -147,6 +147,19 @@ def load_shards(trials, summary, speed, published, settings, phase, **_) -> Figu
     return fig
 
 
+def _comparable(d):
+    """The DataLoader trials to draw beside the shards: loose files only with the settings a
+    shard trial has (decoder, batch, page cache, allocator, normalize), so that other blocks
+    on the same dataset (the per-item overhead block, warm) do not join the loose-file line."""
+    keys = [k for k in ("decoder", "batch_size", "page_cache", "allocator", "normalize") if k in d]
+    shards = d[d["source"] == "shards"]
+    if shards.empty or not keys:
+        return d
+    wanted = set(map(tuple, shards[keys].astype(str).to_numpy()))
+    mine = d[keys].astype(str).apply(tuple, axis=1).isin(wanted)
+    return d[mine]
+
+
 def _retried(g) -> str:
     """A panel title's second line where its trials retried reads (a failing server): the
     rates include the retries and their backoff."""
@@ -159,7 +172,7 @@ def dataloader_shards(trials, summary, speed, published, settings, phase, **_) -
     """DataLoader images/s against num_workers, a panel per storage profile, a line per
     source: loose files (decode every epoch) and each shard size read with webdataset."""
     d = _shard_datasets(rows(trials, phase, storage=None))
-    d = d[d["source"].isin(["jpeg", "shards"])] if not d.empty else d
+    d = _comparable(d[d["source"].isin(["jpeg", "shards"])]) if not d.empty else d
     if d.empty:
         return empty(
             (7, 4.5),
