@@ -285,7 +285,7 @@ def report(results: dict, args, cores: int) -> bool:
         "the machine) of any cell's median epoch; epochs: the fewest epochs a cell's medians "
         "are of"
     )
-    ok = True
+    after: dict[str, tuple[float, float]] = {}  # decoder -> (ratio, best rate), after the fix
     cols = " ".join(f"{'w' + str(w):>5}" for w in ws)
     for decoder, settings in results.items():
         print(
@@ -313,8 +313,8 @@ def report(results: dict, args, cores: int) -> bool:
                 f"{ratio:4.2f}  {best / (cores * best_w0):4.2f}  {one:4.2f}  | {cpu} | {flt} | "
                 f"{others:4.0%} {epochs:2d}{tag}"
             )
-            if setting == AFTER and not ratio >= GOAL:
-                ok = False
+            if setting == AFTER:
+                after[decoder] = (ratio, best)
         for setting, cells in plain.items():
             alloc = setting.split("/")[0]
             epochs = _used(cells[cores], args.quiet)
@@ -328,7 +328,7 @@ def report(results: dict, args, cores: int) -> bool:
                 f"machine's own ceiling; cpu {_med(epochs, 'cpu_ms'):5.2f} ms/image, "
                 f"others {_med(epochs, 'other'):4.0%}"
             )
-    return ok
+    return after
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,9 +390,18 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(args, cores)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    ok = report(results, args, cores)
-    if AFTER in args.settings.split(","):
-        print(f"\ngoal (after: {AFTER}, every decoder): {'met' if ok else 'NOT met'}")
+    after = report(results, args, cores)
+    if after:
+        # The goal is the best DataLoader's; each decoder's is the stricter reading.
+        top = max(after, key=lambda d: after[d][1])
+        ratio, rate = after[top]
+        print(
+            f"\ngoal, the best DataLoader (after: {AFTER}): {top} at {rate:.0f} images/s, "
+            f"{ratio:.2f} x cores x its in-process rate: {'met' if ratio >= GOAL else 'NOT met'}"
+        )
+        each = ", ".join(f"{d} {r:.2f}" for d, (r, _) in after.items())
+        every = all(r >= GOAL for r, _ in after.values())
+        print(f"goal, every decoder (after): {each}: {'met' if every else 'NOT met'}")
     return 0
 
 
