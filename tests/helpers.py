@@ -8,6 +8,7 @@ tests/deaths.py). Workflow: run the real workflow in a temporary copy of the pro
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -131,7 +132,7 @@ def alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or gone between open and read
         return False
     return state != "Z"
 
@@ -306,3 +307,16 @@ def path_without(tmp_path: Path, command: str) -> str:
             if name != command and not link.exists():
                 link.symlink_to(Path(folder) / name)
     return str(bin_dir)
+
+
+def read_async(opener, paths: list[str], limit: int) -> list[bytes]:
+    """Every path's bytes through a storage opener's asyncio reader (``limit`` in flight)."""
+
+    async def gather():
+        reader = opener.async_reader(limit)
+        try:
+            return await asyncio.gather(*(reader.read(p) for p in paths))
+        finally:
+            await reader.close()
+
+    return asyncio.run(gather())
