@@ -4,7 +4,6 @@ in-memory kind, so that what a trial records of its storage is checked without r
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures as cf
 import hashlib
 import multiprocessing as mp
@@ -17,6 +16,8 @@ from imgread.manifest import read_manifest
 from imgread.storage import registry
 from imgread.storage.base import Kind, Probe, Profile
 from imgread.trial import TrialSpec, run_trial
+
+from .helpers import read_async
 
 KINDS = sorted(registry.KINDS)
 # One small, fast profile per kind (every kind's defaults filled in by its own check).
@@ -65,14 +66,7 @@ def test_a_session_serves_exactly_the_manifests_bytes_in_every_form(kind, small_
             assert dict(zip(paths, got, strict=True)) == want
 
         # asyncio, at most 2 in flight
-        async def gather():
-            reader = opener.async_reader(2)
-            try:
-                return await asyncio.gather(*(reader.read(p) for p in paths))
-            finally:
-                await reader.close()
-
-        got = asyncio.run(gather())
+        got = read_async(opener, paths, 2)
         assert dict(zip(paths, map(_digest, got), strict=True)) == want
         # pickled into a worker process, which opens its own connection
         pickle.dumps(opener)

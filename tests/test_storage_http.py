@@ -27,6 +27,8 @@ from imgread.errors import TrialError, UserError
 from imgread.storage import http as http_kind
 from imgread.storage import netns, registry
 
+from .helpers import read_async
+
 KIND = http_kind.KIND
 WHY = KIND.missing()
 needs_kind = pytest.mark.skipif(WHY is not None, reason=f"kind http cannot run here: {WHY}")
@@ -197,14 +199,7 @@ def test_every_reader_gets_the_files_bytes(session, dataset):
     assert len(opener._conns.each()) == 4
     opener.close()
 
-    async def gather():
-        reader = opener.async_reader(8)
-        try:
-            return await asyncio.gather(*(reader.read(p) for p in paths))
-        finally:
-            await reader.close()
-
-    assert [sha(b) for b in asyncio.run(gather())] == [dataset[p] for p in paths]
+    assert [sha(b) for b in read_async(opener, paths, 8)] == [dataset[p] for p in paths]
 
     copy = pickle.loads(pickle.dumps(opener))
     assert copy.read(paths[0]) == Path(paths[0]).read_bytes()

@@ -298,29 +298,19 @@ def release(timed: _Timed) -> None:
 
 def transport_counts(before: dict | None, after: dict) -> dict:
     """The change of a session's counters (imgread.storage.base.Session.counts) from
-    ``before`` (None: from the session's start); texts (retry reasons) are taken as they are
-    after, less what they said before."""
+    ``before`` (None: from the session's start): numbers subtracted; a breakdown ({reason:
+    count}) subtracted key by key and written as text for the record (``"503:3 reset:2"``)."""
     out = {}
     for key, value in after.items():
         was = (before or {}).get(key)
-        if isinstance(value, str):
-            out[key] = _less_reasons(value, was or "")
+        if isinstance(value, dict):
+            left = {k: n - (was or {}).get(k, 0) for k, n in sorted(value.items())}
+            out[key] = " ".join(f"{k}:{n}" for k, n in left.items() if n > 0)
         elif isinstance(value, int | float) and not isinstance(value, bool):
             out[key] = value - (was or 0)
         else:
             out[key] = value
     return out
-
-
-def _less_reasons(after: str, before: str) -> str:
-    """``"503:4 reset:1"`` less ``"503:1"`` -> ``"503:3 reset:1"``."""
-    was = dict(item.split(":") for item in before.split()) if before else {}
-    left = []
-    for item in after.split():
-        reason, n = item.split(":")
-        if int(n) - int(was.get(reason, 0)) > 0:
-            left.append(f"{reason}:{int(n) - int(was.get(reason, 0))}")
-    return " ".join(left)
 
 
 def transport_line(counts: dict | None) -> str:

@@ -40,7 +40,6 @@ import sys
 from collections import Counter
 
 PROBE_PREFIX = b"/__imgread_probe__/"
-OUTCOMES = ("ok", "503", "reset", "stall", "killed", "dropped", "broken")
 CHUNK = 256 << 10
 SLOW_DOWN_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'

@@ -195,12 +195,14 @@ def _check(url: str, status: int, length: str | int | None, body_len: int) -> No
 
 
 def _reason(exc: BaseException) -> str:
-    """The short name of a failed attempt, for the counts."""
+    """The short name of a failed attempt, for the counts (aiohttp's connection errors carry
+    the OSError they wrap as ``os_error``)."""
     if isinstance(exc, _Retryable):
         return exc.reason
+    exc = getattr(exc, "os_error", None) or exc
     if isinstance(exc, ConnectionRefusedError):
         return "refused"
-    if isinstance(exc, TimeoutError | socket.timeout | asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):  # socket.timeout and asyncio's (aiohttp's too) are one
         return "timeout"
     if isinstance(exc, http.client.IncompleteRead):
         return "short-body"
@@ -234,16 +236,24 @@ class RetryPolicy:
         finally:
             os.close(fd)
 
-    def failed(self, url: str, exc: BaseException, attempts: int, waited: float) -> ReadFailed:
-        self.note("fail", _reason(exc), 0.0)
-        return ReadFailed(
-            f"GET {url} failed after {attempts} attempt(s) ({attempts - 1} retries of the "
-            f"profile's {self.retries}, {waited:.2f} s of backoff): {exc}"
-        )
+    def backoff(self, url: str, exc: _Retryable, k: int, waited: float, rng) -> float:
+        """After failed attempt ``k`` (0, 1, ...) with ``waited`` seconds of backoff so far:
+        the wait before the next attempt, noted as a retry; ReadFailed (noted as a read that
+        failed for good) where it was the last attempt the policy allows."""
+        if k >= self.retries:
+            self.note("fail", exc.reason, 0.0)
+            raise ReadFailed(
+                f"GET {url} failed after {k + 1} attempt(s) ({k} retries of the profile's "
+                f"{self.retries}, {waited:.2f} s of backoff): {exc}"
+            ) from exc
+        wait = self.wait_s(k, rng)
+        self.note("retry", exc.reason, wait)
+        return wait
 
 
 def read_retry_log(path: str | None) -> dict[str, Any]:
-    """The counts of a policy's log: retries (and by reason), seconds waited, failed reads."""
+    """The counts of a policy's log: retries (and {reason: retries}), seconds waited, reads
+    that failed for good."""
     retries: dict[str, int] = {}
     waited, failed = 0.0, 0
     if path:
@@ -259,7 +269,7 @@ def read_retry_log(path: str | None) -> dict[str, Any]:
                     failed += 1
     return {
         "retries": sum(retries.values()),
-        "retry_reasons": " ".join(f"{k}:{v}" for k, v in sorted(retries.items())),
+        "retry_reasons": retries,  # {reason: count}; the trial writes its change as text
         "retry_wait_seconds": waited,
         "failed_reads": failed,
     }
@@ -290,10 +300,7 @@ def _get(
             return body
         except _Retryable as exc:
             conn.close()
-            if k == policy.retries:
-                raise policy.failed(url, exc, k + 1, waited) from exc
-            wait = policy.wait_s(k, rng or random)
-            policy.note("retry", exc.reason, wait)
+            wait = policy.backoff(url, exc, k, waited, rng or random)
             waited += wait
             time.sleep(wait)
         except BaseException:
@@ -385,10 +392,7 @@ class AsyncHttpReader:
                 body = await resp.read()
                 status, length = resp.status, resp.headers.get("Content-Length")
         except (TimeoutError, self._client_error, OSError) as exc:
-            reason = "refused" if "refused" in str(exc).lower() else _reason(exc)
-            if "timeout" in type(exc).__name__.lower():
-                reason = "timeout"
-            raise _Retryable(reason, f"GET {url}: {exc!r}") from exc
+            raise _Retryable(_reason(exc), f"GET {url}: {exc!r}") from exc
         _check(url, status, length, len(body))
         return body
 
@@ -399,10 +403,7 @@ class AsyncHttpReader:
             try:
                 return await self._attempt(url)
             except _Retryable as exc:
-                if k == policy.retries:
-                    raise policy.failed(url, exc, k + 1, waited) from exc
-                wait = policy.wait_s(k, self.opener._rng)
-                policy.note("retry", exc.reason, wait)
+                wait = policy.backoff(url, exc, k, waited, self.opener._rng)
                 waited += wait
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")
@@ -664,7 +665,7 @@ class HttpSession(base.Session):
     def _refuse_a_taken_port(self, who: str, port: int, log: str) -> None:
         """OSError naming the port where ``who``'s log says another process holds it (the
         namespace is the session's own, so only something started inside it could)."""
-        if "Address already in use" in log or "address already in use" in log:
+        if "address already in use" in log.lower():  # nginx's and Python's wording
             assert self.link is not None
             raise OSError(
                 f"storage {self.profile.name}: {who} cannot listen on "
@@ -754,7 +755,8 @@ class HttpSession(base.Session):
         """What the transport did so far: the readers' retries (by reason), their seconds of
         backoff and their reads that failed for good (every process's, from the policy's
         log); with the fault proxy, the data requests it saw and the faults it injected."""
-        out = read_retry_log(self.opener.policy.log if hasattr(self, "opener") else None)
+        opener = getattr(self, "opener", None)
+        out = read_retry_log(opener.policy.log if opener is not None else None)
         if self.faulty and self.temp is not None:
             seen = faultproxy.read_log(str(self.temp / "requests.log"))
             out.update(
