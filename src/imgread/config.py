@@ -24,7 +24,7 @@ from imgread.errors import UserError
 from imgread.layout import trial_path
 from imgread.phases.registry import PHASES
 from imgread.storage import registry as storage
-from imgread.util import write_text_atomic
+from imgread.util import without_later_defaults, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -132,11 +132,8 @@ _LATER_SETTINGS = {
 def dataset_rule_settings(settings: dict) -> dict:
     """What a dataset's files depend on: its settings less the later ones at their defaults
     and the shard sizes (shards are made from the files, by their own rule)."""
-    return {
-        k: v
-        for k, v in settings.items()
-        if k != "shards_mb" and not (k in _LATER_SETTINGS and v == _LATER_SETTINGS[k])
-    }
+    kept = without_later_defaults(settings, _LATER_SETTINGS)
+    return {k: v for k, v in kept.items() if k != "shards_mb"}
 
 
 def dataset_format(settings: dict) -> str:

@@ -36,7 +36,7 @@ import pandas as pd
 from imgread.keys import CELL, NO_PARAM
 from imgread.phases.base import Phase
 from imgread.phases.registry import PARAM_COLUMNS, PHASES
-from imgread.stats import rate_ci
+from imgread.stats import rate_ci, retries_of
 from imgread.text import MIN_REPETITIONS, TOLERANCE, how_to_read, markdown, rst
 
 # The recommendation as text lives in imgread.text (the study's captions use it too).
@@ -124,16 +124,8 @@ def _cell_stats(g: pd.DataFrame, column: str) -> dict:
         cv=float(v.std(ddof=1) / mean) if len(v) > 1 and mean else float("nan"),
         repetitions=len(v),
         interfered_trials=int(g["interfered"].sum()) if "interfered" in g else 0,
-        retries=_retries(g),
+        retries=retries_of(g),
     )
-
-
-def _retries(g: pd.DataFrame) -> int:
-    """The reads the cell's trials retried, all repetitions together (imgread.storage.http:
-    a failing server's 503s, resets and stalls); 0 where its records count none."""
-    if "retries" not in g:
-        return 0
-    return int(pd.to_numeric(g["retries"], errors="coerce").fillna(0).sum())
 
 
 def choose(cells: pd.DataFrame, higher: bool, tolerance: float = TOLERANCE) -> tuple[int, int, int]:

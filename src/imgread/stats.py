@@ -169,11 +169,16 @@ def _cell_summary(g: pd.DataFrame, confidence: float) -> dict:
         ),
         median_peak_memory_bytes=_median(g, "peak_memory_bytes"),
         median_memory_per_worker_bytes=_median(g, "memory_per_worker_bytes"),
-        # reads retried over all repetitions (a failing storage server); 0 where not counted
-        retries=int(pd.to_numeric(g["retries"], errors="coerce").fillna(0).sum())
-        if "retries" in g
-        else 0,
+        retries=retries_of(g),
     )
+
+
+def retries_of(g: pd.DataFrame) -> int:
+    """The reads a cell's trials retried, all repetitions together (a failing storage server:
+    imgread.storage.http); 0 where its records count none."""
+    if "retries" not in g:
+        return 0
+    return int(pd.to_numeric(g["retries"], errors="coerce").fillna(0).sum())
 
 
 def _median(g: pd.DataFrame, column: str) -> float:

@@ -110,3 +110,10 @@ def exit_on_sigterm() -> None:
     """Make SIGTERM raise SystemExit, so that ``finally`` blocks run (temporary files removed,
     pools shut down) as they do for Ctrl-C. Python's default would end the process at once."""
     signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def without_later_defaults(settings: dict, later: dict) -> dict:
+    """``settings`` less the settings added later (``later``: {name: default}) that are at
+    their default: what a rule depends on stays as it was before they existed, so Snakemake
+    does not rerun what was made then (datasets, storage profiles' trials)."""
+    return {k: v for k, v in settings.items() if not (k in later and v == later[k])}

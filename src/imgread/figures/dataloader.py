@@ -34,9 +34,7 @@ def _tuning(d: pd.DataFrame) -> pd.Series | str:
     if "allocator" not in d or "normalize" not in d:
         return ""
     setting = d["allocator"].astype(str) + "/" + d["normalize"].astype(str)
-    return setting.where(setting == "default/item", ", " + setting).where(
-        setting != "default/item", ""
-    )
+    return (", " + setting).mask(setting == "default/item", "")
 
 
 def _few_batches(d) -> str:

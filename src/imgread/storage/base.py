@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from imgread.errors import UserError
+from imgread.util import without_later_defaults
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,8 @@ class Profile:
     later_defaults: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        quiet = {k for k, default in self.later_defaults if self.params.get(k) == default}
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            **{k: v for k, v in self.params.items() if k not in quiet},
-        }
+        params = without_later_defaults(self.params, dict(self.later_defaults))
+        return {"name": self.name, "kind": self.kind, **params}
 
 
 @dataclass(frozen=True)
