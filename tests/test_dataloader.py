@@ -155,61 +155,45 @@ def test_epochs_from_the_cache_are_checked_against_the_decoder(
         assert d["resident_fraction_before"] <= 0.01
 
 
-def test_a_cache_that_does_not_match_is_refused(small_dataset, cache_dir, tmp_path):
-    with pytest.raises(UserError, match="no decoded cache in .*gone.*imgread cache build"):
-        run_trial(
-            loader_spec(
-                small_dataset,
-                8,
-                0,
-                decoder="simplejpeg",
-                source="cache-npy",
-                cache_dir=str(tmp_path / "gone"),
-            )
-        )
-    with pytest.raises(UserError, match="decoded by simplejpeg; this trial needs .* by opencv"):
-        run_trial(
-            loader_spec(
-                small_dataset, 8, 0, decoder="opencv", source="cache-npy", cache_dir=str(cache_dir)
-            )
-        )
-    with pytest.raises(UserError, match="caches 10 images"):
-        run_trial(
-            loader_spec(
-                small_dataset,
-                12,
-                0,
-                decoder="simplejpeg",
-                source="cache-npy",
-                cache_dir=str(cache_dir),
-            )
-        )
-    with pytest.raises(UserError, match="cache-pickle .* has no cold form"):
-        run_trial(
-            loader_spec(
-                small_dataset,
-                8,
-                0,
-                decoder="simplejpeg",
-                source="cache-pickle",
-                page_cache="cold",
-                cache_dir=str(cache_dir),
-            )
-        )
-    with pytest.raises(UserError, match="needs a decoded cache"):
-        run_trial(loader_spec(small_dataset, 8, 0, source="cache-npy"))
-    with pytest.raises(UserError, match="takes normalize item only"):
-        run_trial(
-            loader_spec(
-                small_dataset,
-                8,
-                0,
-                decoder="simplejpeg",
-                source="cache-pickle",
-                normalize="batch",
-                cache_dir=str(cache_dir),
-            )
-        )
+# (n, settings, the refusal); cache_dir: "cache" is the module's simplejpeg cache of 10 images,
+# "gone" a folder that does not exist, None none given
+REFUSED = {
+    "no cache where it should be": (
+        8,
+        dict(decoder="simplejpeg", source="cache-npy", cache_dir="gone"),
+        "no decoded cache in .*gone.*imgread cache build",
+    ),
+    "another decoder's cache": (
+        8,
+        dict(decoder="opencv", source="cache-npy", cache_dir="cache"),
+        "decoded by simplejpeg; this trial needs .* by opencv",
+    ),
+    "more images than cached": (
+        12,
+        dict(decoder="simplejpeg", source="cache-npy", cache_dir="cache"),
+        "caches 10 images",
+    ),
+    "pickle cold": (
+        8,
+        dict(decoder="simplejpeg", source="cache-pickle", page_cache="cold", cache_dir="cache"),
+        "cache-pickle .* has no cold form",
+    ),
+    "no cache given": (8, dict(source="cache-npy", cache_dir=None), "needs a decoded cache"),
+    "pickle by the batch": (
+        8,
+        dict(decoder="simplejpeg", source="cache-pickle", normalize="batch", cache_dir="cache"),
+        "takes normalize item only",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_cache_that_does_not_match_is_refused(small_dataset, cache_dir, tmp_path, case):
+    n, settings, message = REFUSED[case]
+    folder = {"cache": str(cache_dir), "gone": str(tmp_path / "gone"), None: None}
+    settings = dict(settings, cache_dir=folder[settings["cache_dir"]])
+    with pytest.raises(UserError, match=message):
+        run_trial(loader_spec(small_dataset, n, 0, **settings))
 
 
 def test_labels_follow_the_first_folder_level_of_a_sampled_folder(tmp_path):
