@@ -16,7 +16,7 @@ from imgread.dataset import GenerateParams, generate, sample
 from imgread.decoders import DECODERS
 from imgread.errors import TrialError, UserError
 from imgread.manifest import read_manifest
-from imgread.phases.dataloader import normalize_batch
+from imgread.phases.dataloader import POOL_SLOTS, PooledCollate, normalize_batch
 from imgread.trial import TrialSpec, run_trial
 
 from .deaths import (
@@ -110,6 +110,84 @@ def test_workers_take_the_tuned_allocator_and_one_thread_normalising_by_the_batc
     assert d["worker_torch_threads"] == 1
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pooled_batches_are_checked_and_every_batch_finds_a_free_buffer(small_dataset, workers):
+    d = run_trial(
+        loader_spec(
+            small_dataset, 10, workers, decoder="opencv", normalize="batch", collate="pooled"
+        )
+    ).to_dict()
+    assert d["checksums_checked"] == 10 and d["collate"] == "pooled"
+    # the phase's consumer hands every buffer back: no batch of the epoch went to fresh memory
+    assert d["collate_pool_misses"] == 0 and d["collate_slots"] == POOL_SLOTS
+    per_slot = 4 * (3 * 224 * 224 + 8)  # batch_size 4 (loader_spec)
+    assert d["collate_pool_bytes"] == per_slot * POOL_SLOTS * max(workers, 1)
+
+
+class _Filled:
+    """Sample i: a 3 x 4 x 4 uint8 tensor of i's value, label i."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        import torch
+
+        return torch.full((3, 4, 4), i, dtype=torch.uint8), i
+
+
+def _pooled_epochs(workers: int, epochs: int, release: bool):
+    """Every batch of ``epochs`` epochs of a DataLoader over _Filled with a PooledCollate, as
+    received (``release``: each handed back once its values are copied, as the phase does)."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    collate = PooledCollate(2, workers)
+    loader = DataLoader(
+        _Filled(),
+        batch_size=2,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+    )
+    seen = []
+    for _ in range(epochs):
+        for batch in loader:
+            seen.append((batch[0].clone(), batch[1].clone(), batch))
+            if release:
+                collate.release(batch)
+    return collate, seen, torch
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pooled_buffers_are_reused_once_handed_back(workers):
+    collate, seen, torch = _pooled_epochs(workers, 2, release=True)
+    assert len(seen) == 40 and int(collate.misses.sum()) == 0
+    slots = {b[2] for _, _, b in seen}
+    # every batch in one of each worker's buffers, each buffer used again and again
+    assert slots <= {(w, s) for w in range(max(workers, 1)) for s in range(POOL_SLOTS)}
+    assert len(slots) < len(seen)
+    for k, (images, labels, _) in enumerate(seen):
+        first = 2 * (k % 20)
+        assert labels.tolist() == [first, first + 1]
+        assert torch.equal(images[:, 0, 0, 0], torch.tensor([first, first + 1], dtype=torch.uint8))
+    assert int(collate.busy.sum()) == 0  # every buffer free after the epochs
+
+
+def test_a_pooled_buffer_still_held_is_never_written():
+    # A consumer that keeps its batches without handing them back: each worker fills its
+    # buffers, then collates into fresh memory (counted); every kept batch keeps its values.
+    collate, seen, torch = _pooled_epochs(2, 1, release=False)
+    assert len(seen) == 20
+    assert int(collate.misses.sum()) == 20 - 2 * POOL_SLOTS  # 10 batches a worker
+    assert sum(b[2] is None for _, _, b in seen) == 20 - 2 * POOL_SLOTS
+    for k, (_, _, batch) in enumerate(seen):
+        want = torch.arange(2 * k, 2 * k + 2, dtype=torch.uint8)
+        assert batch[1].tolist() == want.tolist()
+        assert torch.equal(batch[0].amin(dim=(1, 2, 3)), want)
+        assert torch.equal(batch[0].amax(dim=(1, 2, 3)), want)
+
+
 def test_the_decoded_cache_holds_the_decoders_crops(small_dataset, cache_dir):
     info = json.loads((cache_dir / "cache.json").read_text())
     assert info["images"] == 10 and info["decoder"] == "simplejpeg"
@@ -179,6 +257,11 @@ REFUSED = {
         "cache-pickle .* has no cold form",
     ),
     "no cache given": (8, dict(source="cache-npy", cache_dir=None), "needs a decoded cache"),
+    "pooled by the item": (
+        8,
+        dict(decoder="simplejpeg", collate="pooled", cache_dir=None),
+        "collate pooled .* takes normalize batch",
+    ),
     "pickle by the batch": (
         8,
         dict(decoder="simplejpeg", source="cache-pickle", normalize="batch", cache_dir="cache"),

@@ -54,6 +54,8 @@ DEFAULTS = {
         "batch_size": [32],
         "page_cache": ["warm"],
         "pin_memory": [False],
+        "normalize": ["item"],
+        "collate": ["fresh"],
     },
     "stream": {
         "decoder": ["opencv"],
@@ -73,6 +75,8 @@ PARAMS = [
     "batch_size",
     "page_cache",
     "pin_memory",
+    "normalize",
+    "collate",
     "fps",
     "compute_ms",
     "compute",
@@ -165,6 +169,8 @@ def test_trials_table_has_one_row_per_trial(smoke_run, smoke_config):
     assert set(loader.source) == {"jpeg", "cache-npy", "cache-pickle"}
     assert set(loader[loader.source == "cache-pickle"].page_cache) == {"warm"}
     assert (loader.checksums_checked == loader.images).all()
+    pooled = loader[loader.collate == "pooled"]  # every batch found a buffer handed back
+    assert len(pooled) == 1 and (pooled.collate_pool_misses == 0).all()
     assert not loader.pin_memory_effective.astype(bool).any()  # no CUDA here
     cold = loader[loader.page_cache == "cold"]
     assert (cold.resident_fraction_before <= 0.01).all() and (cold.cache_state == "cold").all()
@@ -375,9 +381,10 @@ def test_dry_run_of_the_full_config_plans_the_whole_study(tmp_path):
     # settings, 3 repetitions): 24; the DataLoader on imagenet-like (4 num_workers x (loose +
     # 2 shard sizes) x 2 storages, 3 repetitions): 72; the failing object store (asyncio 16
     # and threads 16, loose and 16 MB shards, 3 repetitions): 12; the DataLoader's per-item
-    # overhead (4 num_workers x 3 decoders x before/after, warm, 3 repetitions): 72.
+    # overhead (4 num_workers x 3 decoders x before, after with fresh and with pooled
+    # batches, warm, 3 repetitions): 108.
     jobs = _job_counts(out)
-    assert jobs["trial"] == (1260 + 515 + 162 + 378 + 165 + 12 + 21 + 165 + 69 + 24 + 72 + 12 + 72)
+    assert jobs["trial"] == (1260 + 515 + 162 + 378 + 165 + 12 + 21 + 165 + 69 + 24 + 72 + 12 + 108)
     # references: the 9 pipeline pairs on synthetic-4mb (the DataLoader's crops among them),
     # the 224 crops of pillow, opencv (the DataLoader and the stream) and simplejpeg on
     # imagenet-like

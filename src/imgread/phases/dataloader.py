@@ -19,7 +19,15 @@ worker before the clock); ``normalize``, where the uint8 -> float32 normalisatio
 - ``batch`` (uint8 samples collated as they are, the batch normalised by its consumer, as
   NVIDIA's ImageNet example does on the GPU): 1 byte a pixel crosses, and the training process
   normalises each batch as it takes it, inside the timed epoch. The float32 batches are the
-  same to the bit (:func:`normalize_batch`).
+  same to the bit (:func:`normalize_batch`);
+``collate``, how a batch is put together in a worker (with ``normalize batch``):
+- ``fresh`` (PyTorch's ``default_collate``): every batch in a new shared-memory segment,
+  allocated, faulted in and mapped again in the training process, and its file descriptor
+  passed over a socket;
+- ``pooled`` (:class:`PooledCollate`): each worker stacks its batches into a few buffers of
+  shared memory it made once (``PREFETCH_FACTOR + 1``), and the training process hands a
+  buffer back once it has normalised (copied) its batch; a buffer still held is never written
+  (the worker collates into fresh memory instead and counts it: ``collate_pool_misses``).
 Both are recorded, with what the trial's process and its workers had (``allocator_settings``,
 ``worker_allocator_settings``, ``worker_torch_threads``); docs/dataloader.md says what each
 costs a worker and why.
@@ -53,7 +61,10 @@ from imgread.reference import read_reference, reference_checksums
 
 SOURCES = ("jpeg", "cache-npy", "cache-pickle", "shards")
 NORMALIZE = ("item", "batch")
+COLLATE = ("fresh", "pooled")
 PREFETCH_FACTOR = 2  # PyTorch's default, recorded
+# A worker has at most PREFETCH_FACTOR batches in flight, and the consumer holds one more.
+POOL_SLOTS = PREFETCH_FACTOR + 1
 _FROM_WORKER = re.compile(r"Caught \w+ in DataLoader worker process (\d+)")
 
 
@@ -104,6 +115,78 @@ def normalize_batch(batch_u8):
 
     mean, std = decoded_cache.MEAN, decoded_cache.STD
     return batch_u8.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+
+
+class PooledCollate:
+    """A DataLoader ``collate_fn`` whose batches reuse shared memory: ``collate pooled``.
+
+    PyTorch's ``default_collate`` in a worker stacks every batch into a new shared-memory
+    segment, which the kernel zero-fills page by page as the worker writes it and the training
+    process maps afresh. Here each worker makes ``slots`` buffers of shared memory with its
+    first batch and stacks every later batch into one that is free; the consumer calls
+    :meth:`release` once it is done with a batch (has copied what it keeps), which frees the
+    buffer, and keeps the buffer's mapping, so that the buffer's next batch arrives mapped
+    already (PyTorch's ``shared_cache`` finds the storage). Which buffers are free is one
+    shared byte each (``busy``): a worker never writes a buffer the consumer still holds; where
+    none is free (a consumer that keeps its batches, or did not release one) it collates into
+    fresh memory as ``default_collate`` does and counts it in ``misses``, so nothing waits.
+
+    A batch is ``(images, labels, slot)``, ``slot`` None for one collated fresh. With
+    ``num_workers`` 0 the buffers are the process's own memory, reused the same way.
+    """
+
+    def __init__(self, batch_size: int, workers: int, slots: int = POOL_SLOTS):
+        import torch
+
+        self.batch_size, self.slots = batch_size, slots
+        self.busy = torch.zeros((max(workers, 1), slots), dtype=torch.uint8).share_memory_()
+        self.misses = torch.zeros(max(workers, 1), dtype=torch.int64).share_memory_()
+        self._buffers = None  # [(images, labels)] per slot, made where the collating runs
+        self._kept: dict = {}  # the consumer's: each slot's images as it last received them
+
+    def _buffer(self, shape, shared: bool):
+        import torch
+
+        images = torch.empty((self.batch_size, *shape), dtype=torch.uint8)
+        labels = torch.empty(self.batch_size, dtype=torch.int64)
+        return (images.share_memory_(), labels.share_memory_()) if shared else (images, labels)
+
+    def __call__(self, samples):
+        import torch
+        from torch.utils.data import default_collate, get_worker_info
+
+        info = get_worker_info()
+        w = info.id if info is not None else 0
+        shape = tuple(samples[0][0].shape)
+        if self._buffers is None:
+            self._buffers = [self._buffer(shape, info is not None) for _ in range(self.slots)]
+        fits = len(samples) <= self.batch_size and all(
+            x.dtype == torch.uint8 and tuple(x.shape) == tuple(self._buffers[0][0].shape[1:])
+            for x, _ in samples
+        )
+        free = [s for s in range(self.slots) if not self.busy[w, s]] if fits else []
+        if not free:
+            self.misses[w] += 1
+            return (*default_collate(samples), None)
+        s = free[0]
+        self.busy[w, s] = 1
+        images, labels = self._buffers[s]
+        n = len(samples)
+        torch.stack([x for x, _ in samples], out=images[:n])
+        labels[:n] = torch.as_tensor([int(y) for _, y in samples])
+        return images[:n], labels[:n], (w, s)
+
+    def release(self, batch) -> None:
+        """The consumer is done with ``batch``: its buffer may take another batch."""
+        slot = batch[2]
+        if slot is not None:
+            self._kept[slot] = batch[0]  # the mapping kept: its next batch needs no new one
+            self.busy[slot] = 0
+
+    def pool_bytes(self, sample_shape, workers: int) -> int:
+        """The buffers' memory over all workers (shared memory, mapped by the consumer too)."""
+        per = self.batch_size * (math.prod(sample_shape) + 8)
+        return per * self.slots * max(workers, 1)
 
 
 class _Indices:
@@ -191,6 +274,8 @@ class LoaderRunner(Runner):
         source = params["source"]
         self.concurrency = max(workers, 1)
         self.normalize = params["normalize"]
+        self.collate = PooledCollate(batch, workers) if params["collate"] == "pooled" else None
+        self.pool_misses = 0
         self.cache_load_seconds = 0.0
         self.pin_requested = params["pin_memory"] == "true"
         self.pin_effective = self.pin_requested and torch.cuda.is_available()
@@ -246,6 +331,7 @@ class LoaderRunner(Runner):
             persistent_workers=workers > 0,
             prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
             worker_init_fn=init,
+            **({"collate_fn": self.collate} if self.collate is not None else {}),
         )
         # Warm-up: one batch per worker (every worker started, its decoder imported); from
         # shards, one shard per worker.
@@ -279,7 +365,11 @@ class LoaderRunner(Runner):
             it = iter(self.loader)
             t1 = time.perf_counter()
             for batch in it:
-                if self.normalize == "batch":
+                if self.collate is not None:  # normalised (copied), then handed back
+                    images, labels = normalize_batch(batch[0]), batch[1].clone()
+                    self.collate.release(batch)
+                    batch = [images, labels]
+                elif self.normalize == "batch":
                     batch = [normalize_batch(batch[0]), *batch[1:]]
                 if not out:
                     self.first_batch_seconds = time.perf_counter() - t0
@@ -323,7 +413,13 @@ class LoaderRunner(Runner):
         return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
 
     def run(self, jobs):
-        return self._epoch()
+        if self.collate is None:
+            return self._epoch()
+        before = int(self.collate.misses.sum())
+        try:
+            return self._epoch()
+        finally:
+            self.pool_misses = int(self.collate.misses.sum()) - before
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._workers()]
@@ -342,12 +438,24 @@ class LoaderRunner(Runner):
             "persistent_workers": self.loader.persistent_workers,
             "prefetch_factor": PREFETCH_FACTOR if self.loader.num_workers else 0,
             **self._shard_fields(),
+            **self._pool_fields(),
             # the workers' peak resident sets, read while they are alive
             "peak_rss_workers_bytes": sum(_peak_rss(pid) for pid in self.worker_pids()),
             # what the workers had once started (the most torch threads of any, and every
             # distinct allocator setting); 0 and "" with num_workers 0
             "worker_torch_threads": max((s[1] for s in self.worker_states), default=0),
             "worker_allocator_settings": " | ".join(sorted({s[2] for s in self.worker_states})),
+        }
+
+    def _pool_fields(self) -> dict:
+        if self.collate is None:
+            return {}
+        workers = self.loader.num_workers
+        return {
+            "collate_slots": self.collate.slots,
+            "collate_pool_bytes": self.collate.pool_bytes((3, CROP, CROP), workers),
+            # batches of the timed epoch collated into fresh memory: no buffer was free
+            "collate_pool_misses": self.pool_misses,
         }
 
     def _shard_fields(self) -> dict:
@@ -454,6 +562,13 @@ class DataLoaderPhase(base.Phase):
             "item: float32 samples (normalised in the Dataset); batch: uint8 samples, each "
             "batch normalised by the training process",
         ),
+        base.Param(
+            "collate",
+            "fresh",
+            COLLATE,
+            "fresh: default_collate, a new shared-memory batch each time; pooled: a few "
+            "buffers per worker, reused once the training process hands them back",
+        ),
     )
     bench = ("imgread.overhead_bench:bench_section",)  # make bench, section 11
     variants = {
@@ -486,6 +601,12 @@ class DataLoaderPhase(base.Phase):
                 f"dataloader source {params['source']} yields samples normalised one by one "
                 "(cache-pickle: the seed's float32 tensors; shards: webdataset's map), so it "
                 "takes normalize item only"
+            )
+        if params["collate"] == "pooled" and params["normalize"] != "batch":
+            return (
+                "dataloader collate pooled hands a batch's buffer back once the training "
+                "process has normalised it into a batch of its own, so it takes normalize batch "
+                "(with item the epoch keeps the collated batches themselves)"
             )
         if params["source"] == "cache-pickle" and params["page_cache"] == "cold":
             return (
