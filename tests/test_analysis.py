@@ -114,7 +114,43 @@ def test_dataloader_workers_names_the_best_count_and_where_more_hurt():
     assert row.images_per_s_w1 == 10 and row.best_workers == 2
     assert row.best_images_per_s == pytest.approx(19.1)
     assert row.best_over_cores_x_w1 == pytest.approx(19.1 / 20)
+    assert row.images_per_s_w0 == 9 and row.best_over_cores_x_w0 == pytest.approx(19.1 / 18)
     assert row.hurts_from_workers == 8  # 18.5 is within 5 % of 19.1; 15 is not
+
+
+def test_dataloader_workers_keeps_a_blocks_settings_apart():
+    # the same decoder, source and n before and after the fix: two lines, not one median
+    rows = [
+        dict(
+            phase="dataloader",
+            variant="torch",
+            decoder="pillow",
+            source="jpeg",
+            batch_size="32",
+            page_cache="warm",
+            pin_memory="false",
+            n_images=1000,
+            allocator=alloc,
+            normalize=normalize,
+            collate=collate,
+            workers=w,
+            repetition=0,
+            images_per_s=rate * (1 if w == 0 else 1.8),
+            physical_cores=2,
+        )
+        for alloc, normalize, collate, rate in [
+            ("default", "item", "fresh", 100),
+            ("tuned", "batch", "pooled", 130),
+        ]
+        for w in (0, 2)
+    ]
+    table = dataloader_workers(pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
+    assert list(table.collate) == ["fresh", "pooled"] and list(table.allocator) == [
+        "default",
+        "tuned",
+    ]
+    assert list(table.best_images_per_s) == [180, 234]
+    assert list(table.best_over_cores_x_w0) == pytest.approx([0.9, 0.9])
 
 
 def test_phase_tables_are_every_phases_tables_in_registry_order(trials):

@@ -29,11 +29,14 @@ def _loader(trials: pd.DataFrame, phase) -> pd.DataFrame:
 
 
 def _tuning(d: pd.DataFrame) -> pd.Series | str:
-    """', tuned/batch' after a line's decoder and source where its allocator and normalize
-    are not the defaults (default/item), so that before and after are lines of their own."""
+    """', tuned/batch' (and '/pooled' where the batches reuse their buffers) after a line's
+    decoder and source where its allocator, normalize and collate are not the defaults
+    (default/item/fresh), so that before and after are lines of their own."""
     if "allocator" not in d or "normalize" not in d:
         return ""
     setting = d["allocator"].astype(str) + "/" + d["normalize"].astype(str)
+    if "collate" in d:
+        setting = setting + ("/" + d["collate"].astype(str)).mask(d["collate"] != "pooled", "")
     return (", " + setting).mask(setting == "default/item", "")
 
 
@@ -118,7 +121,7 @@ def _loader_panels(trials, phase, column, ylabel, title, ideal, log=True, scalin
             if scaling is not None:
                 ax.plot([], [], ls=":", c="grey", label="USL fit")
         tuned = d["line"].str.count(",").max() > 1
-        legend = "decoder, source" + (", allocator/normalize" if tuned else "")
+        legend = "decoder, source" + (", allocator/normalize[/collate]" if tuned else "")
         # below the panel: with many lines, a legend inside covers some of them
         ax.legend(
             title=legend,

@@ -149,9 +149,11 @@ def load_shards(trials, summary, speed, published, settings, phase, **_) -> Figu
 
 def _comparable(d):
     """The DataLoader trials to draw beside the shards: loose files only with the settings a
-    shard trial has (decoder, batch, page cache, allocator, normalize), so that other blocks
-    on the same dataset (the per-item overhead block, warm) do not join the loose-file line."""
-    keys = [k for k in ("decoder", "batch_size", "page_cache", "allocator", "normalize") if k in d]
+    shard trial has (decoder, batch, page cache, allocator, normalize, collate), so that other
+    blocks on the same dataset (the per-item overhead block, warm) do not join the loose-file
+    line."""
+    keys = ("decoder", "batch_size", "page_cache", "allocator", "normalize", "collate")
+    keys = [k for k in keys if k in d]
     shards = d[d["source"] == "shards"]
     if shards.empty or not keys:
         return d
