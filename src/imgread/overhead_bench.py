@@ -18,8 +18,11 @@ best DataLoader's rate over ``cores`` times the same setting's rate at num_worke
 the fastest in-process rate of any setting; and per allocator the machine's own ceiling: the
 same work in ``cores`` plain processes, nothing handed back.
 
-``before`` is the phase as it was (allocator default, normalize item); ``after`` its fix
-(allocator tuned, normalize batch); docs/dataloader.md says why.
+A setting is ``allocator/normalize/collate``. ``before`` is the phase as it was
+(``default/item/fresh``); ``after`` its fix (``tuned/batch/pooled``: the allocator keeps freed
+buffers, uint8 batches normalised by the training process, each worker's batches in shared
+memory it reuses); ``tuned/batch/fresh`` between them shows what the pooled buffers add;
+docs/dataloader.md says why.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ QUIET = 0.05  # an epoch counts where other processes took at most this share of
 MAX_ROUNDS = 3  # epochs per cell at most: MAX_ROUNDS x repeats, quiet or not
 WIDTH, HEIGHT, TARGET_BYTES = 500, 375, 110_000  # ImageNet's typical validation JPEG
 DATASETS = Path(tempfile.gettempdir()) / "imgread-overhead"  # one folder per image size
-BEFORE, AFTER = "default/item", "tuned/batch"
-SETTINGS = (BEFORE, "tuned/item", "default/batch", AFTER)  # --settings all: each cause alone
+BEFORE, AFTER = "default/item/fresh", "tuned/batch/pooled"
+# --settings all: each cause alone
+SETTINGS = (BEFORE, "tuned/item/fresh", "default/batch/fresh", "tuned/batch/fresh", AFTER)
 
 
 def usable_cores() -> int:
@@ -121,9 +125,10 @@ class _PlainProcesses:
 
 
 def run_cells(spec: dict) -> dict:
-    """In this process: one allocator, one decoder, every (normalize, num_workers) cell as a
-    started LoaderRunner; ``repeats`` interleaved timed epochs of each. Returns, per cell,
-    its rates, CPU ms and faults per image, one entry per epoch."""
+    """In this process: one allocator, one decoder, every (normalize/collate, num_workers)
+    cell as a started LoaderRunner; ``repeats`` interleaved timed epochs of each. Returns, per
+    cell (``normalize/collate@workers``), its rates, CPU ms and faults per image, one entry per
+    epoch."""
     from imgread import faults, noise
     from imgread.manifest import read_manifest
     from imgread.phases.dataloader import DataLoaderPhase
@@ -143,43 +148,45 @@ def run_cells(spec: dict) -> dict:
     inputs = {"manifest": str(manifest), "reference": str(ref)}
     runners, jobs = {}, None
     try:
-        for normalize in spec["normalize"]:
+        for name in spec["settings"]:
+            normalize, collate = name.split("/")
             params = phase.resolve(
                 {
                     "decoder": spec["decoder"],
                     "batch_size": str(spec["batch_size"]),
                     "allocator": spec["allocator"],
                     "normalize": normalize,
+                    "collate": collate,
                 }
             )
             jobs = phase.jobs(m.root, entries, params)
             for w in spec["workers"]:
-                runners[(normalize, w)] = (phase.start("torch", w, params, jobs, inputs), params)
+                runners[(name, w)] = (phase.start("torch", w, params, jobs, inputs), params)
         paths = [str(m.root / e.path) for e in entries]
         plain = _PlainProcesses(spec["cores"], spec["decoder"], spec["allocator"], paths)
         runners[(PLAIN, spec["cores"])] = (plain, None)
-        out = {f"{nm}/{w}": [] for nm, w in runners}
+        out = {f"{nm}@{w}": [] for nm, w in runners}
         checked = set()
 
         def quiet(key):
             return sum(e["other"] <= spec["quiet"] for e in out[key])
 
         for round_ in range(spec["repeats"] * MAX_ROUNDS):
-            if all(quiet(f"{nm}/{w}") >= spec["repeats"] for nm, w in runners):
+            if all(quiet(f"{nm}@{w}") >= spec["repeats"] for nm, w in runners):
                 break
-            for normalize, w in runners:  # a round: one epoch of every cell in turn
-                runner, params = runners[(normalize, w)]
+            for name, w in runners:  # a round: one epoch of every cell in turn
+                runner, params = runners[(name, w)]
                 f0, cpu0 = faults.tree_faults(os.getpid()), noise.snapshot()
                 t0 = time.perf_counter()
                 results = runner.run(jobs)
                 seconds = time.perf_counter() - t0
                 f1, cpu1 = faults.tree_faults(os.getpid()), noise.snapshot()
                 cpu = noise.interference(cpu0, cpu1, seconds, os.cpu_count() or 1)
-                if params is not None and (normalize, w) not in checked:  # all checked
+                if params is not None and (name, w) not in checked:  # all checked
                     phase.verify(results, m.root, entries, params, inputs)
-                    checked.add((normalize, w))
+                    checked.add((name, w))
                 del results
-                out[f"{normalize}/{w}"].append(
+                out[f"{name}@{w}"].append(
                     {
                         "rate": n / seconds,
                         "round": round_,
@@ -187,6 +194,8 @@ def run_cells(spec: dict) -> dict:
                         # the machine's CPU other processes (and the hypervisor) took
                         "other": cpu["interference_fraction"],
                         "faults": (f1 - f0) / n if f0 is not None and f1 is not None else None,
+                        # pooled: batches collated into fresh memory (no buffer was free)
+                        "pool_misses": getattr(runner, "pool_misses", 0),
                     }
                 )
         return out
@@ -216,19 +225,19 @@ def measure(args, cores: int) -> dict:
     settings = args.settings.split(",")
     by_alloc: dict[str, list[str]] = {}
     for s in settings:
-        alloc, normalize = s.split("/")
-        by_alloc.setdefault(alloc, []).append(normalize)
+        alloc, rest = s.split("/", 1)
+        by_alloc.setdefault(alloc, []).append(rest)
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="imgread-overhead-") as tmp:
         for decoder in args.decoders.split(","):
             out[decoder] = {}
-            for alloc, normalizes in by_alloc.items():
+            for alloc, names in by_alloc.items():
                 spec = {
                     "manifest": str(manifest),
                     "n": args.n,
                     "decoder": decoder,
                     "allocator": alloc,
-                    "normalize": normalizes,
+                    "settings": names,
                     "workers": args.workers,
                     "batch_size": args.batch_size,
                     "repeats": args.repeats,
@@ -238,8 +247,8 @@ def measure(args, cores: int) -> dict:
                 }
                 cells = _child(spec)
                 for key, epochs in cells.items():
-                    normalize, w = key.split("/")
-                    out[decoder].setdefault(f"{alloc}/{normalize}", {})[int(w)] = epochs
+                    name, w = key.rsplit("@", 1)
+                    out[decoder].setdefault(f"{alloc}/{name}", {})[int(w)] = epochs
     return out
 
 
@@ -249,19 +258,60 @@ def _used(epochs, quiet):
     return calm or epochs
 
 
-def _paired(cells: dict, w: int, quiet: float) -> float:
-    """The median over rounds of num_workers w's rate / num_workers 0's in the same round
-    (seconds apart: a machine whose speed drifts changes both), over the rounds where both
-    epochs were quiet (all rounds where none were)."""
+def _pairs(cells: dict, w: int, quiet: float) -> list[float]:
+    """num_workers w's rate / num_workers 0's in the same round (seconds apart: a machine whose
+    speed drifts changes both), one per round where both epochs were quiet (every round where
+    none was)."""
     zero = {e["round"]: e for e in cells[0]}
     pairs = [(e, zero[e["round"]]) for e in cells[w] if e["round"] in zero]
     calm = [(a, b) for a, b in pairs if max(a["other"], b["other"]) <= quiet]
-    return statistics.median(a["rate"] / b["rate"] for a, b in calm or pairs)
+    return [a["rate"] / b["rate"] for a, b in calm or pairs]
+
+
+def _paired(cells: dict, w: int, quiet: float) -> float:
+    """The median over rounds of :func:`_pairs`."""
+    return statistics.median(_pairs(cells, w, quiet))
+
+
+def _median_ci(values: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """A 95 % confidence interval of the median (percentile bootstrap, seeded)."""
+    import random
+
+    if len(values) < 2:
+        return math.nan, math.nan
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
 
 
 def _med(epochs, key):
     values = [e[key] for e in epochs if e[key] is not None]
     return statistics.median(values) if values else float("nan")
+
+
+def merged(runs: list[dict]) -> dict:
+    """Several runs' epochs as one run's: each run's rounds numbered after the previous run's,
+    so that epochs stay paired within their own round."""
+    out: dict = {}
+    offset = 0
+    for run in runs:
+        last = 0
+        for decoder, settings in run.items():
+            for setting, cells in settings.items():
+                for w, epochs in cells.items():
+                    into = (
+                        out.setdefault(decoder, {}).setdefault(setting, {}).setdefault(int(w), [])
+                    )
+                    into += [dict(e, round=e["round"] + offset) for e in epochs]
+                    last = max([last, *(e["round"] + 1 for e in epochs)])
+        offset += last
+    return out
+
+
+def _straddles(ci) -> str:
+    if ci[0] < GOAL <= ci[1] or ci[0] <= GOAL < ci[1]:
+        return f" (holds {GOAL}: within this machine's noise, the goal is neither met nor missed)"
+    return ""
 
 
 def report(results: dict, args, cores: int) -> bool:
@@ -277,7 +327,8 @@ def report(results: dict, args, cores: int) -> bool:
     print(
         "images/s per num_workers; ratio = the best num_workers >= 1 / (cores x the same "
         "setting's num_workers 0), each num_workers' rate over num_workers 0's in the same round "
-        f"(median over rounds), goal >= {GOAL}; vs w0* = the best median rate over cores x the "
+        f"(median over rounds), goal >= {GOAL}; ci = its 95 % interval (bootstrap over rounds); "
+        "vs w0* = the best median rate over cores x the "
         "fastest median num_workers 0 of any setting; w1/w0 = one worker over in-process, "
         "paired likewise; cpu = ms of "
         "CPU per image, the process and its workers together; faults = minor page faults per "
@@ -285,45 +336,52 @@ def report(results: dict, args, cores: int) -> bool:
         "the machine) of any cell's median epoch; epochs: the fewest epochs a cell's medians "
         "are of"
     )
-    after: dict[str, tuple[float, float]] = {}  # decoder -> (ratio, best rate), after the fix
+    # decoder -> (ratio, best rate, (ci low, ci high)), after the fix
+    after: dict[str, tuple[float, float, tuple[float, float]]] = {}
     cols = " ".join(f"{'w' + str(w):>5}" for w in ws)
     for decoder, settings in results.items():
         print(
-            f"\n{decoder:<14} {'images/s':^{6 * len(ws)}} ratio vs w0* w1/w0 | "
+            f"\n{decoder:<19} {'images/s':^{6 * len(ws)}} ratio ci        vs w0* w1/w0 | "
             f"{'cpu ms/image':^{6 * len(ws)}}| {'faults/image':^{6 * len(ws)}}| others epochs"
         )
-        print(f"{'':<14} {cols}                   | {cols} | {cols} |")
+        print(f"{'':<19} {cols}                             | {cols} | {cols} |")
         plain = {s: c for s, c in settings.items() if s.endswith("/" + PLAIN)}
         settings = {s: c for s, c in settings.items() if s not in plain}
         best_w0 = max(_med(_used(c[0], args.quiet), "rate") for c in settings.values())
         for setting, cells in settings.items():
             paired = {w: _paired(cells, w, args.quiet) for w in ws if w > 0}
-            cells = {w: _used(cells[w], args.quiet) for w in ws}
+            all_cells, cells = cells, {w: _used(cells[w], args.quiet) for w in ws}
             rate = {w: _med(cells[w], "rate") for w in ws}
             best = max(rate[w] for w in ws if w > 0)
-            ratio = max(paired.values()) / cores
+            top = max(paired, key=paired.get)  # the best num_workers, paired
+            ratio = paired[top] / cores
+            ci = tuple(x / cores for x in _median_ci(_pairs(all_cells, top, args.quiet)))
             one = paired.get(1, float("nan"))  # one worker vs in-process
             others = max(_med(cells[w], "other") for w in ws)
             epochs = min(len(cells[w]) for w in ws)
             tag = {BEFORE: " before", AFTER: " after"}.get(setting, "")
+            if setting.endswith("/pooled"):  # batches that found no free buffer: none expected
+                misses = sum(e.get("pool_misses", 0) for w in ws for e in cells[w])
+                tag += f" (pool misses {misses})"
             cpu = " ".join(f"{_med(cells[w], 'cpu_ms'):5.2f}" for w in ws)
             flt = " ".join(f"{_med(cells[w], 'faults'):5.0f}" for w in ws)
             print(
-                f"{setting:<14} {' '.join(f'{rate[w]:5.0f}' for w in ws)}  "
-                f"{ratio:4.2f}  {best / (cores * best_w0):4.2f}  {one:4.2f}  | {cpu} | {flt} | "
+                f"{setting:<19} {' '.join(f'{rate[w]:5.0f}' for w in ws)}  "
+                f"{ratio:4.2f} {ci[0]:4.2f}-{ci[1]:4.2f}  {best / (cores * best_w0):4.2f}  "
+                f"{one:4.2f}  | {cpu} | {flt} | "
                 f"{others:4.0%} {epochs:2d}{tag}"
             )
             if setting == AFTER:
-                after[decoder] = (ratio, best)
+                after[decoder] = (ratio, best, ci)
         for setting, cells in plain.items():
             alloc = setting.split("/")[0]
             epochs = _used(cells[cores], args.quiet)
             rate = _med(epochs, "rate")
             mine = [c[0] for s, c in settings.items() if s.split("/")[0] == alloc]
-            w0 = settings.get(f"{alloc}/item", {}).get(0) or (mine[0] if mine else None)
+            w0 = settings.get(f"{alloc}/item/fresh", {}).get(0) or (mine[0] if mine else None)
             ratio = _paired({0: w0, 1: cells[cores]}, 1, args.quiet) / cores if w0 else math.nan
             print(
-                f"{alloc + ' no loader':<14} {cores} processes, the same work, nothing handed "
+                f"{alloc + ' no loader':<19} {cores} processes, the same work, nothing handed "
                 f"back: {rate:5.0f} images/s, {ratio:4.2f} x (cores x the {alloc} w0): the "
                 f"machine's own ceiling; cpu {_med(epochs, 'cpu_ms'):5.2f} ms/image, "
                 f"others {_med(epochs, 'other'):4.0%}"
@@ -367,8 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="epochs per cell (default 5)")
     ap.add_argument(
         "--settings",
-        default=f"{BEFORE},{AFTER}",
-        help="allocator/normalize pairs, or all: " + ",".join(SETTINGS) + " (default %(default)s)",
+        default=f"{BEFORE},tuned/batch/fresh,{AFTER}",
+        help="allocator/normalize[/collate] settings (collate fresh where not given), or all: "
+        + ",".join(SETTINGS)
+        + " (default %(default)s)",
     )
     ap.add_argument(
         "--quiet",
@@ -378,29 +438,46 @@ def main(argv: list[str] | None = None) -> int:
         "(default %(default)s); each cell gets up to 3 x repeats tries",
     )
     ap.add_argument("--json", default=None, help="also write the raw epochs here")
+    ap.add_argument(
+        "--report",
+        default=None,
+        metavar="FILE[,FILE...]",
+        help="measure nothing: report the epochs of earlier runs' --json files, their rounds "
+        "together (the same --workers, --settings and --decoders as they were run with)",
+    )
     args = ap.parse_args(argv)
     if args.settings == "all":
         args.settings = ",".join(SETTINGS)
+    # allocator/normalize[/collate]: collate fresh where it is not given
+    args.settings = ",".join(
+        s if s.count("/") == 2 else f"{s}/fresh" for s in args.settings.split(",")
+    )
     if args.child is not None:
         print(json.dumps(run_cells(json.loads(args.child))))
         return 0
     if 0 not in args.workers:
         ap.error("--workers must include 0 (the in-process rate the ratio is against)")
     cores = usable_cores()
-    results = measure(args, cores)
+    if args.report:
+        results = merged([json.loads(Path(f).read_text()) for f in args.report.split(",")])
+    else:
+        results = measure(args, cores)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     after = report(results, args, cores)
     if after:
         # The issue's goal is the best DataLoader's; each decoder's is the stricter reading.
         top = max(after, key=lambda d: after[d][1])
-        ratio, rate = after[top]
+        ratio, rate, ci = after[top]
         print(
             f"\ngoal, the best DataLoader (after: {AFTER}): {top} at {rate:.0f} images/s, "
-            f"{ratio:.2f} x cores x its in-process rate: {'met' if ratio >= GOAL else 'NOT met'}"
+            f"{ratio:.3f} x cores x its in-process rate: {'met' if ratio >= GOAL else 'NOT met'}"
         )
-        each = ", ".join(f"{d} {r:.2f}" for d, (r, _) in after.items())
-        every = all(r >= GOAL for r, _ in after.values())
+        print(f"  its 95 % interval: {ci[0]:.2f}-{ci[1]:.2f}{_straddles(ci)}")
+        each = ", ".join(
+            f"{d} {r:.2f} ({lo:.2f}-{hi:.2f})" for d, (r, _, (lo, hi)) in after.items()
+        )
+        every = all(r >= GOAL for r, _, _ in after.values())
         print(f"goal, every decoder (after): {each}: {'met' if every else 'NOT met'}")
     return 0
 
