@@ -310,7 +310,7 @@ def merged(runs: list[dict]) -> dict:
 
 def _straddles(ci) -> str:
     if ci[0] < GOAL <= ci[1] or ci[0] <= GOAL < ci[1]:
-        return f" (holds {GOAL}: within this machine's noise, the goal is neither met nor missed)"
+        return f" (it holds {GOAL}: another run here can read either side of the goal)"
     return ""
 
 
