@@ -88,26 +88,26 @@ def test_pipeline_table_has_medians_speedups_and_ceilings(trials):
     assert row.ceiling_fraction == pytest.approx(1.0) and row.repetitions == 2
 
 
+def _loader_row(workers, rate, repetition=0, **settings):
+    """A DataLoader trial's row as dataloader_workers reads it (opencv from JPEG, 640 images,
+    2 cores, unless ``settings`` say otherwise)."""
+    row = dict(
+        phase="dataloader",
+        variant="torch",
+        decoder="opencv",
+        source="jpeg",
+        batch_size="32",
+        page_cache="warm",
+        pin_memory="false",
+        n_images=640,
+        physical_cores=2,
+    )
+    return dict(row, **settings, workers=workers, repetition=repetition, images_per_s=rate)
+
+
 def test_dataloader_workers_names_the_best_count_and_where_more_hurt():
-    rows = []
-    for w, rates in {0: [9, 9], 1: [10, 10], 2: [19, 19.2], 4: [18.5, 18.5], 8: [15, 15]}.items():
-        for i, r in enumerate(rates):
-            rows.append(
-                dict(
-                    phase="dataloader",
-                    variant="torch",
-                    decoder="opencv",
-                    source="jpeg",
-                    batch_size="32",
-                    page_cache="warm",
-                    pin_memory="false",
-                    n_images=640,
-                    workers=w,
-                    repetition=i,
-                    images_per_s=r,
-                    physical_cores=2,
-                )
-            )
+    rates = {0: [9, 9], 1: [10, 10], 2: [19, 19.2], 4: [18.5, 18.5], 8: [15, 15]}
+    rows = [_loader_row(w, r, i) for w, rs in rates.items() for i, r in enumerate(rs)]
     table = dataloader_workers(pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
     assert len(table) == 1
     row = table.iloc[0]
@@ -121,22 +121,13 @@ def test_dataloader_workers_names_the_best_count_and_where_more_hurt():
 def test_dataloader_workers_keeps_a_blocks_settings_apart():
     # the same decoder, source and n before and after the fix: two lines, not one median
     rows = [
-        dict(
-            phase="dataloader",
-            variant="torch",
+        _loader_row(
+            w,
+            rate * (1 if w == 0 else 1.8),
             decoder="pillow",
-            source="jpeg",
-            batch_size="32",
-            page_cache="warm",
-            pin_memory="false",
-            n_images=1000,
             allocator=alloc,
             normalize=normalize,
             collate=collate,
-            workers=w,
-            repetition=0,
-            images_per_s=rate * (1 if w == 0 else 1.8),
-            physical_cores=2,
         )
         for alloc, normalize, collate, rate in [
             ("default", "item", "fresh", 100),
