@@ -50,10 +50,10 @@ from PIL import Image
 
 from imgread import cache
 from imgread.dataset import INFO_NAME, GenerateParams, generate
-from imgread.dataset.synthesis import end_on_sigterm
 from imgread.decoders import DECODERS, OUTPUTS, TJ_FLAGS, can_decode, format_of, versions, warm_up
 from imgread.manifest import read_manifest
 from imgread.phases.registry import PHASES, load_object
+from imgread.util import end_on_sigterm
 
 
 def _encode_only(args) -> float:

@@ -23,6 +23,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import connection
 
+from imgread.util import end_on_sigterm
+
 RENDEZVOUS_TIMEOUT_S = 120.0
 REAP_TIMEOUT_S = 5.0  # for killed workers to be gone
 
@@ -72,10 +74,7 @@ def kill_all(processes: Iterable) -> None:
 def init_process(barrier, initializer, initargs) -> None:
     global _BARRIER, _START_ERROR
     _BARRIER = barrier
-    # A worker inherits the trial's SIGTERM handler (raise SystemExit, for its finally blocks);
-    # in a worker that exception would be caught by the pool and sent back as a task's result,
-    # and the worker would live on. The pool ends its workers with SIGTERM: let that end them.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    end_on_sigterm()  # the pool ends its workers with SIGTERM: let that end them
     if initializer is None:
         return
     try:

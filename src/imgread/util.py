@@ -112,6 +112,13 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _exit_on_signal)
 
 
+def end_on_sigterm() -> None:
+    """In a worker process: SIGTERM ends it, as by default. A forked worker inherits the
+    command's :func:`exit_on_sigterm` handler, whose SystemExit a pool would catch and send
+    back as a task's result, so a worker told to end would live on until the pool shut down."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def without_later_defaults(settings: dict, later: dict) -> dict:
     """``settings`` less the settings added later (``later``: {name: default}) that are at
     their default: what a rule depends on stays as it was before they existed, so Snakemake

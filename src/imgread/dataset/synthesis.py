@@ -13,7 +13,6 @@ import math
 import mmap
 import multiprocessing as mp
 import os
-import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +32,7 @@ from imgread.dataset.identity import content_id
 from imgread.dataset.textures import N_COLOURS, N_TEXTURES, colour_luts, texture_image
 from imgread.errors import UserError
 from imgread.manifest import ImageEntry, write_manifest
-from imgread.util import Progress
+from imgread.util import Progress, end_on_sigterm
 
 DEFAULT_COUNT = 900
 DEFAULT_WIDTH = 4032
@@ -209,13 +208,6 @@ def _make_one(args) -> tuple[int, str, int, int, int, str, int, int]:
     write_image(dest, data)
     mtime_ns = os.stat(dest).st_mtime_ns
     return (index, rel, len(data), width, height, content_id(data), mtime_ns, quality)
-
-
-def end_on_sigterm() -> None:
-    """A pool worker's initializer: SIGTERM ends it. A forked worker inherits the command's
-    handler (SystemExit, for its clean-up), which the pool would catch and send back as a
-    task's result, so a stopped job's workers would live on until the pool shut down."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _mp_context():
