@@ -309,7 +309,7 @@ def merged(runs: list[dict]) -> dict:
 
 
 def _straddles(ci) -> str:
-    if ci[0] < GOAL <= ci[1] or ci[0] <= GOAL < ci[1]:
+    if ci[0] <= GOAL <= ci[1]:
         return f" (it holds {GOAL}: another run here can read either side of the goal)"
     return ""
 

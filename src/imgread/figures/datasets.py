@@ -12,6 +12,7 @@ from matplotlib.patches import Patch
 
 from imgread.decoders import can_decode
 from imgread.figures.common import empty, log2_workers, machine_label, rows, subplots
+from imgread.phases.dataloader import TUNING
 
 PACKING_COLORS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
 
@@ -152,8 +153,7 @@ def _comparable(d):
     shard trial has (decoder, batch, page cache, allocator, normalize, collate), so that other
     blocks on the same dataset (the per-item overhead block, warm) do not join the loose-file
     line."""
-    keys = ("decoder", "batch_size", "page_cache", "allocator", "normalize", "collate")
-    keys = [k for k in keys if k in d]
+    keys = [k for k in ("decoder", "batch_size", "page_cache", *TUNING) if k in d]
     shards = d[d["source"] == "shards"]
     if shards.empty or not keys:
         return d

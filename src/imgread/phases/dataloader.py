@@ -44,7 +44,6 @@ import math
 import multiprocessing as mp
 import pickle
 import re
-import signal
 import time
 from multiprocessing import util as mp_util
 from pathlib import Path
@@ -58,10 +57,14 @@ from imgread.phases import base
 from imgread.phases import dataloader_shards as shardsrc
 from imgread.pools import Runner, WorkerDied, death_of, kill_all
 from imgread.reference import read_reference, reference_checksums
+from imgread.util import end_on_sigterm
 
 SOURCES = ("jpeg", "cache-npy", "cache-pickle", "shards")
 NORMALIZE = ("item", "batch")
 COLLATE = ("fresh", "pooled")
+# The grid keys of how a loader is tuned (docs/dataloader.md), beside what it reads: a block's
+# settings of them are lines of their own in the phase's table and figures.
+TUNING = ("allocator", "normalize", "collate")
 PREFETCH_FACTOR = 2  # PyTorch's default, recorded
 # A worker has at most PREFETCH_FACTOR batches in flight, and the consumer holds one more.
 POOL_SLOTS = PREFETCH_FACTOR + 1
@@ -142,6 +145,7 @@ class PooledCollate:
         self.busy = torch.zeros((max(workers, 1), slots), dtype=torch.uint8).share_memory_()
         self.misses = torch.zeros(max(workers, 1), dtype=torch.int64).share_memory_()
         self._buffers = None  # [(images, labels)] per slot, made where the collating runs
+        self._shape = None  # a sample's shape, the buffers' (from the first batch)
         self._kept: dict = {}  # the consumer's: each slot's images as it last received them
 
     def _buffer(self, shape, shared: bool):
@@ -157,12 +161,11 @@ class PooledCollate:
 
         info = get_worker_info()
         w = info.id if info is not None else 0
-        shape = tuple(samples[0][0].shape)
         if self._buffers is None:
-            self._buffers = [self._buffer(shape, info is not None) for _ in range(self.slots)]
+            self._shape = tuple(samples[0][0].shape)
+            self._buffers = [self._buffer(self._shape, info is not None) for _ in range(self.slots)]
         fits = len(samples) <= self.batch_size and all(
-            x.dtype == torch.uint8 and tuple(x.shape) == tuple(self._buffers[0][0].shape[1:])
-            for x, _ in samples
+            x.dtype == torch.uint8 and tuple(x.shape) == self._shape for x, _ in samples
         )
         free = [s for s in range(self.slots) if not self.busy[w, s]] if fits else []
         if not free:
@@ -205,8 +208,7 @@ class _Indices:
 def _worker_init(worker_id: int) -> None:
     import torch
 
-    # The trial's SIGTERM handler (SystemExit) would let a worker told to end live on.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    end_on_sigterm()  # the trial's SIGTERM handler would let a worker told to end live on
     torch.set_num_threads(1)  # one core per worker: normalisation must not fan out
 
 
@@ -365,12 +367,12 @@ class LoaderRunner(Runner):
             it = iter(self.loader)
             t1 = time.perf_counter()
             for batch in it:
-                if self.collate is not None:  # normalised (copied), then handed back
-                    images, labels = normalize_batch(batch[0]), batch[1].clone()
-                    self.collate.release(batch)
+                if self.normalize == "batch":
+                    images, labels = normalize_batch(batch[0]), batch[1]
+                    if self.collate is not None:  # normalised (copied), then handed back
+                        labels = labels.clone()
+                        self.collate.release(batch)
                     batch = [images, labels]
-                elif self.normalize == "batch":
-                    batch = [normalize_batch(batch[0]), *batch[1:]]
                 if not out:
                     self.first_batch_seconds = time.perf_counter() - t0
                 out.append(batch)

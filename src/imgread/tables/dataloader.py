@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from imgread.phases.dataloader import TUNING
 from imgread.tables import by_machine
 
 LOADER_LINE = ["decoder", "source", "batch_size", "page_cache", "pin_memory", "n_images"]
 # Keys a line is told apart by where the trials have them (later grid keys, other datasets and
 # storage): without them, a block's before and after settings would share one line's medians.
-LATER_KEYS = ["dataset", "storage", "shard_mb", "allocator", "normalize", "collate"]
+LATER_KEYS = ["dataset", "storage", "shard_mb", *TUNING]
 HURT_MARGIN = 0.05  # a worker count "hurts" when its median rate is this much below the best
 COLUMNS = [
     *LOADER_LINE,
@@ -58,5 +59,4 @@ def dataloader_workers(
                 hurts_from_workers=int(worse[0]) if worse else -1,
             )
         )
-    extra = [k for k in LATER_KEYS if k in trials]
-    return pd.DataFrame(rows, columns=[*LOADER_LINE, *extra, *COLUMNS[len(LOADER_LINE) :]])
+    return pd.DataFrame(rows, columns=[*line, *COLUMNS[len(LOADER_LINE) :]])
