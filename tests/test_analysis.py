@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 
-from imgread.analysis import phase_tables, render_table, speedup, summarize, with_all_keys
+from imgread.answer.analysis import phase_tables, render_table, speedup, summarize, with_all_keys
+from imgread.phases.dataloader.tables import dataloader_workers
+from imgread.phases.decode.tables import pipeline_table, study_cells
 from imgread.phases.registry import PHASES
-from imgread.tables.dataloader import dataloader_workers
-from imgread.tables.decode import pipeline_table, study_cells
 
 
 def _rows(variant, workers, seconds, delivery="discard", decoder="opencv", output="full", n=10):

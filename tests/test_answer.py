@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgread.analysis import flag_interference, summarize, with_all_keys
-from imgread.noise import CpuSnapshot, interference
-from imgread.recommend import choose, markdown, recommend, rst
-from imgread.scaling import fit_usl, usl
-from imgread.stats import mean_ci, rate_ci
+from imgread.answer.analysis import flag_interference, summarize, with_all_keys
+from imgread.answer.recommend import choose, markdown, recommend, rst
+from imgread.answer.scaling import fit_usl, usl
+from imgread.answer.stats import mean_ci, rate_ci
+from imgread.instruments.noise import CpuSnapshot, interference
 
 # ---------------------------------------------------------------- the USL fit
 

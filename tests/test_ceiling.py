@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from imgread.ceiling import measure_device, split
+from imgread.dataset.manifest import read_manifest
 from imgread.errors import UserError
-from imgread.manifest import read_manifest
+from imgread.instruments.ceiling import measure_device, split
 
 from .helpers import copy_project, path_without, snakemake
 

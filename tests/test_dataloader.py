@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from imgread import allocator, decoded_cache
 from imgread.dataset import GenerateParams, generate, sample
-from imgread.decoders import DECODERS
+from imgread.dataset.manifest import read_manifest
+from imgread.decoders import DECODERS, allocator
 from imgread.errors import TrialError, UserError
-from imgread.manifest import read_manifest
-from imgread.phases.dataloader import POOL_SLOTS, PooledCollate, normalize_batch
-from imgread.trial import TrialSpec, run_trial
+from imgread.phases.dataloader import decoded_cache
+from imgread.phases.dataloader.phase import POOL_SLOTS, PooledCollate, normalize_batch
+from imgread.trial.run import TrialSpec, run_trial
 
 from .deaths import (
     WORKERS_FAIL_TO_START,
@@ -92,7 +92,8 @@ def test_a_uint8_batch_normalised_is_the_per_sample_normalisation_to_the_bit():
 def test_workers_take_the_tuned_allocator_and_one_thread_normalising_by_the_batch(
     small_dataset, tmp_path
 ):
-    # In its own process: a tuned allocator cannot be undone in this one (imgread.allocator).
+    # In its own process: a tuned allocator cannot be undone in this one
+    # (imgread.decoders.allocator).
     rec = tmp_path / "rec.json"
     run_trial_cli(
         small_dataset,

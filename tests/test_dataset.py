@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from imgread.dataset import GenerateParams, generate, sample
+from imgread.dataset.manifest import read_manifest
 from imgread.errors import UserError
-from imgread.manifest import read_manifest
 
 from .helpers import SMALL, tree_state
 

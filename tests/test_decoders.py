@@ -18,10 +18,10 @@ import pytest
 import simplejpeg
 from PIL import Image
 
-from imgread import allocator
 from imgread import decoders as decoders_module
 from imgread.cli import decoders as decoders_cli
 from imgread.dataset import GenerateParams, generate
+from imgread.dataset.manifest import read_manifest
 from imgread.decoders import (
     CROP,
     DECODERS,
@@ -29,6 +29,7 @@ from imgread.decoders import (
     TURBOJPEG_PIN,
     DecoderUnavailable,
     UnsupportedFormatError,
+    allocator,
     can_decode,
     checksum,
     format_of,
@@ -40,7 +41,6 @@ from imgread.decoders import (
     warm_up,
 )
 from imgread.errors import ImageDecodeError, UserError, VerificationError
-from imgread.manifest import read_manifest
 
 from .helpers import make_messy_folder
 
@@ -231,7 +231,7 @@ def test_pillow_decodes_into_its_reused_scratch_without_a_new_array(photo_like, 
 
 _ALLOCATOR_PROBE = """
 import json
-from imgread import allocator
+from imgread.decoders import allocator
 before = allocator.state()
 allocator.apply("tuned")
 tuned = allocator.state()

@@ -11,11 +11,11 @@ from dataclasses import replace
 import pytest
 
 from imgread.dataset import GenerateParams, generate
+from imgread.dataset.manifest import read_manifest
+from imgread.decoders.reference import write_reference
 from imgread.errors import TrialError, UserError, VerificationError
-from imgread.manifest import read_manifest
-from imgread.phases import decode as decode_phase
-from imgread.reference import write_reference
-from imgread.trial import TrialSpec, run_trial
+from imgread.phases.decode import phase as decode_phase
+from imgread.trial.run import TrialSpec, run_trial
 
 from .deaths import (
     assert_failed_cleanly,

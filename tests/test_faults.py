@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from imgread.dataset import GenerateParams, generate, sample, verify_hashes
+from imgread.dataset.manifest import read_manifest
 from imgread.decoders import DECODERS
 from imgread.errors import TrialError, UserError
-from imgread.manifest import read_manifest
-from imgread.trial import TrialSpec, run_trial
+from imgread.trial.run import TrialSpec, run_trial
 
 from .deaths import (
     EXIT_BOUND_S,
@@ -235,7 +235,7 @@ def test_a_killed_worker_fails_the_trial_naming_the_cell_and_leaves_no_worker(tm
 # executor then waits forever for the rest (and so would the trial); imgread's must not.
 KILLED_WHILE_SENDING = """
 import os, signal, sys, time
-from imgread.pools import process_pool, named_death
+from imgread.trial.pools import process_pool, named_death
 
 def big(i):
     return b"x" * (64 << 20)  # most of a worker's time goes to sending it

@@ -1,6 +1,7 @@
-"""Page faults counted over the timed region (imgread.faults), the allocator setting applied in
-every worker (imgread.allocator), and the shared-memory delivery paying for no fresh mapping
-per image while its check after the clock still sees every image."""
+"""Page faults counted over the timed region (imgread.instruments.page_faults), the allocator
+setting applied in
+every worker (imgread.decoders.allocator), and the shared-memory delivery paying for no fresh
+mapping per image while its check after the clock still sees every image."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import sys
 
 import pytest
 
-from imgread import faults
 from imgread.dataset import GenerateParams, generate
+from imgread.dataset.manifest import read_manifest
 from imgread.decoders import DECODERS, Decoder
 from imgread.errors import VerificationError
-from imgread.manifest import read_manifest
-from imgread.phases import decode as decode_phase
-from imgread.pools import process_start_method
-from imgread.trial import TrialSpec, run_trial
+from imgread.instruments import page_faults
+from imgread.phases.decode import phase as decode_phase
+from imgread.trial.pools import process_start_method
+from imgread.trial.run import TrialSpec, run_trial
 
 from .helpers import HAVE_PROC, SHM
 
@@ -69,25 +70,25 @@ def test_the_faults_of_a_live_child_are_counted_before_it_exits():
     child = ctx.Process(target=_touch, args=(64, ready, touched, go))
     child.start()
     try:
-        before = faults.snapshot()
+        before = page_faults.snapshot()
         ready.set()
         assert touched.wait(60)
-        after = faults.snapshot()
+        after = page_faults.snapshot()
         assert child.is_alive()
     finally:
         go.set()
         child.join(30)
-    cols = faults.columns(before, after, images=4)
+    cols = page_faults.columns(before, after, images=4)
     assert cols["minor_faults"] >= (64 << 20) // PAGE  # 16,384 pages of 4 KiB each
     assert cols["minor_faults_per_image"] == cols["minor_faults"] / 4
-    assert faults.columns(None, None, 4)["minor_faults"] is None
+    assert page_faults.columns(None, None, 4)["minor_faults"] is None
 
 
 _WORKER_PROBE = """
 import json, sys
-from imgread import allocator
+from imgread.decoders import allocator
 from imgread.phases.registry import get_phase
-from imgread.manifest import read_manifest
+from imgread.dataset.manifest import read_manifest
 phase = get_phase("decode")
 m = read_manifest(sys.argv[1])
 out = {}
@@ -114,7 +115,7 @@ def test_allocator_tuned_sets_pillows_block_cache_in_every_worker(small_dataset)
         text=True,
         check=True,
     )
-    from imgread import allocator
+    from imgread.decoders import allocator
 
     for cell, states in json.loads(r.stdout).items():
         blocks = {s["pillow_blocks_max"] for s in states}
@@ -142,7 +143,7 @@ def test_shared_memory_delivery_pays_no_fresh_mapping_per_image(photos, decoder)
 def subprocess_trial(spec: TrialSpec) -> dict:
     """The trial's record from a process of its own (the tuned allocator stays with it)."""
     code = (
-        "import json, sys; from imgread.trial import TrialSpec, run_trial; "
+        "import json, sys; from imgread.trial.run import TrialSpec, run_trial; "
         "spec = TrialSpec(**json.loads(sys.argv[1])); print(json.dumps(run_trial(spec).to_dict()))"
     )
     fields = {k: getattr(spec, k) for k in ("manifest", "phase", "variant", "params")}

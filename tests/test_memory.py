@@ -1,5 +1,5 @@
-"""Memory per trial (imgread.memory): the recorded peak agrees with a reading this test takes
-itself from /proc, what is counted (allocations, shared memory held or mapped) and what is not
+"""Memory per trial (imgread.instruments.memory): the recorded peak agrees with a reading this test
+takes itself from /proc, what is counted (allocations, shared memory held or mapped) and what is not
 (the page cache, another program's shared memory), and the trial's cgroup never outlives it (a
 killed trial's is removed by the next). The memory in the results: test_memory_budget.py."""
 
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from imgread.dataset import GenerateParams, generate
-from imgread.memcg import PREFIX
-from imgread.memory import MemoryMeter
+from imgread.instruments.memcg import PREFIX
+from imgread.instruments.memory import MemoryMeter
 
 from .helpers import HAVE_PROC, alive, children, trial_command
 
@@ -239,7 +239,9 @@ def test_the_page_cache_of_files_read_during_the_clock_is_not_the_trials_memory(
 
 
 def test_where_no_cgroup_can_be_made_the_meter_samples_pss(monkeypatch, tmp_path):
-    monkeypatch.setattr("imgread.memcg.current_cgroup", lambda: ("v1", tmp_path / "no" / "such"))
+    monkeypatch.setattr(
+        "imgread.instruments.memcg.current_cgroup", lambda: ("v1", tmp_path / "no" / "such")
+    )
     with MemoryMeter(2) as meter:
         meter.start()
         cols = meter.stop()

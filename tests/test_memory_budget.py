@@ -1,4 +1,5 @@
-"""Memory in the results (imgread.memory's columns): the summary's medians, the memory figure of
+"""Memory in the results (imgread.instruments.memory's columns): the summary's medians, the memory
+figure of
 each phase, the answer's memory column and ``analysis.memory_budget``, which applies the usual
 rule among the cells within the budget and says when that changed the answer, on hand-made
 trials; and the budget's one-line config errors."""
@@ -10,11 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from imgread.analysis import flag_interference, summarize, with_all_keys
+from imgread.answer.analysis import flag_interference, summarize, with_all_keys
+from imgread.answer.figures import draw
+from imgread.answer.recommend import markdown, recommend
 from imgread.config import check_schema
 from imgread.errors import UserError
-from imgread.figures import draw
-from imgread.recommend import markdown, recommend
 
 from .helpers import ROOT
 

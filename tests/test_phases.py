@@ -4,10 +4,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from imgread.dataset.manifest import read_manifest
 from imgread.errors import UserError, VerificationError
 from imgread.layout import params_segment, parse_segment
-from imgread.manifest import read_manifest
-from imgread.phases.load import asyncio_default_workers
+from imgread.phases.load.phase import asyncio_default_workers
 from imgread.phases.registry import PHASES, get_phase
 
 # Results keyed by path (load, decode); the DataLoader and the stream deliver batches and

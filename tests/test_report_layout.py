@@ -2,7 +2,7 @@
 nothing is drawn over it, at 1400 and 1920 px wide.
 
 Snakemake's report template puts the workflow description (workflow/report/workflow.rst,
-filled from the records by imgread.study) in a 32rem column beside the rule graph, both
+filled from the records by imgread.answer.study) in a 32rem column beside the rule graph, both
 centred in a screen-high box. The answer table is wider than that column: without the page's
 own style (at the top of workflow.rst) the rule graph was drawn over its rate, speedup and
 ceiling columns, and the top of the page could not be scrolled to.
@@ -28,8 +28,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from imgread.answer.study import write_captions
 from imgread.phases.registry import FIGURES
-from imgread.study import write_captions
 
 from .helpers import ROOT, snakemake
 

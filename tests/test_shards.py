@@ -13,9 +13,9 @@ from PIL import Image
 from imgread.config import normalize_datasets
 from imgread.dataset import GenerateParams, generate
 from imgread.dataset import shards as shardlib
+from imgread.dataset.manifest import read_manifest
 from imgread.decoders import format_of
 from imgread.errors import UserError, VerificationError
-from imgread.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_the_webdataset_source_yields_each_of_n_samples_once_across_workers(spre
     epochs in a row with persistent workers."""
     from torch.utils.data import DataLoader
 
-    from imgread.phases.dataloader_shards import ShardSamples, shard_urls
+    from imgread.phases.dataloader.shards import ShardSamples, shard_urls
 
     shardlib.pack(spread, 1, progress=False)
     m = read_manifest(spread)

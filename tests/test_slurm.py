@@ -18,7 +18,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from imgread.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
+from imgread.answer.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
 from imgread.config import trial_grid
 from imgread.phases.registry import PHASES
 

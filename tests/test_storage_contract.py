@@ -11,11 +11,11 @@ import pickle
 
 import pytest
 
+from imgread.dataset.manifest import read_manifest
 from imgread.errors import TrialError, UserError
-from imgread.manifest import read_manifest
 from imgread.storage import registry
 from imgread.storage.base import Kind, Probe, Profile
-from imgread.trial import TrialSpec, run_trial
+from imgread.trial.run import TrialSpec, run_trial
 
 from .helpers import read_async
 
@@ -169,8 +169,8 @@ def test_a_probed_bandwidth_above_the_cap_fails_the_trial():
 def test_a_record_made_before_storage_profiles_keeps_its_meaning(small_dataset, tmp_path):
     import json
 
-    from imgread.analysis import load_records
-    from imgread.trial import write_record
+    from imgread.answer.analysis import load_records
+    from imgread.trial.run import write_record
 
     rec = run_trial(TrialSpec(str(small_dataset), "load", "sequential", n_images=2)).to_dict()
     for new in ("placement", "storage", "storage_kind", "storage_profile", "in_flight"):

@@ -1,5 +1,5 @@
 """A failing object store (#19 item 3): 503 Slow Down, connections reset mid-body, stalled
-responses and a server killed mid-trial, injected by imgread.storage.faultproxy in front of the
+responses and a server killed mid-trial, injected by imgread.storage.http.faultproxy in front of the
 http kind's nginx; readers retry with capped exponential backoff and jitter, every retry is
 counted, a read that still fails ends the trial with the reason and the counts, never a hang.
 
@@ -23,11 +23,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from imgread import text
+from imgread.answer import text
 from imgread.errors import TrialError, UserError
-from imgread.storage import faultproxy, netns, registry
 from imgread.storage import http as http_kind
-from imgread.trial import TrialSpec, run_trial, transport_counts, transport_line
+from imgread.storage import registry
+from imgread.storage.http import faultproxy, netns
+from imgread.trial.run import TrialSpec, run_trial, transport_counts, transport_line
 
 from .helpers import read_async
 

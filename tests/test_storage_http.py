@@ -25,7 +25,8 @@ import pytest
 
 from imgread.errors import TrialError, UserError
 from imgread.storage import http as http_kind
-from imgread.storage import netns, registry
+from imgread.storage import registry
+from imgread.storage.http import netns
 
 from .helpers import read_async
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from imgread import cache, memcg
 from imgread.errors import UserError
+from imgread.instruments import memcg, page_cache
 from imgread.storage import registry, volume
 from imgread.storage.volume import KIND
 
@@ -111,8 +111,8 @@ def test_cold_buffered_read_is_capped(dataset):
     profile = PROFILES["vol-slow"]
     with registry.session(profile, dataset) as (session, _):
         ra_kb = session.settings()["storage_read_ahead_kb"]
-        cache.evict(paths)
-        resident = cache.resident_fraction(paths)
+        page_cache.evict(paths)
+        resident = page_cache.resident_fraction(paths)
         ios0, bytes0 = session.served()
         t0 = time.perf_counter()
         got = [session.opener.read(str(p)) for p in paths]

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from imgread.dataset import GenerateParams, generate
+from imgread.dataset.manifest import read_manifest
 from imgread.errors import TrialError
-from imgread.manifest import read_manifest
 from imgread.phases.registry import get_phase
-from imgread.phases.stream import frame_metrics
-from imgread.producers import run_model
-from imgread.trial import TrialSpec, run_trial
+from imgread.phases.stream.phase import frame_metrics
+from imgread.phases.stream.producers import run_model
+from imgread.trial.run import TrialSpec, run_trial
 
 from .deaths import (
     WORKERS_FAIL_TO_START,

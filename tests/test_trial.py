@@ -6,9 +6,9 @@ from datetime import datetime
 import pytest
 
 from imgread.dataset import GenerateParams, generate
+from imgread.dataset.manifest import read_manifest
 from imgread.errors import UserError
-from imgread.manifest import read_manifest
-from imgread.trial import TrialRecord, TrialSpec, run_trial, write_record
+from imgread.trial.run import TrialRecord, TrialSpec, run_trial, write_record
 
 FIELDS = [
     "phase",

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from imgread.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
+from imgread.answer.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
 from imgread.phases.registry import FIGURES
 
 from .helpers import ROOT, copy_project, snakemake

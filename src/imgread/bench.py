@@ -15,7 +15,8 @@
 10. turbojpeg against libjpeg-turbo's own benchmark: ``tjbench`` (libjpeg-turbo-progs) and the
    ``turbojpeg`` decoder on one 12 MP JPEG at full size, one core, the same flags (RGB out,
    accurate IDCT, fancy upsampling), alternated; both rates in megapixels/s and their ratio;
-11. what a DataLoader worker costs per image (imgread.overhead_bench, docs/dataloader.md): the
+11. what a DataLoader worker costs per image (imgread.phases.dataloader.overhead_bench,
+docs/dataloader.md): the
    phase's LoaderRunner at num_workers 0, 1, 2, 4 per decoder, before and after its fix, and
    the best DataLoader over cores x the in-process rate (goal: at least 0.9), on its own
    ImageNet-like set.
@@ -48,10 +49,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from imgread import cache
 from imgread.dataset import INFO_NAME, GenerateParams, generate
+from imgread.dataset.manifest import read_manifest
 from imgread.decoders import DECODERS, OUTPUTS, TJ_FLAGS, can_decode, format_of, versions, warm_up
-from imgread.manifest import read_manifest
+from imgread.instruments import page_cache
 from imgread.phases.registry import PHASES, load_object
 from imgread.util import end_on_sigterm
 
@@ -197,15 +198,15 @@ def _decode_one(m, manifest, args) -> None:
 def _residency(m, manifest, args) -> None:
     n300 = min(300, len(m))
     paths = m.paths(n300)
-    cache.warm(paths)
-    before = cache.resident_fraction(paths)
+    page_cache.warm(paths)
+    before = page_cache.resident_fraction(paths)
     r = subprocess.run(
         [sys.executable, "-m", "imgread", "flush", *map(str, paths)],
         check=True,
         capture_output=True,
         text=True,
     )
-    after = cache.resident_fraction(paths)
+    after = page_cache.resident_fraction(paths)
     print(f"\n## residency on {n300} images: before flush {before:.4f}, after {after:.4f}")
     print(f"imgread flush said: {r.stdout.strip()}")
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from imgread import cache as cachectl
 from imgread.dataset import find_candidates
 from imgread.decoders import can_decode
 from imgread.errors import UserError
+from imgread.instruments import page_cache as cachectl
 from imgread.layout import trial_path
 from imgread.phases.registry import PHASES
 from imgread.storage import registry as storage

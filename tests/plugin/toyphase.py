@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from imgread.phases.base import Param, Phase, Variant, Verified, expect_paths
-from imgread.pools import Pooled, Sequential, thread_pool
+from imgread.trial.pools import Pooled, Sequential, thread_pool
 
 HERE = Path(__file__).resolve().parent
 

@@ -40,7 +40,7 @@ from imgread.config import (
 from imgread.storage import registry as storage_registry
 from imgread.layout import MACHINE_TEMPLATE, TRIAL_TEMPLATE, parse_segment
 from imgread.phases.registry import FIGURES, PHASES
-from imgread.study import config_digest
+from imgread.answer.study import config_digest
 
 min_version("9.0")
 

@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 
-from imgread.analysis import (
+from imgread.answer.analysis import (
     ceilings_table,
     flag_interference,
     load_records,
@@ -17,8 +17,8 @@ from imgread.analysis import (
     speedup,
     summarize,
 )
-from imgread.recommend import markdown, recommend
-from imgread.study import describe, write_captions
+from imgread.answer.recommend import markdown, recommend
+from imgread.answer.study import describe, write_captions
 from imgread.util import write_text_atomic
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)

@@ -2,8 +2,8 @@
 
 import sys
 
-from imgread.manifest import read_manifest
-from imgread.reference import write_reference
+from imgread.dataset.manifest import read_manifest
+from imgread.decoders.reference import write_reference
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 w = snakemake.wildcards  # noqa: F821

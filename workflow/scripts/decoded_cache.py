@@ -2,7 +2,7 @@
 
 import sys
 
-from imgread.decoded_cache import build
+from imgread.phases.dataloader.decoded_cache import build
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 out = snakemake.output.info.rsplit("/", 1)[0]  # noqa: F821

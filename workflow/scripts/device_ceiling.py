@@ -1,9 +1,10 @@
-"""Measure the device ceiling of the dataset's files (imgread.ceiling) into a JSON file."""
+"""Measure the device ceiling of the dataset's files (imgread.instruments.ceiling) into a JSON
+file."""
 
 import json
 import sys
 
-from imgread.ceiling import measure_device
+from imgread.instruments.ceiling import measure_device
 from imgread.util import write_text_atomic
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)

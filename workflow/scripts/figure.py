@@ -7,8 +7,8 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from imgread.figures import draw
-from imgread.study import write_captions
+from imgread.answer.figures import draw
+from imgread.answer.study import write_captions
 
 
 def _table(path: str) -> pd.DataFrame | None:

@@ -7,9 +7,9 @@ JOB_STARTED_AT = datetime.now(UTC).isoformat()  # before the imports: the job's 
 import os  # noqa: E402
 import sys  # noqa: E402
 
+from imgread.dataset.stage import staged_manifest  # noqa: E402
 from imgread.layout import parse_segment  # noqa: E402
-from imgread.stage import staged_manifest  # noqa: E402
-from imgread.trial import build_spec, run_trial, write_record  # noqa: E402
+from imgread.trial.run import build_spec, run_trial, write_record  # noqa: E402
 from imgread.util import exit_on_sigterm  # noqa: E402
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)

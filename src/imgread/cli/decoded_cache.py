@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from imgread.cli.options import Parser, positive
-from imgread.decoded_cache import build
 from imgread.decoders import DECODERS
+from imgread.phases.dataloader.decoded_cache import build
 
 
 def add_parser(subparsers) -> None:

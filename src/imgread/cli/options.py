@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from imgread import cache as cachectl
+from imgread.instruments import page_cache as cachectl
 
 
 class Parser(argparse.ArgumentParser):

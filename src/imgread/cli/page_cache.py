@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from imgread import cache as cachectl
 from imgread.cli.options import add_saturate_options, fraction_text
+from imgread.instruments import page_cache as cachectl
 
 
 def add_parser(subparsers) -> None:

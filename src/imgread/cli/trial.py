@@ -1,7 +1,7 @@
 """``imgread trial``: run one timed trial and write its record as JSON.
 
 The phases, their variants and their grid keys come from the phase registry; the spec is
-built by :func:`imgread.trial.build_spec`, as the workflow's trial rule builds it.
+built by :func:`imgread.trial.run.build_spec`, as the workflow's trial rule builds it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import argparse
 
 import yaml
 
-from imgread import cache as cachectl
 from imgread.cli.options import (
     add_saturate_options,
     fraction,
@@ -19,10 +18,11 @@ from imgread.cli.options import (
     positive,
 )
 from imgread.errors import UserError
+from imgread.instruments import page_cache as cachectl
 from imgread.phases.base import NameParam
 from imgread.phases.registry import PARAM_COLUMNS, PHASES, get_phase
 from imgread.storage import registry as storage
-from imgread.trial import build_spec, run_trial, write_record
+from imgread.trial.run import build_spec, run_trial, write_record
 
 
 def add_parser(subparsers) -> None:

@@ -1,6 +1,6 @@
 """Datasets: a deterministic synthetic JPEG set, or a sample of a user's own images.
 
-Both write ``manifest.csv`` (see :mod:`imgread.manifest`) in a fixed shuffled order, so the
+Both write ``manifest.csv`` (see :mod:`imgread.dataset.manifest`) in a fixed shuffled order, so the
 subset of n images is the first n rows and a larger n contains every image of a smaller n.
 
 - :mod:`~imgread.dataset.synthesis`: :func:`generate`, photo-like JPEGs cut from the textures

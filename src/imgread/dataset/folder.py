@@ -12,8 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+from imgread.dataset.manifest import MANIFEST_NAME
 from imgread.errors import UserError
-from imgread.manifest import MANIFEST_NAME
 from imgread.util import write_bytes_atomic, write_text_atomic
 
 INFO_NAME = "dataset.json"  # marks a folder as an imgread dataset (ours to overwrite)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from imgread.dataset.manifest import read_manifest
 from imgread.errors import UserError
-from imgread.manifest import read_manifest
 from imgread.util import Progress
 
 

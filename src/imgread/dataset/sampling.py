@@ -28,8 +28,8 @@ from imgread.dataset.folder import (
     write_info,
 )
 from imgread.dataset.identity import content_id
+from imgread.dataset.manifest import ImageEntry, write_manifest
 from imgread.errors import UserError
-from imgread.manifest import ImageEntry, write_manifest
 from imgread.util import Progress, atomic_path, write_text_atomic
 
 CANDIDATE_EXTENSIONS = (".jpg", ".jpeg")

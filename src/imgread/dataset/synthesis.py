@@ -29,9 +29,9 @@ from imgread.dataset.folder import (
     write_info,
 )
 from imgread.dataset.identity import content_id
+from imgread.dataset.manifest import ImageEntry, write_manifest
 from imgread.dataset.textures import N_COLOURS, N_TEXTURES, colour_luts, texture_image
 from imgread.errors import UserError
-from imgread.manifest import ImageEntry, write_manifest
 from imgread.util import Progress, end_on_sigterm
 
 DEFAULT_COUNT = 900

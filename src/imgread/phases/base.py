@@ -1,7 +1,7 @@
 """The contract of a phase: what a trial measures and everything the rest of the system asks
 about it (grid keys, variants, cache state, inputs, rate, ceiling, jobs, tables, figures).
 
-``imgread.trial`` runs any phase the same way; the workflow, the analysis, the figures and the
+``imgread.trial.run`` runs any phase the same way; the workflow, the analysis, the figures and the
 recommendation ask a phase (through :mod:`imgread.phases.registry`) instead of naming it.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from imgread.dataset.manifest import ImageEntry
 from imgread.errors import UserError, VerificationError
-from imgread.manifest import ImageEntry
-from imgread.pools import Runner
+from imgread.trial.pools import Runner
 
 
 class Job(NamedTuple):
@@ -119,7 +119,7 @@ class Verified:
 class Table:
     """A table a phase adds to results/tables/: ``build`` ("module:function") is called with
     the phase's rows of (trials, summary, speedup), one machine at a time where the study ran
-    on several (imgread.analysis.phase_tables), and returns a DataFrame, written as CSV, or
+    on several (imgread.answer.analysis.phase_tables), and returns a DataFrame, written as CSV, or
     as Markdown under ``title`` and ``note`` where ``file`` ends in .md. ``caption``: the table
     is a report() output with workflow/report/<stem>.rst as its caption."""
 
@@ -158,7 +158,7 @@ class Phase:
     ceiling: str = "cpu"
     # What the report shows of the phase: its own tables, and its figures, each drawn by a
     # function "module:function"(trials, summary, speed, published, settings, phase=self,
-    # caches=, frames=, scaling=, device=) -> matplotlib Figure (imgread.figures.draw).
+    # caches=, frames=, scaling=, device=) -> matplotlib Figure (imgread.answer.figures.draw).
     tables: tuple[Table, ...] = ()
     figures: dict[str, str] = {}
     # A phase from outside the package brings its config section's JSON schema (the built-in
@@ -224,7 +224,8 @@ class Phase:
         return None
 
     def decoded_cache(self, params: dict[str, str]) -> str | None:
-        """The decoder whose decoded cache (imgread.decoded_cache) the cell reads, or None."""
+        """The decoder whose decoded cache (imgread.phases.dataloader.decoded_cache) the cell
+        reads, or None."""
         return None
 
     # -- the trial

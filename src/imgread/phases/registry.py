@@ -15,10 +15,10 @@ from imgread.errors import UserError
 from imgread.phases.base import Phase
 
 BUILTIN = (
-    "imgread.phases.load:LoadPhase",
-    "imgread.phases.decode:DecodePhase",
-    "imgread.phases.dataloader:DataLoaderPhase",
-    "imgread.phases.stream:StreamPhase",
+    "imgread.phases.load.phase:LoadPhase",
+    "imgread.phases.decode.phase:DecodePhase",
+    "imgread.phases.dataloader.phase:DataLoaderPhase",
+    "imgread.phases.stream.phase:StreamPhase",
 )
 ENTRY_POINT_GROUP = "imgread.phases"
 

@@ -1,0 +1,464 @@
+"""One trial of any phase: prepare the cache, prove its state, time exactly the work, return
+one tidy record. The phase (imgread.phases) supplies its jobs, variants and checks.
+
+Order inside a trial (each step's time is recorded in its own column):
+1. check that every file still has the manifest's size and mtime (cheap ``stat``), and let the
+   phase refuse what cannot run here (memory for decoded pixels);
+2. ``start`` the variant: pools created, every worker running, buffers allocated
+   -> ``startup_seconds``;
+3. prepare the cache immediately before timing: flush and verify cold (phases that read from
+   the device) or read once and verify warm -> ``prepare_seconds``, ``resident_fraction_before``;
+4. ``run`` the work, timed with ``perf_counter_ns`` -> ``seconds``; the CPU the hypervisor and
+   other processes took meanwhile -> ``steal_seconds``, ``other_cpu_seconds``,
+   ``interference_fraction`` (imgread.instruments.noise); the minor page faults of the process and
+   its workers over exactly that region -> ``minor_faults``, ``minor_faults_per_image``
+   (imgread.instruments.page_faults);
+5. close the pools -> ``shutdown_seconds``;
+6. the phase checks the results (images, bytes, pixels, checksums) after the clock stopped
+   -> ``verify_seconds`` where it does more than count.
+
+Steps 2-5 run inside imgread.instruments.memory's meter (a memory cgroup, or PSS sampling): the
+peak of the whole trial over the timed work -> ``peak_memory_bytes``, ``memory_per_worker_bytes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imgread.dataset.folder import encoding_label, read_info
+from imgread.dataset.manifest import ImageEntry, Manifest, read_manifest
+from imgread.errors import ImageDecodeError, TrialError, UserError
+from imgread.instruments import noise, page_faults
+from imgread.instruments import page_cache as cachectl
+from imgread.instruments.memory import MemoryMeter
+from imgread.phases.base import Phase, Verified
+from imgread.phases.registry import get_phase
+from imgread.storage import registry as storage
+from imgread.storage.base import Probe, Profile
+from imgread.trial.pools import Runner, process_start_method
+from imgread.trial.record import TrialRecord, merge_columns, platform_info, write_record
+
+__all__ = ["TrialRecord", "TrialSpec", "build_spec", "run_trial", "write_record"]
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial measures: a grid cell and repetition, on one dataset."""
+
+    manifest: str
+    phase: str
+    variant: str
+    n_images: int
+    workers: int = 1
+    repetition: int = 0
+    cache_method: str = cachectl.DEFAULT_METHOD
+    max_resident_fraction: float = cachectl.DEFAULT_MAX_RESIDENT_FRACTION
+    saturate_bytes: int = cachectl.DEFAULT_SATURATE_BYTES
+    saturate_dir: str | None = None
+    params: dict[str, str] = field(default_factory=dict)  # the phase's grid keys
+    reference: str | None = None  # checksums to verify delivered pixels against
+    cache_dir: str | None = None  # a decoded cache (imgread cache build), for phases that read one
+    machine: str = "local"  # the machine type (SLURM partition) the cell is measured on
+    placement: str = "in place"  # where the files were read: in place, or a node-local copy
+    storage: dict | None = None  # the storage profile (name, kind, parameters); None: local
+    dataset: str = ""  # the dataset's name ("": its manifest's folder name)
+    job_started_at: str | None = None  # when the trial's process started (UTC ISO 8601)
+
+    def describe(self) -> str:
+        """A short label naming the cell, for messages."""
+        keys = "".join(f" {k}={v}" for k, v in self.params.items())
+        return (
+            f"{self.phase}/{self.variant}{keys} n={self.n_images} workers={self.workers} "
+            f"repetition={self.repetition}"
+        )
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def check_unchanged(root: Path, entries: tuple[ImageEntry, ...]) -> None:
+    """Raise UserError naming the first file whose size or mtime differs from the manifest."""
+    for e in entries:
+        path = root / e.path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise UserError(f"dataset file missing: {path} (listed in the manifest)") from None
+        if st.st_size != e.bytes or st.st_mtime_ns != e.mtime_ns:
+            raise UserError(
+                f"dataset file changed after the manifest was written: {path} "
+                f"(size {st.st_size} vs {e.bytes} bytes, mtime_ns {st.st_mtime_ns} vs "
+                f"{e.mtime_ns}); regenerate or resample the dataset"
+            )
+
+
+def build_spec(
+    manifest: str,
+    phase: str,
+    variant: str,
+    n_images: int,
+    workers: int,
+    repetition: int,
+    params: dict[str, str],
+    inputs: dict[str, str | None] | None = None,
+    cache: dict | None = None,
+    **where,
+) -> TrialSpec:
+    """The one way a trial's spec is built (the workflow's trial rule and ``imgread trial``):
+    ``inputs`` the files the phase asked for (reference, cache_dir), ``cache`` the cache
+    settings (method, max_resident_fraction, saturate_*) used where the cell starts cold,
+    ``where`` the machine, placement, storage profile and job_started_at."""
+    ph = get_phase(phase)
+    cold = ph.page_cache(ph.resolve(params)) == "cold"
+    settings = {k: v for k, v in (cache or {}).items() if k in _CACHE_FIELDS} if cold else {}
+    files = {k: str(v) for k, v in (inputs or {}).items() if v}
+    return TrialSpec(
+        manifest=str(manifest),
+        phase=phase,
+        variant=variant,
+        n_images=int(n_images),
+        workers=int(workers),
+        repetition=int(repetition),
+        params=dict(params),
+        reference=files.get("reference"),
+        cache_dir=files.get("cache_dir"),
+        **settings,
+        **where,
+    )
+
+
+_CACHE_FIELDS = ("cache_method", "max_resident_fraction", "saturate_bytes", "saturate_dir")
+
+
+@dataclass
+class _Prepared:
+    """A trial ready to start: its phase, resolved params, jobs and the files it proves."""
+
+    spec: TrialSpec
+    phase: Phase
+    params: dict[str, str]
+    manifest: Manifest
+    entries: tuple[ImageEntry, ...]
+    jobs: list
+    inputs: dict[str, str]
+    paths: list[str]
+    cold: bool
+    profile: Profile
+
+
+@dataclass
+class _Timed:
+    """What the clock and the cache proof measured, and the runner's own columns."""
+
+    results: dict | None = None
+    concurrency: int = 1
+    fields: dict = field(default_factory=dict)
+    resident: float | None = None
+    state: str = ""
+    ns: dict[str, int] = field(default_factory=dict)
+    cpu: tuple = ()
+    runner: Runner | None = None
+    memory: dict = field(default_factory=dict)
+    faults: tuple = (
+        None,
+        None,
+    )  # imgread.instruments.page_faults snapshots right before and after the clock
+    probe: Probe = field(default_factory=Probe)
+    storage: dict = field(default_factory=dict)  # the storage session's own settings
+    server_cpu: float | None = None  # the storage server's CPU seconds over the clock
+    counted: dict | None = None  # the storage session's counters right before the clock
+    transport: dict | None = None  # their change over the clock (retries, injected faults)
+
+
+def prepare(spec: TrialSpec) -> _Prepared:
+    """Check the spec against the phase and the dataset (step 1), before anything starts."""
+    phase = get_phase(spec.phase)
+    phase.variant(spec.variant)
+    params = phase.resolve(spec.params)
+    why = phase.unsupported(spec.variant, params)
+    if why:
+        raise UserError(why)
+    variant = phase.variants[spec.variant]
+    if spec.workers < variant.min_workers:
+        raise UserError(
+            f"workers must be at least {variant.min_workers} for {spec.phase}/{spec.variant}, "
+            f"got {spec.workers}"
+        )
+    if not variant.parallel and spec.workers != 1:
+        raise UserError(f"variant {spec.phase}/{spec.variant} is not parallel: workers must be 1")
+    if spec.cache_method not in cachectl.METHODS:
+        raise UserError(
+            f"unknown cache method {spec.cache_method!r}; "
+            f"choose one of {', '.join(cachectl.METHODS)}"
+        )
+    spec = replace(spec, params=params)
+    manifest = read_manifest(spec.manifest)
+    entries = manifest.subset(spec.n_images)
+    check_unchanged(manifest.root, entries)
+    inputs = {k: v for k, v in (("reference", spec.reference), ("cache_dir", spec.cache_dir)) if v}
+    inputs["manifest"] = str(spec.manifest)
+    jobs = phase.jobs(manifest.root, entries, params)
+    phase.check(jobs, spec.workers, spec.variant, params)
+    paths = phase.cache_files(jobs, params, inputs)
+    cold = phase.page_cache(params) == "cold"
+    profile = storage.profile_from(spec.storage)
+    if params.get("storage", storage.DEFAULT) != profile.name:
+        raise UserError(
+            f"trial {spec.describe()}: grid key storage={params.get('storage')!r} but the spec "
+            f"carries the profile {profile.name!r}"
+        )
+    return _Prepared(spec, phase, params, manifest, entries, jobs, inputs, paths, cold, profile)
+
+
+def prove_cache(t: _Prepared) -> tuple[float | None, str]:
+    """Make the page cache what the cell claims, right before the clock (step 3): flushed and
+    proven cold, or read and proven warm. (resident fraction before, state)."""
+    spec = t.spec
+    if not t.cold:
+        # Decoding is measured on files already in memory, as the study did; only the phases
+        # that read from the device start cold.
+        return cachectl.ensure_warm(t.paths), "warm"
+    resident = cachectl.ensure_cold(
+        t.paths,
+        spec.cache_method,
+        spec.max_resident_fraction,
+        saturate_bytes=spec.saturate_bytes,
+        saturate_dir=spec.saturate_dir,
+    )
+    return resident, "unflushed" if spec.cache_method == "none" else "cold"
+
+
+def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
+    """Start the variant, prove the cache, time exactly the work, close (steps 2-5). A dead
+    worker, an unreadable image or an OS error becomes a TrialError naming the cell."""
+    out = _Timed()
+    ns = out.ns
+    try:
+        # The storage is set up and probed before the variant starts (its workers join a
+        # volume's cgroup), and torn down after close() on every way out.
+        with storage.session(t.profile, t.manifest.root) as (where, out.probe):
+            out.storage = where.settings()
+            try:
+                ns["start"] = time.perf_counter_ns()
+                out.runner = t.phase.start(
+                    t.spec.variant,
+                    t.spec.workers,
+                    t.params,
+                    t.jobs,
+                    {**t.inputs, "opener": where.opener},
+                )
+                ns["started"] = time.perf_counter_ns()
+                out.resident, out.state = prove_cache(t)
+                before, served = noise.snapshot(), where.server_cpu_seconds()
+                out.counted = where.counts()
+                meter.start()
+                faulted = page_faults.snapshot()
+                ns["run"] = time.perf_counter_ns()
+                out.results = out.runner.run(t.jobs)
+                ns["ran"] = time.perf_counter_ns()
+                out.faults = (faulted, page_faults.snapshot())
+                out.cpu = (before, noise.snapshot())
+                out.transport = transport_counts(out.counted, where.counts())
+                if served is not None:
+                    out.server_cpu = where.server_cpu_seconds() - served
+                out.memory = meter.stop()
+            finally:
+                # Around close() too: a worker's death may be reported asynchronously (PyTorch
+                # raises it from its SIGCHLD handler, wherever the main thread happens to be).
+                ns["close"] = time.perf_counter_ns()
+                if out.runner is not None:
+                    out.fields = out.runner.fields()
+                    out.runner.close()
+                ns["closed"] = time.perf_counter_ns()
+                where.opener.close()
+                if out.transport is None:  # failed: what the transport did, for the message
+                    out.transport = transport_counts(out.counted, where.counts())
+    except BaseException as exc:
+        release(out)
+        error = _as_trial_error(t.spec, out.runner, exc, out.transport)
+        if error is None:
+            raise
+        raise error from exc
+    out.concurrency = out.runner.concurrency
+    return out
+
+
+def release(timed: _Timed) -> None:
+    """Unmap what the runner kept for the check after the clock (shared memory)."""
+    timed.results = None  # the arrays may be views of memory that release() unmaps
+    if timed.runner is not None:
+        timed.runner.release()
+
+
+def transport_counts(before: dict | None, after: dict) -> dict:
+    """The change of a session's counters (imgread.storage.base.Session.counts) from
+    ``before`` (None: from the session's start): numbers subtracted; a breakdown ({reason:
+    count}) subtracted key by key and written as text for the record (``"503:3 reset:2"``)."""
+    out = {}
+    for key, value in after.items():
+        was = (before or {}).get(key)
+        if isinstance(value, dict):
+            left = {k: n - (was or {}).get(k, 0) for k, n in sorted(value.items())}
+            out[key] = " ".join(f"{k}:{n}" for k, n in left.items() if n > 0)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = value - (was or 0)
+        else:
+            out[key] = value
+    return out
+
+
+def transport_line(counts: dict | None) -> str:
+    """``" (the transport: 3 retries (503:2 reset:1), 0.21 s of backoff, 1 failed read; the
+    server injected 503 x 2, ...)"`` where something was retried or injected; "" otherwise."""
+    if not counts:
+        return ""
+    parts = []
+    if counts.get("retries") or counts.get("failed_reads"):
+        parts.append(
+            f"{counts.get('retries', 0)} retries ({counts.get('retry_reasons') or 'none'}), "
+            f"{counts.get('retry_wait_seconds', 0.0):.2f} s of backoff, "
+            f"{counts.get('failed_reads', 0)} read(s) failed for good"
+        )
+    injected = [
+        f"{what} x {counts[key]}"
+        for key, what in (
+            ("faults_503", "503"),
+            ("faults_reset", "reset"),
+            ("faults_stall", "stall"),
+            ("server_killed", "killed"),
+        )
+        if counts.get(key)
+    ]
+    if injected:
+        parts.append(
+            f"the server saw {counts.get('server_requests', 0)} requests and injected "
+            + ", ".join(injected)
+        )
+    return f" (the transport: {'; '.join(parts)})" if parts else ""
+
+
+def _as_trial_error(
+    spec: TrialSpec, runner, exc: BaseException, transport: dict | None = None
+) -> TrialError | None:
+    """The TrialError a failure inside the trial becomes (None: re-raise it as it is)."""
+    if isinstance(exc, BrokenProcessPool):
+        return TrialError(_died(spec, exc))
+    if isinstance(exc, RuntimeError) and runner is not None and runner.died(exc):
+        return TrialError(_died(spec, exc))
+    if isinstance(exc, ImageDecodeError | OSError):
+        return TrialError(
+            f"trial {spec.describe()}: {exc}{transport_line(transport)}; no time recorded"
+        )
+    return None
+
+
+def run_trial(spec: TrialSpec) -> TrialRecord:
+    """Run one trial as described in the module docstring and return its record:
+    prepare -> (start, prove the cache, time, close) -> verify -> record."""
+    t = prepare(spec)
+    started_at = _utc_now()
+    with MemoryMeter(spec.workers) as meter:  # workers start and end inside it
+        timed = time_work(t, meter)
+    try:
+        checked = t.phase.verify(timed.results, t.manifest.root, t.entries, t.params, t.inputs)
+    finally:
+        release(timed)
+    return record(t, timed, checked, started_at)
+
+
+def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> TrialRecord:
+    """The trial's tidy record (step 6): times, counts, rates, cache proof, noise, machine."""
+    spec, ns = t.spec, timed.ns
+    seconds = (ns["ran"] - ns["run"]) / 1e9
+    startup = (ns["started"] - ns["start"]) / 1e9
+    self_ru = resource.getrusage(resource.RUSAGE_SELF)
+    child_ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return TrialRecord(
+        phase=spec.phase,
+        variant=spec.variant,
+        n_images=spec.n_images,
+        workers=spec.workers,
+        repetition=spec.repetition,
+        concurrency=timed.concurrency,
+        seconds=seconds,
+        startup_seconds=startup,
+        total_seconds=seconds + startup,
+        prepare_seconds=(ns["run"] - ns["started"]) / 1e9,
+        shutdown_seconds=(ns["closed"] - ns["close"]) / 1e9,
+        images=checked.images,
+        bytes=checked.bytes,
+        pixels=checked.pixels,
+        images_per_s=checked.images / seconds,
+        mb_per_s=checked.bytes / 1e6 / seconds,
+        megapixels_per_s=checked.pixels / 1e6 / seconds,
+        cache_method=spec.cache_method if t.cold else "warm-read",
+        cache_state=timed.state,
+        resident_fraction_before=timed.resident,
+        max_resident_fraction=spec.max_resident_fraction,
+        peak_rss_self_bytes=self_ru.ru_maxrss * rss_unit,
+        peak_rss_children_bytes=child_ru.ru_maxrss * rss_unit,
+        started_at=started_at,
+        finished_at=_utc_now(),
+        job_started_at=spec.job_started_at or started_at,
+        dataset_id=t.manifest.dataset_id,
+        dataset=spec.dataset or t.manifest.root.name,
+        dataset_encoding=encoding_label(read_info(t.manifest.root)) or "as sampled",
+        process_start_method=process_start_method(),
+        extra=merge_columns(
+            t.phase.record_fields(t.params),
+            timed.fields,
+            checked.extra,
+            timed.storage,
+            timed.transport or {},
+            timed.probe.columns(),
+            storage_ceilings(t, timed, checked, seconds),
+        ),
+        machine=spec.machine,
+        placement=spec.placement,
+        storage_kind=t.profile.kind,
+        storage_profile=json.dumps(t.profile.params, sort_keys=True),
+        server_cpu_seconds=timed.server_cpu,
+        **noise.interference(*timed.cpu, seconds, os.cpu_count() or 1, timed.server_cpu or 0.0),
+        **timed.memory,
+        **page_faults.columns(*timed.faults, checked.images),
+        **platform_info(),
+    )
+
+
+def storage_ceilings(t: _Prepared, timed: _Timed, checked: Verified, seconds: float) -> dict:
+    """The storage's own ceilings on this trial's rate, from the probe (not the profile):
+    Little's law, rate <= requests in flight / latency (for kinds whose every request has a
+    latency: http), and the probed bandwidth (for a volume, read in IOs of read_ahead_kb, so
+    its IOPS cap is in it); in images/s and MB/s (NaN where the kind probes neither). A
+    request carries one image, or from tar shards all the images of a shard."""
+    p, images = timed.probe, max(checked.images, 1)
+    mean_mb = checked.bytes / 1e6 / images
+    nan = float("nan")
+    per_request = storage.get_kind(t.profile.kind).expected_latency_ms(t.profile) is not None
+    requests = checked.extra.get("shards_read") or timed.fields.get("shards_read") or images
+    little = (
+        timed.concurrency / (p.latency_ms / 1e3) * images / requests
+        if p.latency_ms and per_request
+        else nan
+    )
+    band = p.bandwidth_mb_per_s / mean_mb if p.bandwidth_mb_per_s and mean_mb else nan
+    return {
+        "ceiling_little_images_per_s": little,
+        "ceiling_bandwidth_images_per_s": band,
+        "ceiling_storage_images_per_s": min(little, band) if little == little else band,
+        "ceiling_storage_mb_per_s": (min(little, band) if little == little else band) * mean_mb,
+    }
+
+
+def _died(spec: TrialSpec, exc: BaseException) -> str:
+    return f"trial {spec.describe()}: a worker process died ({exc}); no time recorded"
