@@ -23,6 +23,7 @@ import tarfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from imgread.dataset.labels import labels as class_labels
 from imgread.dataset.manifest import ImageEntry, Manifest, read_manifest
 from imgread.errors import UserError, VerificationError
 from imgread.util import Progress, write_bytes_atomic, write_text_atomic
@@ -129,8 +130,6 @@ def _tar(manifest: Manifest, group, labels: dict[int, int]) -> bytes:
 def pack(manifest_path: str | os.PathLike, shard_mb: int, progress: bool = True) -> Path:
     """Pack the dataset of ``manifest_path`` into shards of ``shard_mb`` MB; the index's path.
     Existing shards of that size are replaced (they are derived: nothing of the user's)."""
-    from imgread.phases.dataloader.decoded_cache import labels as class_labels
-
     manifest = read_manifest(manifest_path)
     labels = [int(x) for x in class_labels(manifest)]
     groups = plan(manifest.entries, labels, shard_mb)
