@@ -154,7 +154,7 @@ def trial_command(manifest, out, *args: str, prelude: str | None = None) -> list
     return [*python, "trial", "--manifest", str(manifest), *args, "--out", str(out)]
 
 
-_RUN_CLI = "import sys\nfrom imgread.cli import main\nsys.exit(main(sys.argv[1:]))"
+_RUN_CLI = "import sys\nfrom imgread.cli.main import main\nsys.exit(main(sys.argv[1:]))"
 
 
 def run_trial_cli(manifest, out, *args: str, check: bool = False):

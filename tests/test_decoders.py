@@ -492,7 +492,7 @@ def test_turbojpeg_missing_is_one_clear_line_not_a_crash(monkeypatch, capsys, ho
 def test_the_package_imports_and_lists_decoders_without_pyturbojpeg():
     code = (
         "import sys; sys.modules['turbojpeg'] = None\n"
-        "from imgread.cli import main\n"
+        "from imgread.cli.main import main\n"
         "main(['decoders'])\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -337,7 +337,7 @@ def test_generation_on_a_full_disk_stops_clearly_and_leaves_no_partial_image(tmp
             "import resource, signal, sys\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (30000, 30000))\n"
-            "from imgread.cli import main\n"
+            "from imgread.cli.main import main\n"
             f"sys.exit(main(['dataset', 'generate', '--out', {str(small)!r}, '--count', '4',"
             " '--width', '320', '--height', '240', '--target-bytes', '50000', '--workers', '1']))"
         )

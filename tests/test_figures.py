@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from imgread.answer.figures import draw
 from imgread.answer.figures.common import subplots
+from imgread.answer.figures.draw import draw
 from imgread.errors import UserError
 from imgread.phases.base import Phase
 from imgread.phases.registry import FIGURES, PHASES, load_object
@@ -99,7 +99,7 @@ def test_figures_need_no_display_and_choose_no_backend(tmp_path):
     code = textwrap.dedent(
         f"""
         import matplotlib, pandas as pd
-        from imgread.answer.figures import draw
+        from imgread.answer.figures.draw import draw
         from imgread.phases.registry import FIGURES
         name = next(n for n, ph in FIGURES.items() if ph.name == "dataloader")
         draw(name, pd.DataFrame({{"phase": ["other"]}}), None, None, None,

@@ -1,5 +1,5 @@
 """Entry point for ``python -m imgread``."""
 
-from imgread.cli import main
+from imgread.cli.main import main
 
 raise SystemExit(main())

@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from imgread.answer.figures import draw
+from imgread.answer.figures.draw import draw
 from imgread.answer.study import write_captions
 
 
