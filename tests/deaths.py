@@ -56,7 +56,7 @@ def new_segments(before: set[str], grace: float = 2.0) -> set[str]:
 # worker_init_fn raises. The trial's own process is untouched.
 WORKERS_FAIL_TO_START = """
 import os
-import imgread.decoders as decoders
+import imgread.decoders.registry as decoders
 import imgread.phases.dataloader.phase as dataloader
 _parent, _get_decoder = os.getpid(), decoders.get_decoder
 def get_decoder(name):

@@ -40,6 +40,7 @@ from imgread.decoders import (
     resize_target,
     warm_up,
 )
+from imgread.decoders import turbojpeg as turbojpeg_module
 from imgread.errors import ImageDecodeError, UserError, VerificationError
 
 from .helpers import make_messy_folder
@@ -407,10 +408,10 @@ def test_turbojpeg_matches_pillow_full_crop_and_into(photo_like):
 def test_turbojpeg_decodes_straight_into_the_slot_at_the_smallest_covering_scale(
     photo_like, monkeypatch
 ):
-    tj = decoders_module._turbojpeg()
-    assert decoders_module._tj_scaling(tj, 4032, 3024) == (1, 8)  # 504 x 378 covers 341 x 256
-    assert decoders_module._tj_scaling(tj, 1024, 768) == (3, 8)  # 384 x 288
-    assert decoders_module._tj_scaling(tj, 300, 260) is None
+    tj = turbojpeg_module._turbojpeg()
+    assert turbojpeg_module._tj_scaling(tj, 4032, 3024) == (1, 8)  # 504 x 378 covers 341 x 256
+    assert turbojpeg_module._tj_scaling(tj, 1024, 768) == (3, 8)  # 384 x 288
+    assert turbojpeg_module._tj_scaling(tj, 300, 260) is None
     seen = []
     real = type(tj).decode
     monkeypatch.setattr(type(tj), "decode", lambda self, *a: seen.append(a) or real(self, *a))
@@ -447,7 +448,7 @@ def test_turbojpeg_is_strict_on_a_truncated_file_and_safe_in_threads(photo_like,
 
 def _without_turbojpeg(monkeypatch, how: str) -> None:
     """This process as if PyTurboJPEG, or the library under it, were not installed."""
-    monkeypatch.setattr(decoders_module, "_TJ", None)
+    monkeypatch.setattr(turbojpeg_module, "_TJ", None)
     if how == "package":
         monkeypatch.setitem(sys.modules, "turbojpeg", None)  # import turbojpeg: ImportError
         return
