@@ -1,0 +1,227 @@
+"""Decode untrusted files where a crash cannot take the caller down: a child process, with a
+time limit per file, a memory limit (RLIMIT_AS) and a pixel cap read from the header before
+any pixel is decoded.
+
+A decoder written in C can crash the process that calls it (a segfault or an abort is not an
+exception). The child decodes one file at a time and says which file it starts before it
+starts, so a child that dies, or runs past the time limit, is blamed on exactly that file; a
+fresh child goes on with the next one. Every file gets one :class:`Outcome` per decoder:
+
+- ``ok``: decoded to H x W x 3 uint8 with the header's size;
+- ``refused``: the decoder raised (its message names the file and the decoder);
+- ``unsupported``: a format the decoder does not read (not a fault of the file);
+- ``too-large``: the header claims more than ``max_pixels`` (nothing decoded);
+- ``crashed``: the child died (the signal or exit code says how);
+- ``timeout``: the decoder ran past ``timeout_s``;
+- ``out-of-memory``: the decoder ran out of the memory limit (MemoryError in the child).
+
+A decoder is a name of the registry (``pillow``, ``opencv`` ...) or a "module:function" path
+of a function ``(path, output) -> array`` (a toy, or a library being tried).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+DEFAULT_TIMEOUT_S = 20.0
+DEFAULT_MEMORY_BYTES = 4 << 30  # address space of the child: numpy + OpenCV + a 12 MP image fit
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP; a 12 MP phone photo is well under
+BAD = ("refused", "crashed", "timeout", "too-large", "out-of-memory")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one decoder did with one file."""
+
+    path: str
+    decoder: str
+    status: str
+    message: str = ""
+
+    @property
+    def bad(self) -> bool:
+        """Whether the file is at fault for this decoder (not ``ok``, not ``unsupported``)."""
+        return self.status in BAD
+
+
+# -- the child: reads "path<TAB>decoder" lines, answers one JSON line per file ----------------
+
+
+def _decode_fn(name: str):
+    if ":" in name:
+        from imgread.phases.registry import load_object
+
+        return load_object(name)
+    from imgread.decoders import get_decoder
+
+    return get_decoder(name).decode
+
+
+def _header_pixels(path: str) -> int | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:  # reads the header only
+            return img.size[0] * img.size[1]
+    except Exception:
+        return None  # the decoder will say what is wrong with it
+
+
+def _child_one(path: str, name: str, output: str, max_pixels: int) -> dict:
+    from imgread.decoders import UnsupportedFormatError
+
+    pixels = _header_pixels(path)
+    if pixels is not None and pixels > max_pixels:
+        return {"status": "too-large", "message": f"{path}: header claims {pixels} pixels"}
+    try:
+        rgb = _decode_fn(name)(path, output)
+    except UnsupportedFormatError as exc:
+        return {"status": "unsupported", "message": str(exc)}
+    except MemoryError:
+        return {"status": "out-of-memory", "message": f"{path}: decoder {name}: MemoryError"}
+    except Exception as exc:
+        text = str(exc) if path in str(exc) else f"{path}: decoder {name}: {exc}"
+        return {"status": "refused", "message": f"{type(exc).__name__}: {text}"}
+    if getattr(rgb, "ndim", 0) != 3 or rgb.shape[2] != 3 or str(rgb.dtype) != "uint8":
+        got = f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}"
+        return {"status": "refused", "message": f"{path}: decoder {name} returned {got}"}
+    return {"status": "ok", "message": f"{rgb.shape[1]}x{rgb.shape[0]}"}
+
+
+def _child(output: str, max_pixels: int) -> None:
+    import imgread.decoders  # noqa: F401  (imported before the first file's clock)
+
+    out = sys.stdout
+    for line in sys.stdin:
+        path, name = line.rstrip("\n").split("\t")
+        out.write("start\n")
+        out.flush()
+        out.write(json.dumps(_child_one(path, name, output, max_pixels)) + "\n")
+        out.flush()
+
+
+# -- the parent ---------------------------------------------------------------------------------
+
+
+def _limits(memory_bytes: int):
+    def apply():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file
+
+    return apply
+
+
+class _Child:
+    """One sandbox process; replaced after a crash or a timeout."""
+
+    def __init__(self, output: str, memory_bytes: int, max_pixels: int, env: dict | None):
+        cmd = [sys.executable, "-m", "imgread.decoders.sandbox", "--child", output, str(max_pixels)]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            preexec_fn=_limits(memory_bytes),
+            env={**os.environ, **(env or {})},
+        )
+
+    def _line(self, deadline: float) -> str | None:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+            return None
+        return self.proc.stdout.readline()
+
+    def ask(self, path: str, name: str, timeout_s: float) -> dict:
+        """The child's answer for one file, or what became of it."""
+        try:
+            self.proc.stdin.write(f"{path}\t{name}\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return self._died(path, name)
+        # the child may still be importing its libraries: its "start" has a generous wait
+        started = self._line(time.monotonic() + max(timeout_s, 60.0))
+        if started != "start\n":
+            return self._died(path, name)
+        answer = self._line(time.monotonic() + timeout_s)
+        if answer is None:
+            self.kill()
+            if self.proc.returncode not in (None, -signal.SIGKILL):
+                return self._died(path, name)
+            return {"status": "timeout", "message": f"{path}: decoder {name}: over {timeout_s} s"}
+        if not answer:
+            return self._died(path, name)
+        return json.loads(answer)
+
+    def _died(self, path: str, name: str) -> dict:
+        code = self.proc.wait()
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return {"status": "crashed", "message": f"{path}: decoder {name}: the process died ({how})"}
+
+    def kill(self) -> None:
+        """End the child (a crash may have ended it already)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def check_files(
+    paths: Iterable[str | os.PathLike],
+    decoders: Sequence[str],
+    output: str = "full",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    env: dict | None = None,
+) -> list[Outcome]:
+    """Every file decoded by every decoder in a sandbox; one Outcome each, in order."""
+    outcomes: list[Outcome] = []
+    child = None
+    try:
+        for path in map(str, paths):
+            for name in decoders:
+                if child is None:
+                    child = _Child(output, memory_bytes, max_pixels, env)
+                answer = child.ask(path, name, timeout_s)
+                outcomes.append(Outcome(path, name, answer["status"], answer["message"]))
+                if answer["status"] in ("crashed", "timeout"):
+                    child.kill()
+                    child = None
+    finally:
+        if child is not None:
+            child.kill()
+    return outcomes
+
+
+def summary(outcomes: Iterable[Outcome]) -> dict[str, dict[str, int]]:
+    """{decoder: {status: count}} of a check."""
+    out: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        counts = out.setdefault(o.decoder, {})
+        counts[o.status] = counts.get(o.status, 0) + 1
+    return out
+
+
+def as_rows(outcomes: Iterable[Outcome]) -> list[dict]:
+    """The outcomes as plain dicts (for a CSV or JSON)."""
+    return [asdict(o) for o in outcomes]
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
+    _child(sys.argv[2], int(sys.argv[3]))
