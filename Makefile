@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CORES  ?= 1
 
-.PHONY: setup system-deps storage-deps storage data setup-slurm slurm-deps test-slurm test lint reproduce quick smoke report bench clean-results help
+.PHONY: setup system-deps storage-deps storage data setup-slurm slurm-deps test-slurm test lint reproduce quick smoke report bench fuzz clean-results help
 
 help:
 	@echo "make reproduce   set up .venv and run the full study (snakemake --cores $(CORES))"
@@ -17,6 +17,7 @@ help:
 	@echo "make data        the data study: small images, tar shards, encodings (config/data.yaml)"
 	@echo "make report      build results/report.html from the finished results"
 	@echo "make bench       print the package's own performance figures"
+	@echo "make fuzz        every decoder over 2000 mutated JPEG/PNG/WebP files (results/fuzz)"
 	@echo "make test-slurm  run the smoke study on a real SLURM cluster started here (root)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -132,6 +133,13 @@ report: setup
 
 bench: setup
 	$(BIN)/python -m imgread.bench
+
+# Seeded mutations of small JPEG, PNG and WebP files, each decoded by every installed decoder in
+# a sandboxed child (time and memory bounded); FUZZ_FILES and FUZZ_SEED choose the run.
+FUZZ_FILES ?= 2000
+FUZZ_SEED  ?= 0
+fuzz: setup
+	$(BIN)/python -m imgread.decoders.fuzz --files $(FUZZ_FILES) --seed $(FUZZ_SEED) --out results/fuzz
 
 clean-results:
 	rm -rf results/datasets results/trials results/tables results/figures results/logs results/report results/report.html $(LAST_STUDY)

@@ -68,11 +68,14 @@ def _decode_fn(name: str):
 def _header_pixels(path: str) -> int | None:
     from PIL import Image
 
+    cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our cap, not Pillow's warning
     try:
         with Image.open(path) as img:  # reads the header only
             return img.size[0] * img.size[1]
     except Exception:
         return None  # the decoder will say what is wrong with it
+    finally:
+        Image.MAX_IMAGE_PIXELS = cap
 
 
 def _child_one(path: str, name: str, output: str, max_pixels: int) -> dict:
@@ -131,23 +134,32 @@ class _Child:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
+            bufsize=0,
             preexec_fn=_limits(memory_bytes),
             env={**os.environ, **(env or {})},
         )
+        self.pending = b""
 
     def _line(self, deadline: float) -> str | None:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-            return None
-        return self.proc.stdout.readline()
+        """The child's next line; "" if it closed its end, None past the deadline. Read from
+        the descriptor with a buffer of our own: select() cannot see lines a file object has
+        already buffered, and would wait out the deadline for an answer that has come."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return ""
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode("utf-8") + "\n"
 
     def ask(self, path: str, name: str, timeout_s: float) -> dict:
         """The child's answer for one file, or what became of it."""
         try:
-            self.proc.stdin.write(f"{path}\t{name}\n")
-            self.proc.stdin.flush()
+            self.proc.stdin.write(f"{path}\t{name}\n".encode())
         except BrokenPipeError:
             return self._died(path, name)
         # the child may still be importing its libraries: its "start" has a generous wait
