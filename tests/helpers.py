@@ -61,6 +61,21 @@ def photo(seed: int, size=(64, 48)) -> Image.Image:
     return Image.fromarray(base).resize(size, Image.Resampling.BICUBIC)
 
 
+def damaged_jpeg(path: Path, seed: int, size=(320, 240)) -> Path:
+    """A photo with three bits flipped in its entropy-coded data: Pillow (and OpenCV) still decode
+    it, strict decoders (simplejpeg, turbojpeg) refuse it ("Corrupt JPEG data ...") for seeds
+    0, 1, 3 and 4 (not 2 or 5: there the flips land where the strict decoders do not look)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=85)
+    data = bytearray(buf.getvalue())
+    for at in (len(data) // 3, len(data) // 2, 2 * len(data) // 3):
+        data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+    return path
+
+
 def make_messy_folder(root: Path) -> dict[str, str]:
     """A user's folder with everything in it; returns {relative path: 'valid' | reason-ish}."""
     (root / "nested" / "deeper").mkdir(parents=True)

@@ -33,6 +33,7 @@ from .deaths import (
 from .helpers import (
     HAVE_PROC,
     corrupt_keeping_size_and_mtime,
+    damaged_jpeg,
     make_messy_folder,
     photo,
     run_trial_cli,
@@ -132,9 +133,13 @@ def test_an_unreadable_file_is_skipped_for_a_non_root_user():
             "Image.init()\n"
             "from imgread.dataset import sample\n"
             "from imgread.errors import UserError\n"
+            "from imgread.decoders.sandbox import Sandbox\n"
+            # the decoders' sandbox is started before the drop: uid 65534 cannot run this
+            # machine's Python (under /root); the read that must fail is the sampler's own
+            "box = Sandbox().start()\n"
             "if os.geteuid() == 0:\n    os.setegid(65534); os.seteuid(65534)\n"
-            f"sample({str(src)!r}, {str(out)!r}, count=1, seed=0, progress=False)\n"
-            f"try:\n    sample({str(src)!r}, {str(out)!r}, count=2, progress=False)\n"
+            f"sample({str(src)!r}, {str(out)!r}, count=1, seed=0, progress=False, sandbox=box)\n"
+            f"try:\n    sample({str(src)!r}, {str(out)!r}, count=2, progress=False, sandbox=box)\n"
             "except UserError as e:\n    print(e)\n"
         )
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -144,6 +149,47 @@ def test_an_unreadable_file_is_skipped_for_a_non_root_user():
     finally:
         subprocess.run(["chmod", "-R", "u+rwX", str(top)], check=False)
         subprocess.run(["rm", "-rf", str(top)], check=False)
+
+
+def test_a_file_a_strict_decoder_refuses_is_replaced_and_listed_with_that_decoder(tmp_path):
+    from imgread.dataset.folder import read_info
+    from imgread.dataset.sampling import checking_decoders
+
+    strict = [n for n in ("simplejpeg", "turbojpeg") if DECODERS[n].available]
+    if not strict:
+        pytest.skip("no strict JPEG decoder installed")
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(4):
+        photo(i, (320, 240)).save(src / f"good{i}.jpg", format="JPEG")
+    for i in range(2):
+        damaged_jpeg(src / f"flipped{i}.jpg", seed=i)
+    out = tmp_path / "out"
+    m = read_manifest(sample(src, out, count=4, progress=False))
+    assert len(m) == 4
+    with open(out / "sources.csv", newline="", encoding="utf-8") as fh:
+        taken = sorted(row["source"] for row in csv.DictReader(fh))
+    assert taken == [f"good{i}.jpg" for i in range(4)]
+    skipped = _skipped(out)
+    assert set(skipped) == {"flipped0.jpg", "flipped1.jpg"}
+    for reason in skipped.values():  # Pillow reads them: the refusal is a strict decoder's
+        assert re.match(rf"decoder ({'|'.join(strict)}): ", reason), reason
+        assert "Corrupt JPEG data" in reason
+    info = read_info(out)
+    assert info["checked_by"] == checking_decoders() and set(strict) <= set(info["checked_by"])
+    for e in m.entries:  # every image kept decodes under every decoder that checked it
+        for name in info["checked_by"]:
+            assert DECODERS[name].count(str(m.root / e.path)) == e.width * e.height
+
+
+def test_on_invalid_fail_names_the_decoder_that_refused(tmp_path):
+    if not DECODERS["simplejpeg"].available:
+        pytest.skip("simplejpeg not installed")
+    src = tmp_path / "photos"
+    src.mkdir()
+    damaged_jpeg(src / "flipped.jpg", seed=0)
+    with pytest.raises(UserError, match=r"invalid image .*flipped.jpg: decoder \w+: "):
+        sample(src, tmp_path / "out", count=1, on_invalid="fail", progress=False)
 
 
 @pytest.fixture

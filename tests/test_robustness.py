@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from imgread.dataset import GenerateParams, generate, verify_hashes
 from imgread.errors import UserError
 from imgread.util import write_text_atomic
 
-from .helpers import ROOT, copy_project, snakemake, tree_state
+from .helpers import ROOT, copy_project, damaged_jpeg, snakemake, tree_state
 
 pytestmark = pytest.mark.workflow
 
@@ -408,9 +409,13 @@ def test_the_smoke_workflow_on_a_read_only_photo_folder_changes_nothing_in_it(tm
     src = tmp_path / "my photos"
     generate(
         src,
-        GenerateParams(count=10, width=320, height=240, target_bytes=40_000, seed=9),
+        GenerateParams(count=8, width=320, height=240, target_bytes=40_000, seed=9),
         progress=False,
     )
+    # all 11 files are visited to find 8 good ones: 3 damaged photos Pillow decodes and the
+    # strict decoders (the smoke's simplejpeg) refuse
+    for i in (0, 1, 3):
+        damaged_jpeg(src / f"damaged{i}.jpg", seed=i)
     subprocess.run(["chmod", "-R", "a-w", str(src)], check=True)
     try:
         before = tree_state(src)
@@ -420,10 +425,21 @@ def test_the_smoke_workflow_on_a_read_only_photo_folder_changes_nothing_in_it(tm
             "phases": _one_cell_per_variant(smoke),
         }
         (project / "override.yaml").write_text(yaml.safe_dump(override))
-        snakemake(project, "--cores", "2", "--configfile", "config/smoke.yaml", "override.yaml")
+        run = snakemake(
+            project, "--cores", "2", "--configfile", "config/smoke.yaml", "override.yaml"
+        )
         assert tree_state(src) == before
         assert (project / "results/tables/trials.csv").is_file()
         assert (project / "results/datasets/mine/manifest.csv").is_file()
+        # the study ran to its end past the damaged files, with no traceback anywhere
+        with open(project / "results/datasets/mine/skipped.csv", newline="") as fh:
+            skipped = {row["source_path"]: row["reason"] for row in csv.DictReader(fh)}
+        assert set(skipped) == {"damaged0.jpg", "damaged1.jpg", "damaged3.jpg"}
+        assert all("Corrupt JPEG data" in why for why in skipped.values()), skipped
+        assert "Traceback" not in run.stdout + run.stderr
+        for log in (project / "results/logs").rglob("*"):
+            if log.is_file():
+                assert "Traceback" not in log.read_text(errors="replace"), log
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(src)], check=False)
 

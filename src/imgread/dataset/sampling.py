@@ -1,7 +1,13 @@
 """Sampling: a seeded sample of the user's own images, copied into a dataset folder.
 
-The source folder is only ever read. Each candidate is read once, decoded once to prove it is
-valid, and its bytes copied; what cannot be read is listed in skipped.csv.
+The source folder is only ever read. Each candidate is read once, decoded by every installed
+decoder in a sandbox (a child process with a memory limit, a time limit and a pixel cap, so a
+decoder that crashes on a damaged file cannot take the sampling down), and its bytes copied;
+a file some decoder refuses is left out and replaced by the next candidate, listed in
+skipped.csv with the decoder and its message.
+
+Every installed decoder checks, not only those the config uses, so adding a decoder to the
+config does not change an existing dataset; dataset.json records which decoders checked it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from imgread.dataset.folder import (
     DEFAULT_SEED,
@@ -29,6 +34,8 @@ from imgread.dataset.folder import (
 )
 from imgread.dataset.identity import content_id
 from imgread.dataset.manifest import ImageEntry, write_manifest
+from imgread.decoders import DECODERS
+from imgread.decoders.sandbox import Sandbox, decoded_size
 from imgread.errors import UserError
 from imgread.util import Progress, atomic_path, write_text_atomic
 
@@ -47,27 +54,38 @@ def find_candidates(source: Path, include_png: bool = False) -> list[Path]:
     return found
 
 
-def _validate(data: bytes) -> tuple[int, int] | str:
-    """Decode ``data`` fully; return (width, height), or the reason it cannot be read."""
-    if not data:
-        return "empty file"
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = img.convert("RGB")
-            return rgb.size
-    except Exception as exc:  # Pillow raises many types for bad files; each is a reason to skip
-        return f"{type(exc).__name__}: {exc}"
+def checking_decoders() -> list[str]:
+    """The decoders that check every sampled image: each one installed here, Pillow first
+    (its message is the one a file every decoder refuses is skipped with)."""
+    names = [n for n, d in DECODERS.items() if d.available]
+    return sorted(names, key=lambda n: n != "pillow")
 
 
-def _read_valid(path: Path) -> tuple[bytes, tuple[int, int] | str]:
+def _judge(box: Sandbox, path: Path, decoders: list[str]) -> tuple[int, int] | str:
+    """(width, height) of a file every decoder reads, or the first refusal, naming its decoder."""
+    outcomes = box.check(path, decoders)
+    for o in outcomes:
+        if o.bad:
+            text = o.message.replace(f"{path}: ", "").replace("ImageDecodeError: ", "")
+            return text if text.startswith("decoder ") else f"decoder {o.decoder}: {text}"
+    ok = [o for o in outcomes if o.status == "ok"]
+    if not ok:
+        return "no installed decoder reads this format"
+    return decoded_size(ok[0])
+
+
+def _read_valid(
+    path: Path, box: Sandbox, decoders: list[str]
+) -> tuple[bytes, tuple[int, int] | str]:
     """The file's bytes and (width, height), or the reason it cannot be used."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
         return b"", f"cannot read: {exc.strerror or exc}"
-    return data, _validate(data)
+    if not data:
+        return data, "empty file"
+    return data, _judge(box, path, decoders)
 
 
 def sample(
@@ -78,12 +96,15 @@ def sample(
     include_png: bool = False,
     on_invalid: str = "skip",
     progress: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> Path:
     """Copy ``count`` valid images chosen by ``seed`` from ``source`` into ``out``.
 
     The source folder is only read. Candidates are visited in a seeded shuffled order; each is
-    read once, decoded once to prove it is valid, and its bytes copied. Files that cannot be
-    read are listed in skipped.csv (and on stderr); ``on_invalid='fail'`` makes any an error.
+    read once, decoded by every installed decoder in a sandbox, and its bytes copied. Files that
+    cannot be read or that some decoder refuses are listed in skipped.csv (and on stderr) and
+    replaced by the next candidate; ``on_invalid='fail'`` makes any an error. ``sandbox``: one
+    already started (the caller closes it); a fresh one otherwise.
     """
     source = Path(source)
     out = Path(out)
@@ -91,13 +112,18 @@ def sample(
     prepare_out_dir(out)
     write_info(out, {"kind": "sampled", "complete": False, "source": str(src_real)})
     rng = np.random.default_rng([seed, 0x5A3])
-    taken = _Taken(source, out, on_invalid)
+    taken = _Taken(source, out, on_invalid, checking_decoders())
     bar = Progress(count, f"sample {source}", enabled=progress)
-    for i in rng.permutation(len(candidates)):
-        if len(taken.entries) == count:
-            break
-        if taken.take(candidates[i]):
-            bar.update()
+    taken.box = sandbox or Sandbox()
+    try:
+        for i in rng.permutation(len(candidates)):
+            if len(taken.entries) == count:
+                break
+            if taken.take(candidates[i]):
+                bar.update()
+    finally:
+        if sandbox is None:
+            taken.box.close()
     _write_skipped(out, taken.skipped)
     if len(taken.entries) < count:
         raise UserError(
@@ -116,6 +142,7 @@ def sample(
             "seed": seed,
             "include_png": include_png,
             "skipped": len(taken.skipped),
+            "checked_by": taken.decoders,
         },
     )
     return manifest
@@ -148,6 +175,8 @@ class _Taken:
     source: Path
     out: Path
     on_invalid: str
+    decoders: list[str]
+    box: Sandbox | None = None
     entries: list[ImageEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     sources: list[tuple[str, str]] = field(default_factory=list)
@@ -161,7 +190,7 @@ class _Taken:
             self.skipped.append((rel_src, "duplicate of another candidate (symlink)"))
             return False
         self.seen_real.add(real)
-        data, result = _read_valid(path)
+        data, result = _read_valid(path, self.box, self.decoders)
         if isinstance(result, str):
             self._skip(path, rel_src, result)
             return False

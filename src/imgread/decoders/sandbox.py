@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -57,9 +58,10 @@ class Outcome:
 
 def _decode_fn(name: str):
     if ":" in name:
-        from imgread.phases.registry import load_object
+        import importlib
 
-        return load_object(name)
+        module, _, attr = name.partition(":")
+        return getattr(importlib.import_module(module), attr)
     from imgread.decoders import get_decoder
 
     return get_decoder(name).decode
@@ -116,8 +118,6 @@ def _child(output: str, max_pixels: int) -> None:
 
 def _limits(memory_bytes: int):
     def apply():
-        import resource
-
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file
 
@@ -193,6 +193,51 @@ class _Child:
                 pass
 
 
+class Sandbox:
+    """A sandbox child kept between files (started on first use, replaced after a crash or a
+    timeout), for a caller that checks files one at a time; use it as a context manager."""
+
+    def __init__(
+        self,
+        output: str = "full",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        memory_bytes: int = DEFAULT_MEMORY_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        env: dict | None = None,
+    ):
+        self.output, self.timeout_s, self.env = output, timeout_s, env
+        self.memory_bytes, self.max_pixels = memory_bytes, max_pixels
+        self.child: _Child | None = None
+
+    def start(self) -> Sandbox:
+        """Start the child now (else on the first file)."""
+        if self.child is None:
+            self.child = _Child(self.output, self.memory_bytes, self.max_pixels, self.env)
+        return self
+
+    def check(self, path: str | os.PathLike, decoders: Sequence[str]) -> list[Outcome]:
+        """One Outcome per decoder for ``path``."""
+        out = []
+        for name in decoders:
+            answer = self.start().child.ask(str(path), name, self.timeout_s)
+            out.append(Outcome(str(path), name, answer["status"], answer["message"]))
+            if answer["status"] in ("crashed", "timeout"):
+                self.close()
+        return out
+
+    def close(self) -> None:
+        """End the child, if one is running."""
+        if self.child is not None:
+            self.child.kill()
+            self.child = None
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def check_files(
     paths: Iterable[str | os.PathLike],
     decoders: Sequence[str],
@@ -203,22 +248,16 @@ def check_files(
     env: dict | None = None,
 ) -> list[Outcome]:
     """Every file decoded by every decoder in a sandbox; one Outcome each, in order."""
-    outcomes: list[Outcome] = []
-    child = None
-    try:
-        for path in map(str, paths):
-            for name in decoders:
-                if child is None:
-                    child = _Child(output, memory_bytes, max_pixels, env)
-                answer = child.ask(path, name, timeout_s)
-                outcomes.append(Outcome(path, name, answer["status"], answer["message"]))
-                if answer["status"] in ("crashed", "timeout"):
-                    child.kill()
-                    child = None
-    finally:
-        if child is not None:
-            child.kill()
-    return outcomes
+    with Sandbox(output, timeout_s, memory_bytes, max_pixels, env) as box:
+        return [o for path in paths for o in box.check(path, decoders)]
+
+
+def decoded_size(outcome: Outcome) -> tuple[int, int]:
+    """(width, height) of an ``ok`` outcome."""
+    if outcome.status != "ok":
+        raise ValueError(f"{outcome.path}: {outcome.decoder} did not decode it ({outcome.status})")
+    w, h = outcome.message.split("x")
+    return int(w), int(h)
 
 
 def summary(outcomes: Iterable[Outcome]) -> dict[str, dict[str, int]]:
