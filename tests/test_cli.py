@@ -1,8 +1,12 @@
+import argparse
+import csv
 import json
 import subprocess
 import sys
 
 import pytest
+
+from imgread.cli.main import build_parser
 
 
 def imgread(*args, check=True):
@@ -90,6 +94,33 @@ def test_sample_round_trip(tmp_path):
         1,
     )
     assert (tmp_path / "s" / "manifest.csv").is_file() and "manifest.csv" in r.stdout
+    # the round trip: 3 of the 5 images, byte for byte, each listed with its source file
+    from imgread.dataset.manifest import read_manifest
+
+    m = read_manifest(tmp_path / "s" / "manifest.csv")
+    assert len(m) == 3
+    with open(tmp_path / "s" / "sources.csv", newline="", encoding="utf-8") as fh:
+        sources = {row["path"]: row["source"] for row in csv.DictReader(fh)}
+    assert sorted(sources) == sorted(e.path for e in m.entries)
+    for e in m.entries:
+        copied = (m.root / e.path).read_bytes()
+        assert copied == (tmp_path / "src" / sources[e.path]).read_bytes()
+        assert len(copied) == e.bytes and (e.width, e.height) == (64, 48)
+    # the same seed picks the same images in the same order
+    imgread(
+        "dataset",
+        "sample",
+        "--source",
+        tmp_path / "src",
+        "--out",
+        tmp_path / "s2",
+        "--count",
+        3,
+        "--seed",
+        1,
+    )
+    again = read_manifest(tmp_path / "s2" / "manifest.csv")
+    assert [e.sha256 for e in again.entries] == [e.sha256 for e in m.entries]
 
 
 @pytest.mark.parametrize(
@@ -146,9 +177,27 @@ def test_wrong_input_gives_a_clear_message_and_no_traceback(tmp_path, args, mess
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize(
-    "sub", [[], ["dataset", "generate"], ["dataset", "sample"], ["flush"], ["residency"], ["trial"]]
-)
+def _commands(parser, prefix=()) -> list[tuple[str, ...]]:
+    """Every command path of the parser tree: (), ("dataset",), ("dataset", "generate"), ..."""
+    found = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _commands(sub, (*prefix, name))
+    return found
+
+
+COMMANDS = _commands(build_parser())
+
+
+def test_the_command_tree_is_found_from_the_parser():
+    # the help test below covers every command the parser has, not a list kept by hand
+    assert {("dataset", "sample"), ("cache", "build"), ("decoders",), ("trial",)} <= set(COMMANDS)
+    assert len(COMMANDS) >= 10
+
+
+@pytest.mark.parametrize("sub", COMMANDS, ids=lambda sub: " ".join(sub) or "imgread")
 def test_every_command_has_help(sub):
     r = imgread(*sub, "--help")
+    assert r.stdout.startswith(f"usage: imgread{''.join(' ' + s for s in sub)}"), r.stdout[:200]
     assert "usage: imgread" in r.stdout and "-h, --help" in r.stdout

@@ -180,11 +180,26 @@ def test_cli_lists_every_decoder_with_its_version():
 
 
 def test_png_and_jpeg_bytes_in_memory():
-    buf = io.BytesIO()
-    Image.new("RGB", (300, 280), (10, 200, 30)).save(buf, format="PNG")
-    for name in ("pillow", "pillow-draft", "opencv"):
-        out = DECODERS[name].decode(buf.getvalue(), "crop224")
-        assert out.shape == (224, 224, 3) and tuple(out[5, 5]) == (10, 200, 30)
+    colour = (10, 200, 30)
+    for fmt, names in (
+        ("PNG", ("pillow", "pillow-draft", "opencv")),
+        ("JPEG", ("pillow", "pillow-draft", "opencv", "simplejpeg", "turbojpeg")),
+    ):
+        buf = io.BytesIO()
+        Image.new("RGB", (300, 280), colour).save(buf, format=fmt, quality=95)
+        data = buf.getvalue()
+        assert data.startswith(b"\x89PNG" if fmt == "PNG" else b"\xff\xd8")  # bytes, no file
+        for name in names:
+            if not DECODERS[name].available:
+                continue
+            for output, shape in (("crop224", (224, 224, 3)), ("full", (280, 300, 3))):
+                out = DECODERS[name].decode(data, output)
+                assert out.shape == shape, (fmt, name, output)
+                got = out[5, 5].astype(int)
+                if fmt == "PNG":  # lossless: the exact colour
+                    assert tuple(got) == colour, (name, output)
+                else:  # lossy: within a few levels of it
+                    assert np.abs(got - colour).max() <= 4, (name, output, tuple(got))
 
 
 @pytest.mark.parametrize("name", USABLE)

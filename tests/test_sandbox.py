@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgread.decoders import DECODERS
-from imgread.decoders import fuzz
+from imgread.decoders import DECODERS, fuzz
 from imgread.decoders.sandbox import BAD, check_files, summary
 
 ROOT = Path(__file__).resolve().parents[1]
