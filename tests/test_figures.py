@@ -100,7 +100,7 @@ def test_a_phase_without_rows_draws_a_figure_that_says_so(tmp_path):
         said = " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", svg)).lower()
         # one line that says there is nothing, and of what: "no stream trials in this study"
         assert re.match(r"no \b.*\b(trials|shards)\b", said.strip()), (name, said)
-        assert "<g id=\"xtick" not in svg, f"{name}: axes drawn for a phase with no rows"
+        assert '<g id="xtick' not in svg, f"{name}: axes drawn for a phase with no rows"
 
 
 def test_figures_need_no_display_and_choose_no_backend(tmp_path):
