@@ -137,7 +137,6 @@ def run_cells(spec: dict) -> dict:
     epoch."""
     from imgread.dataset.manifest import read_manifest
     from imgread.decoders.reference import write_reference
-    from imgread.instruments import noise, page_faults
     from imgread.phases.dataloader.phase import DataLoaderPhase
     from imgread.phases.registry import get_phase
 
@@ -178,32 +177,39 @@ def run_cells(spec: dict) -> dict:
                 break
             for name, w in runners:  # a round: one epoch of every cell in turn
                 runner, ctx = runners[(name, w)]
-                f0, cpu0 = page_faults.tree_faults(os.getpid()), noise.snapshot()
-                t0 = time.perf_counter()
-                results = runner.run(list(ctx.jobs) if ctx is not None else None)
-                seconds = time.perf_counter() - t0
-                f1, cpu1 = page_faults.tree_faults(os.getpid()), noise.snapshot()
-                cpu = noise.interference(cpu0, cpu1, seconds, os.cpu_count() or 1)
-                if ctx is not None and (name, w) not in checked:  # all checked
-                    phase.verify(ctx, results)
-                    checked.add((name, w))
-                del results
-                out[f"{name}@{w}"].append(
-                    {
-                        "rate": n / seconds,
-                        "round": round_,
-                        "cpu_ms": cpu["own_cpu_seconds"] * 1e3 / n,
-                        # the machine's CPU other processes (and the hypervisor) took
-                        "other": cpu["interference_fraction"],
-                        "faults": (f1 - f0) / n if f0 is not None and f1 is not None else None,
-                        # pooled: batches collated into fresh memory (no buffer was free)
-                        "pool_misses": getattr(runner, "pool_misses", 0),
-                    }
-                )
+                verify = phase.verify if ctx is not None and (name, w) not in checked else None
+                out[f"{name}@{w}"].append(_epoch(runner, ctx, n, round_, verify))
+                checked.add((name, w))
         return out
     finally:
         for runner, _ in runners.values():
             runner.close()
+
+
+def _epoch(runner, ctx, n: int, round_: int, verify=None) -> dict:
+    """One timed epoch of a started cell: its rate, CPU ms and faults per image; the batches
+    checked by ``verify(ctx, results)`` where given (each cell's first epoch)."""
+    from imgread.instruments import noise, page_faults
+
+    f0, cpu0 = page_faults.tree_faults(os.getpid()), noise.snapshot()
+    t0 = time.perf_counter()
+    results = runner.run(list(ctx.jobs) if ctx is not None else None)
+    seconds = time.perf_counter() - t0
+    f1, cpu1 = page_faults.tree_faults(os.getpid()), noise.snapshot()
+    cpu = noise.interference(cpu0, cpu1, seconds, os.cpu_count() or 1)
+    if verify is not None:
+        verify(ctx, results)
+    del results
+    return {
+        "rate": n / seconds,
+        "round": round_,
+        "cpu_ms": cpu["own_cpu_seconds"] * 1e3 / n,
+        # the machine's CPU other processes (and the hypervisor) took
+        "other": cpu["interference_fraction"],
+        "faults": (f1 - f0) / n if f0 is not None and f1 is not None else None,
+        # pooled: batches collated into fresh memory (no buffer was free)
+        "pool_misses": getattr(runner, "pool_misses", 0),
+    }
 
 
 # --------------------------------------------------------------------------- the figures
