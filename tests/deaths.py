@@ -57,7 +57,7 @@ def new_segments(before: set[str], grace: float = 2.0) -> set[str]:
 WORKERS_FAIL_TO_START = """
 import os
 import imgread.decoders.registry as decoders
-import imgread.phases.dataloader.phase as dataloader
+import imgread.phases.dataloader.runner as dataloader
 _parent, _get_decoder = os.getpid(), decoders.get_decoder
 def get_decoder(name):
     if os.getpid() != _parent:

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from imgread.dataset import GenerateParams, generate, sample
+from imgread.dataset.labels import labels as class_labels
 from imgread.dataset.manifest import read_manifest
 from imgread.decoders import DECODERS, allocator
 from imgread.errors import TrialError, UserError
 from imgread.phases.dataloader import decoded_cache
-from imgread.phases.dataloader.phase import POOL_SLOTS, PooledCollate, normalize_batch
+from imgread.phases.dataloader.collate import POOL_SLOTS, PooledCollate, normalize_batch
 from imgread.trial.run import TrialSpec, run_trial
 
 from .deaths import (
@@ -289,7 +290,7 @@ def test_labels_follow_the_first_folder_level_of_a_sampled_folder(tmp_path):
             progress=False,
         )
     m = read_manifest(sample(src, tmp_path / "ds", 6, progress=False))
-    labels = decoded_cache.labels(m)
+    labels = class_labels(m)
     sources = dict(
         line.split(",", 1) for line in (m.root / "sources.csv").read_text().splitlines()[1:]
     )
@@ -300,7 +301,7 @@ def test_labels_follow_the_first_folder_level_of_a_sampled_folder(tmp_path):
 
 
 def test_a_generated_dataset_is_one_class(small_dataset):
-    assert set(decoded_cache.labels(read_manifest(small_dataset))) == {0}
+    assert set(class_labels(read_manifest(small_dataset))) == {0}
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -95,8 +95,8 @@ out = {}
 for variant, delivery in (("processes", "discard"), ("processes-shm", "pixels")):
     for name in ("tuned", "default"):
         params = phase.resolve({"delivery": delivery, "allocator": name})
-        jobs = phase.jobs(m.root, m.entries[:4], params)
-        runner = phase.start(variant, 2, params, jobs, {})
+        ctx = phase.context(m, 4, variant, 2, params)
+        runner = phase.start(ctx)
         try:
             states = [runner.pool.submit(allocator.state).result() for _ in range(8)]
         finally:

@@ -21,10 +21,10 @@ CASES = [
 ]
 
 
-def _run(phase, variant, workers, params, jobs):
-    runner = phase.start(variant, workers, params, jobs, {})
+def _run(phase, ctx):
+    runner = phase.start(ctx)
     try:
-        return runner, runner.run(jobs)
+        return runner, runner.run(list(ctx.jobs))
     finally:
         runner.close()
 
@@ -32,12 +32,12 @@ def _run(phase, variant, workers, params, jobs):
 @pytest.mark.parametrize("phase_name,variant,workers", CASES)
 def test_every_variant_does_exactly_the_manifests_work(small_dataset, phase_name, variant, workers):
     phase = get_phase(phase_name)
-    params = phase.resolve({})
     m = read_manifest(small_dataset)
     entries = m.subset(10)
-    jobs = phase.jobs(m.root, entries, params)
-    runner, results = _run(phase, variant, workers, params, jobs)
-    checked = phase.verify(results, m.root, entries, params, {})
+    ctx = phase.context(m, 10, variant, workers)
+    jobs = ctx.jobs
+    runner, results = _run(phase, ctx)
+    checked = phase.verify(ctx, results)
     assert checked.images == 10
     assert checked.bytes == sum(e.bytes for e in entries)
     if phase_name == "load":
@@ -59,25 +59,25 @@ def test_verify_catches_wrong_work(small_dataset):
     entries = m.subset(3)
     paths = [str(m.root / e.path) for e in entries]
     decode, load = get_phase("decode"), get_phase("load")
-    params = decode.resolve({})
+    ctx = decode.context(m, 3, "sequential")
     with pytest.raises(VerificationError, match="cover 2 files"):
-        decode.verify({p: entries[0].pixels for p in paths[:2]}, m.root, entries, params, {})
+        decode.verify(ctx, {p: entries[0].pixels for p in paths[:2]})
     wrong = {p: e.pixels for p, e in zip(paths, entries, strict=True)}
     wrong[paths[1]] += 1
     with pytest.raises(VerificationError, match="pixels"):
-        decode.verify(wrong, m.root, entries, params, {})
+        decode.verify(ctx, wrong)
     swapped = {
         paths[0]: io.BytesIO(b"x" * (entries[0].bytes + 1)),
         paths[1]: io.BytesIO(),
         paths[2]: io.BytesIO(),
     }
     with pytest.raises(VerificationError, match="read"):
-        load.verify(swapped, m.root, entries, {}, {})
+        load.verify(load.context(m, 3, "sequential"), swapped)
 
 
-def test_process_pool_workers_are_all_started_before_the_timed_run():
+def test_process_pool_workers_are_all_started_before_the_timed_run(small_dataset):
     decode = get_phase("decode")
-    runner = decode.start("processes", 3, decode.resolve({}), [], {})
+    runner = decode.start(decode.context(small_dataset, 1, "processes", 3))
     try:
         pids = {p.pid for p in runner.pool._processes.values()}
         assert len(pids) == 3 and os.getpid() not in pids
@@ -112,11 +112,11 @@ def test_params_round_trip_through_the_trial_path():
     assert params_segment({}) == "default" and parse_segment("default") == {}
 
 
-def test_asyncio_variant_uses_the_pool_size_asyncio_would_pick():
+def test_asyncio_variant_uses_the_pool_size_asyncio_would_pick(small_dataset):
     stdlib_default = ThreadPoolExecutor()._max_workers  # what loop.run_in_executor(None) makes
     assert asyncio_default_workers() == stdlib_default
     load = get_phase("load")
-    runner = load.start("asyncio", 1, load.resolve({}), [], {})
+    runner = load.start(load.context(small_dataset, 1, "asyncio"))
     try:
         assert runner.concurrency == stdlib_default
     finally:

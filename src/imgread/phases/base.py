@@ -7,14 +7,16 @@ recommendation ask a phase (through :mod:`imgread.phases.registry`) instead of n
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from imgread.dataset.manifest import ImageEntry
+from imgread.dataset.manifest import ImageEntry, Manifest, read_manifest
 from imgread.errors import UserError, VerificationError
+from imgread.trial.context import TrialContext
 from imgread.trial.pools import Runner
 
 
@@ -92,14 +94,23 @@ SHARD_MB = Param(
 )
 
 
+class Start(Protocol):
+    """A variant's start: from the trial's context (its params, workers, jobs, inputs and
+    storage opener), the started Runner: pools created, every worker running, buffers
+    allocated."""
+
+    def __call__(self, ctx: TrialContext, /) -> Runner: ...
+
+
 @dataclass(frozen=True)
 class Variant:
     """One way of doing a phase's work. ``parallel`` variants take a worker count;
-    ``allowed`` restricts the values of some params (other combinations measure nothing)."""
+    ``allowed`` restricts the values of some params (other combinations measure nothing).
+    ``start`` may be None where the phase's own ``start`` starts every variant."""
 
     name: str
     parallel: bool
-    start: Callable[..., Runner]
+    start: Start | None
     description: str
     allowed: dict[str, tuple[str, ...]] = field(default_factory=dict)
     min_workers: int = 1  # 0 where the work can run in the calling process (num_workers=0)
@@ -213,6 +224,25 @@ class Phase:
                 f"unknown {self.name} variant {name!r}; choose one of {', '.join(self.variants)}"
             ) from None
 
+    def context(
+        self, manifest, n_images: int, variant: str, workers: int = 1, params=None, **files
+    ) -> TrialContext:
+        """A trial's context outside a trial (tests, make bench): the first ``n_images`` of
+        ``manifest`` (a Manifest or its path), ``params`` resolved, the phase's jobs; ``files``
+        the reference and cache_dir; no storage session (the files where they are)."""
+        if not isinstance(manifest, Manifest):
+            manifest = read_manifest(manifest)
+        ctx = TrialContext(
+            variant,
+            int(workers),
+            self.resolve(params),
+            manifest,
+            manifest.subset(n_images),
+            reference=files.get("reference"),
+            cache_dir=files.get("cache_dir"),
+        )
+        return ctx.with_jobs(call_hook(self, "jobs", ctx))
+
     def page_cache(self, params: dict[str, str]) -> str:
         """'cold' or 'warm': the page-cache state this cell's trials start from."""
         return self.cache_state
@@ -228,32 +258,27 @@ class Phase:
         reads, or None."""
         return None
 
-    # -- the trial
-    def cache_files(self, jobs: list[Job], params: dict, inputs: dict[str, str]) -> list[str]:
+    # -- the trial: each hook is handed the trial's context (imgread.trial.context), which
+    # holds what the trial read once: the manifest's entries, the params, the jobs, the inputs
+    # and, from start on, the storage's opener
+    def cache_files(self, ctx: TrialContext) -> list[str]:
         """The files whose page-cache state is prepared and proven (the images by default)."""
-        return [j.path for j in jobs]
+        return [j.path for j in ctx.jobs]
 
-    def jobs(self, root: Path, entries: tuple[ImageEntry, ...], params: dict) -> list[Job]:
-        """The jobs of a trial over ``entries`` (before the clock)."""
-        return [Job(str(root / e.path), i) for i, e in enumerate(entries)]
+    def jobs(self, ctx: TrialContext) -> list[Job]:
+        """The jobs of a trial over ``ctx.entries`` (before the clock)."""
+        return [Job(str(ctx.root / e.path), i) for i, e in enumerate(ctx.entries)]
 
-    def check(self, jobs: list[Job], workers: int, variant: str, params: dict) -> None:
-        """Refuse, before the clock, a trial that cannot run here (UserError)."""
+    def check(self, ctx: TrialContext) -> None:
+        """Refuse, before anything starts (no storage server, no namespace, no clock), a trial
+        that cannot run here (UserError). Every refusal of a phase belongs here."""
 
-    def start(
-        self, variant: str, workers: int, params: dict, jobs: list[Job], inputs: dict[str, str]
-    ) -> Runner:
-        """Start the variant: pools created, every worker running, buffers allocated."""
-        return self.variants[variant].start(workers, params, jobs)
+    def start(self, ctx: TrialContext) -> Runner:
+        """Start the variant ``ctx.variant`` with ``ctx.workers``: pools created, every worker
+        running, buffers allocated."""
+        return start_variant(self.variants[ctx.variant], ctx)
 
-    def verify(
-        self,
-        results: dict,
-        root: Path,
-        entries: tuple[ImageEntry, ...],
-        params: dict,
-        inputs: dict[str, str],
-    ) -> Verified:
+    def verify(self, ctx: TrialContext, results: dict) -> Verified:
         """Check the results after the clock stopped; VerificationError if they are wrong."""
         raise NotImplementedError
 
@@ -285,3 +310,81 @@ def expect_paths(phase: str, results: dict, root: Path, entries) -> dict[str, Im
             f"(missing e.g. {missing})"
         )
     return expected
+
+
+# --------------------------------------------------------------------------- the former contract
+# Before the trial's context, the hooks took what they used one by one. A phase or variant
+# still written so runs on: the trial calls every hook through call_hook (and a variant's
+# start through start_variant), which hands a hook in its former form (told apart by how
+# many arguments it requires) the arguments it took then, with a DeprecationWarning once per
+# phase and hook. The DataLoader is the built-in phase still in it; drop this once none is.
+
+_FORMER = {
+    # hook: (its former arguments, them from the context and the new form's arguments)
+    "jobs": ("(root, entries, params)", lambda c: (c.root, c.entries, c.params)),
+    "check": (
+        "(jobs, workers, variant, params)",
+        lambda c: (list(c.jobs), c.workers, c.variant, c.params),
+    ),
+    "cache_files": ("(jobs, params, inputs)", lambda c: (list(c.jobs), c.params, c.inputs)),
+    "start": (
+        "(variant, workers, params, jobs, inputs)",
+        lambda c: (c.variant, c.workers, c.params, list(c.jobs), {**c.inputs, "opener": c.opener}),
+    ),
+    "verify": (
+        "(results, root, entries, params, inputs)",
+        lambda c, r: (r, c.root, c.entries, c.params, c.inputs),
+    ),
+}
+_VARIANT_FORMER = "(workers, params, jobs)"
+_warned: set[tuple[str, str]] = set()
+
+
+def _required(fn) -> int | None:
+    """How many positional arguments ``fn`` requires (None: it takes any number)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional and p.default is p.empty for p in params)
+
+
+def _former(fn, form: str) -> bool:
+    """Whether ``fn`` takes the former ``form`` of its hook (its count of arguments)."""
+    return _required(fn) == form.count(",") + 1
+
+
+def _deprecated(where: str, hook: str, form: str) -> None:
+    if (where, hook) in _warned:
+        return
+    _warned.add((where, hook))
+    warnings.warn(
+        f"{where}: {hook}{form} is the former phase contract; take the trial's context "
+        f"instead ({hook}(ctx, ...), docs/adding-a-phase.md)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def call_hook(phase: Phase, hook: str, ctx: TrialContext, *args):
+    """``phase.<hook>(ctx, *args)`` for the trial hooks jobs, check, cache_files, start and
+    verify (args: results), or in its former form where the phase overrides the hook so (a
+    DeprecationWarning once)."""
+    method = getattr(phase, hook)
+    form, arguments = _FORMER[hook]
+    if not _former(method, form):
+        return method(ctx, *args)
+    _deprecated(type(phase).__name__, hook, form)
+    return method(*arguments(ctx, *args))
+
+
+def start_variant(variant: Variant, ctx: TrialContext) -> Runner:
+    """``variant.start(ctx)``, or ``start(workers, params, jobs)`` where the variant still
+    starts in that former form (a DeprecationWarning once)."""
+    if not _former(variant.start, _VARIANT_FORMER):
+        return variant.start(ctx)
+    _deprecated(f"variant {variant.name}", "start", _VARIANT_FORMER)
+    return variant.start(ctx.workers, ctx.params, list(ctx.jobs))

@@ -31,128 +31,46 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
-from imgread.dataset.folder import encoding_label, read_info
-from imgread.dataset.manifest import ImageEntry, Manifest, read_manifest
 from imgread.errors import ImageDecodeError, TrialError, UserError
 from imgread.instruments import noise, page_faults
 from imgread.instruments import page_cache as cachectl
 from imgread.instruments.memory import MemoryMeter
-from imgread.phases.base import Phase, Verified
+from imgread.phases.base import Phase, Verified, call_hook
 from imgread.phases.registry import get_phase
 from imgread.storage import registry as storage
-from imgread.storage.base import Probe, Profile
+from imgread.storage.base import Probe
+from imgread.trial.context import TrialContext, check_unchanged, read_dataset
 from imgread.trial.pools import Runner, process_start_method
 from imgread.trial.record import TrialRecord, merge_columns, platform_info, write_record
+from imgread.trial.spec import TrialSpec, build_spec, cold_of
+from imgread.trial.transport import transport_counts, transport_line
 
-__all__ = ["TrialRecord", "TrialSpec", "build_spec", "run_trial", "write_record"]
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """What one trial measures: a grid cell and repetition, on one dataset."""
-
-    manifest: str
-    phase: str
-    variant: str
-    n_images: int
-    workers: int = 1
-    repetition: int = 0
-    cache_method: str = cachectl.DEFAULT_METHOD
-    max_resident_fraction: float = cachectl.DEFAULT_MAX_RESIDENT_FRACTION
-    saturate_bytes: int = cachectl.DEFAULT_SATURATE_BYTES
-    saturate_dir: str | None = None
-    params: dict[str, str] = field(default_factory=dict)  # the phase's grid keys
-    reference: str | None = None  # checksums to verify delivered pixels against
-    cache_dir: str | None = None  # a decoded cache (imgread cache build), for phases that read one
-    machine: str = "local"  # the machine type (SLURM partition) the cell is measured on
-    placement: str = "in place"  # where the files were read: in place, or a node-local copy
-    storage: dict | None = None  # the storage profile (name, kind, parameters); None: local
-    dataset: str = ""  # the dataset's name ("": its manifest's folder name)
-    job_started_at: str | None = None  # when the trial's process started (UTC ISO 8601)
-
-    def describe(self) -> str:
-        """A short label naming the cell, for messages."""
-        keys = "".join(f" {k}={v}" for k, v in self.params.items())
-        return (
-            f"{self.phase}/{self.variant}{keys} n={self.n_images} workers={self.workers} "
-            f"repetition={self.repetition}"
-        )
+__all__ = [
+    "TrialRecord",
+    "TrialSpec",
+    "build_spec",
+    "check_unchanged",
+    "run_trial",
+    "transport_counts",
+    "transport_line",
+    "write_record",
+]
 
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def check_unchanged(root: Path, entries: tuple[ImageEntry, ...]) -> None:
-    """Raise UserError naming the first file whose size or mtime differs from the manifest."""
-    for e in entries:
-        path = root / e.path
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise UserError(f"dataset file missing: {path} (listed in the manifest)") from None
-        if st.st_size != e.bytes or st.st_mtime_ns != e.mtime_ns:
-            raise UserError(
-                f"dataset file changed after the manifest was written: {path} "
-                f"(size {st.st_size} vs {e.bytes} bytes, mtime_ns {st.st_mtime_ns} vs "
-                f"{e.mtime_ns}); regenerate or resample the dataset"
-            )
-
-
-def build_spec(
-    manifest: str,
-    phase: str,
-    variant: str,
-    n_images: int,
-    workers: int,
-    repetition: int,
-    params: dict[str, str],
-    inputs: dict[str, str | None] | None = None,
-    cache: dict | None = None,
-    **where,
-) -> TrialSpec:
-    """The one way a trial's spec is built (the workflow's trial rule and ``imgread trial``):
-    ``inputs`` the files the phase asked for (reference, cache_dir), ``cache`` the cache
-    settings (method, max_resident_fraction, saturate_*) used where the cell starts cold,
-    ``where`` the machine, placement, storage profile and job_started_at."""
-    ph = get_phase(phase)
-    cold = ph.page_cache(ph.resolve(params)) == "cold"
-    settings = {k: v for k, v in (cache or {}).items() if k in _CACHE_FIELDS} if cold else {}
-    files = {k: str(v) for k, v in (inputs or {}).items() if v}
-    return TrialSpec(
-        manifest=str(manifest),
-        phase=phase,
-        variant=variant,
-        n_images=int(n_images),
-        workers=int(workers),
-        repetition=int(repetition),
-        params=dict(params),
-        reference=files.get("reference"),
-        cache_dir=files.get("cache_dir"),
-        **settings,
-        **where,
-    )
-
-
-_CACHE_FIELDS = ("cache_method", "max_resident_fraction", "saturate_bytes", "saturate_dir")
-
-
 @dataclass
 class _Prepared:
-    """A trial ready to start: its phase, resolved params, jobs and the files it proves."""
+    """A trial ready to start: its spec, its phase, its context (imgread.trial.context: read
+    once, handed down) and the files whose page-cache state it proves."""
 
     spec: TrialSpec
     phase: Phase
-    params: dict[str, str]
-    manifest: Manifest
-    entries: tuple[ImageEntry, ...]
-    jobs: list
-    inputs: dict[str, str]
+    ctx: TrialContext
     paths: list[str]
-    cold: bool
-    profile: Profile
 
 
 @dataclass
@@ -180,10 +98,42 @@ class _Timed:
 
 
 def prepare(spec: TrialSpec) -> _Prepared:
-    """Check the spec against the phase and the dataset (step 1), before anything starts."""
+    """Check the spec against the phase and the dataset (step 1), before anything starts: the
+    manifest and dataset.json read once into the trial's context, every refusal of the phase
+    (its ``check``) made before any storage server or namespace starts."""
     phase = get_phase(spec.phase)
     phase.variant(spec.variant)
     params = phase.resolve(spec.params)
+    _refuse(spec, phase, params)
+    spec = replace(spec, params=params)
+    data = read_dataset(spec.manifest, spec.n_images)
+    ctx = TrialContext(
+        spec.variant,
+        spec.workers,
+        params,
+        data.manifest,
+        data.entries,
+        dataset=spec.dataset or data.manifest.root.name,
+        encoding=data.encoding,
+        reference=spec.reference,
+        cache_dir=spec.cache_dir,
+        manifest_path=str(spec.manifest),
+        cold=cold_of(spec),
+    )
+    ctx = ctx.with_jobs(call_hook(phase, "jobs", ctx))
+    call_hook(phase, "check", ctx)
+    paths = call_hook(phase, "cache_files", ctx)
+    profile = storage.profile_from(spec.storage)
+    if params.get("storage", storage.DEFAULT) != profile.name:
+        raise UserError(
+            f"trial {spec.describe()}: grid key storage={params.get('storage')!r} but the spec "
+            f"carries the profile {profile.name!r}"
+        )
+    return _Prepared(spec, phase, replace(ctx, profile=profile), paths)
+
+
+def _refuse(spec: TrialSpec, phase: Phase, params: dict[str, str]) -> None:
+    """UserError where the variant cannot run with these params, workers or cache method."""
     why = phase.unsupported(spec.variant, params)
     if why:
         raise UserError(why)
@@ -200,30 +150,13 @@ def prepare(spec: TrialSpec) -> _Prepared:
             f"unknown cache method {spec.cache_method!r}; "
             f"choose one of {', '.join(cachectl.METHODS)}"
         )
-    spec = replace(spec, params=params)
-    manifest = read_manifest(spec.manifest)
-    entries = manifest.subset(spec.n_images)
-    check_unchanged(manifest.root, entries)
-    inputs = {k: v for k, v in (("reference", spec.reference), ("cache_dir", spec.cache_dir)) if v}
-    inputs["manifest"] = str(spec.manifest)
-    jobs = phase.jobs(manifest.root, entries, params)
-    phase.check(jobs, spec.workers, spec.variant, params)
-    paths = phase.cache_files(jobs, params, inputs)
-    cold = phase.page_cache(params) == "cold"
-    profile = storage.profile_from(spec.storage)
-    if params.get("storage", storage.DEFAULT) != profile.name:
-        raise UserError(
-            f"trial {spec.describe()}: grid key storage={params.get('storage')!r} but the spec "
-            f"carries the profile {profile.name!r}"
-        )
-    return _Prepared(spec, phase, params, manifest, entries, jobs, inputs, paths, cold, profile)
 
 
 def prove_cache(t: _Prepared) -> tuple[float | None, str]:
     """Make the page cache what the cell claims, right before the clock (step 3): flushed and
     proven cold, or read and proven warm. (resident fraction before, state)."""
     spec = t.spec
-    if not t.cold:
+    if not t.ctx.cold:
         # Decoding is measured on files already in memory, as the study did; only the phases
         # that read from the device start cold.
         return cachectl.ensure_warm(t.paths), "warm"
@@ -241,21 +174,15 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
     """Start the variant, prove the cache, time exactly the work, close (steps 2-5). A dead
     worker, an unreadable image or an OS error becomes a TrialError naming the cell."""
     out = _Timed()
-    ns = out.ns
+    ns, jobs = out.ns, list(t.ctx.jobs)
     try:
         # The storage is set up and probed before the variant starts (its workers join a
         # volume's cgroup), and torn down after close() on every way out.
-        with storage.session(t.profile, t.manifest.root) as (where, out.probe):
+        with storage.session(t.ctx.profile, t.ctx.root) as (where, out.probe):
             out.storage = where.settings()
             try:
                 ns["start"] = time.perf_counter_ns()
-                out.runner = t.phase.start(
-                    t.spec.variant,
-                    t.spec.workers,
-                    t.params,
-                    t.jobs,
-                    {**t.inputs, "opener": where.opener},
-                )
+                out.runner = call_hook(t.phase, "start", t.ctx.with_opener(where.opener))
                 ns["started"] = time.perf_counter_ns()
                 out.resident, out.state = prove_cache(t)
                 before, served = noise.snapshot(), where.server_cpu_seconds()
@@ -263,7 +190,7 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
                 meter.start()
                 faulted = page_faults.snapshot()
                 ns["run"] = time.perf_counter_ns()
-                out.results = out.runner.run(t.jobs)
+                out.results = out.runner.run(jobs)
                 ns["ran"] = time.perf_counter_ns()
                 out.faults = (faulted, page_faults.snapshot())
                 out.cpu = (before, noise.snapshot())
@@ -299,53 +226,6 @@ def release(timed: _Timed) -> None:
         timed.runner.release()
 
 
-def transport_counts(before: dict | None, after: dict) -> dict:
-    """The change of a session's counters (imgread.storage.base.Session.counts) from
-    ``before`` (None: from the session's start): numbers subtracted; a breakdown ({reason:
-    count}) subtracted key by key and written as text for the record (``"503:3 reset:2"``)."""
-    out = {}
-    for key, value in after.items():
-        was = (before or {}).get(key)
-        if isinstance(value, dict):
-            left = {k: n - (was or {}).get(k, 0) for k, n in sorted(value.items())}
-            out[key] = " ".join(f"{k}:{n}" for k, n in left.items() if n > 0)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out[key] = value - (was or 0)
-        else:
-            out[key] = value
-    return out
-
-
-def transport_line(counts: dict | None) -> str:
-    """``" (the transport: 3 retries (503:2 reset:1), 0.21 s of backoff, 1 failed read; the
-    server injected 503 x 2, ...)"`` where something was retried or injected; "" otherwise."""
-    if not counts:
-        return ""
-    parts = []
-    if counts.get("retries") or counts.get("failed_reads"):
-        parts.append(
-            f"{counts.get('retries', 0)} retries ({counts.get('retry_reasons') or 'none'}), "
-            f"{counts.get('retry_wait_seconds', 0.0):.2f} s of backoff, "
-            f"{counts.get('failed_reads', 0)} read(s) failed for good"
-        )
-    injected = [
-        f"{what} x {counts[key]}"
-        for key, what in (
-            ("faults_503", "503"),
-            ("faults_reset", "reset"),
-            ("faults_stall", "stall"),
-            ("server_killed", "killed"),
-        )
-        if counts.get(key)
-    ]
-    if injected:
-        parts.append(
-            f"the server saw {counts.get('server_requests', 0)} requests and injected "
-            + ", ".join(injected)
-        )
-    return f" (the transport: {'; '.join(parts)})" if parts else ""
-
-
 def _as_trial_error(
     spec: TrialSpec, runner, exc: BaseException, transport: dict | None = None
 ) -> TrialError | None:
@@ -369,7 +249,7 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
     with MemoryMeter(spec.workers) as meter:  # workers start and end inside it
         timed = time_work(t, meter)
     try:
-        checked = t.phase.verify(timed.results, t.manifest.root, t.entries, t.params, t.inputs)
+        checked = call_hook(t.phase, "verify", t.ctx, timed.results)
     finally:
         release(timed)
     return record(t, timed, checked, started_at)
@@ -377,7 +257,7 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
 
 def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> TrialRecord:
     """The trial's tidy record (step 6): times, counts, rates, cache proof, noise, machine."""
-    spec, ns = t.spec, timed.ns
+    spec, ctx, ns = t.spec, t.ctx, timed.ns
     seconds = (ns["ran"] - ns["run"]) / 1e9
     startup = (ns["started"] - ns["start"]) / 1e9
     self_ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -401,7 +281,7 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
         images_per_s=checked.images / seconds,
         mb_per_s=checked.bytes / 1e6 / seconds,
         megapixels_per_s=checked.pixels / 1e6 / seconds,
-        cache_method=spec.cache_method if t.cold else "warm-read",
+        cache_method=spec.cache_method if ctx.cold else "warm-read",
         cache_state=timed.state,
         resident_fraction_before=timed.resident,
         max_resident_fraction=spec.max_resident_fraction,
@@ -410,12 +290,12 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
         started_at=started_at,
         finished_at=_utc_now(),
         job_started_at=spec.job_started_at or started_at,
-        dataset_id=t.manifest.dataset_id,
-        dataset=spec.dataset or t.manifest.root.name,
-        dataset_encoding=encoding_label(read_info(t.manifest.root)) or "as sampled",
+        dataset_id=ctx.dataset_id,
+        dataset=ctx.dataset,
+        dataset_encoding=ctx.encoding,
         process_start_method=process_start_method(),
         extra=merge_columns(
-            t.phase.record_fields(t.params),
+            t.phase.record_fields(ctx.params),
             timed.fields,
             checked.extra,
             timed.storage,
@@ -425,8 +305,8 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
         ),
         machine=spec.machine,
         placement=spec.placement,
-        storage_kind=t.profile.kind,
-        storage_profile=json.dumps(t.profile.params, sort_keys=True),
+        storage_kind=ctx.profile.kind,
+        storage_profile=json.dumps(ctx.profile.params, sort_keys=True),
         server_cpu_seconds=timed.server_cpu,
         **noise.interference(*timed.cpu, seconds, os.cpu_count() or 1, timed.server_cpu or 0.0),
         **timed.memory,
@@ -444,7 +324,8 @@ def storage_ceilings(t: _Prepared, timed: _Timed, checked: Verified, seconds: fl
     p, images = timed.probe, max(checked.images, 1)
     mean_mb = checked.bytes / 1e6 / images
     nan = float("nan")
-    per_request = storage.get_kind(t.profile.kind).expected_latency_ms(t.profile) is not None
+    profile = t.ctx.profile
+    per_request = storage.get_kind(profile.kind).expected_latency_ms(profile) is not None
     requests = checked.extra.get("shards_read") or timed.fields.get("shards_read") or images
     little = (
         timed.concurrency / (p.latency_ms / 1e3) * images / requests

@@ -14,7 +14,6 @@ crop:
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import pickle
@@ -23,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgread.dataset.manifest import Manifest, read_manifest
+from imgread.dataset.labels import labels as class_labels
+from imgread.dataset.manifest import read_manifest
 from imgread.decoders import CROP, get_decoder
 from imgread.errors import UserError
 from imgread.util import Progress, atomic_path, write_text_atomic
@@ -43,26 +43,6 @@ def normalize(chw_u8: np.ndarray) -> np.ndarray:
 def denormalize(chw: np.ndarray) -> np.ndarray:
     """The uint8 CHW a normalised sample came from (exact: the map is affine and 1/255 apart)."""
     return np.rint((np.asarray(chw, dtype=np.float32) * STD + MEAN) * 255.0).astype(np.uint8)
-
-
-def labels(manifest: Manifest) -> np.ndarray:
-    """One label per image: the index of the first folder level of each image's path in the
-    user's folder (sampled datasets, as ImageFolder does), else 0 for every image."""
-    from imgread.dataset import SOURCES_NAME
-
-    sources = manifest.root / SOURCES_NAME
-    if not sources.is_file():
-        return np.zeros(len(manifest), dtype=np.int64)
-    with open(sources, encoding="utf-8", newline="") as fh:
-        by_path = {row["path"]: row["source"] for row in csv.DictReader(fh)}
-    classes = [
-        Path(by_path.get(e.path, "")).parts[0]
-        if len(Path(by_path.get(e.path, "")).parts) > 1
-        else ""
-        for e in manifest.entries
-    ]
-    names = sorted(set(classes))
-    return np.array([names.index(c) for c in classes], dtype=np.int64)
 
 
 def build(
@@ -104,7 +84,7 @@ def build(
             pickle.dump(tensors, fh, protocol=pickle.HIGHEST_PROTOCOL)
     pickle_seconds = time.perf_counter() - t1
     with atomic_path(out / LABELS_NAME) as tmp:
-        np.save(tmp, labels(manifest)[: len(entries)], allow_pickle=False)
+        np.save(tmp, class_labels(manifest)[: len(entries)], allow_pickle=False)
     info = {
         "decoder": decoder,
         "decoder_version": d.version(),

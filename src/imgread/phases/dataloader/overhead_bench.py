@@ -1,7 +1,7 @@
 """``python -m imgread.phases.dataloader.overhead_bench``: what a DataLoader worker process costs
 per image, and whether the best ``num_workers`` reaches ``GOAL`` x cores x the in-process rate.
 
-The work is the DataLoader phase's own (imgread.phases.dataloader.phase: ``LoaderRunner``, its
+The work is the DataLoader phase's own (imgread.phases.dataloader.runner: ``LoaderRunner``, its
 ``ManifestDataset``, its warm-up and its timed epoch, which holds every batch as a trial does)
 on an ImageNet-like set: JPEGs of 500 x 375, about 110 KB (generated at several seeds, sampled
 into one folder under the temporary directory; made once, reused; ``--size`` and
@@ -30,21 +30,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-GOAL = 0.9  # the best DataLoader over cores x the in-process (num_workers 0) rate
-QUIET = 0.05  # an epoch counts where other processes took at most this share of the machine
-MAX_ROUNDS = 3  # epochs per cell at most: MAX_ROUNDS x repeats, quiet or not
+from imgread.phases.dataloader.overhead_report import (
+    AFTER,
+    BEFORE,
+    GOAL,
+    MAX_ROUNDS,
+    PLAIN,
+    QUIET,
+    merged,
+    report,
+    straddles,
+)
+from imgread.util import write_text_atomic
+
 WIDTH, HEIGHT, TARGET_BYTES = 500, 375, 110_000  # ImageNet's typical validation JPEG
 DATASETS = Path(tempfile.gettempdir()) / "imgread-overhead"  # one folder per image size
-BEFORE, AFTER = "default/item/fresh", "tuned/batch/pooled"
 # --settings all: each cause alone
 SETTINGS = (BEFORE, "tuned/item/fresh", "default/batch/fresh", "tuned/batch/fresh", AFTER)
 
@@ -86,8 +93,6 @@ def ensure_dataset(
 
 
 # --------------------------------------------------------------------------- one process
-
-PLAIN = "processes"  # the cells' key of the machine's own ceiling (no DataLoader)
 
 
 def _decode_normalize(decoder: str, paths: list[str]) -> int:
@@ -132,12 +137,10 @@ def run_cells(spec: dict) -> dict:
     epoch."""
     from imgread.dataset.manifest import read_manifest
     from imgread.decoders.reference import write_reference
-    from imgread.instruments import noise, page_faults
     from imgread.phases.dataloader.phase import DataLoaderPhase
     from imgread.phases.registry import get_phase
 
-    manifest = Path(spec["manifest"])
-    m = read_manifest(manifest)
+    m = read_manifest(spec["manifest"])
     n = min(spec["n"], len(m))
     entries = m.entries[:n]
     phase = get_phase(DataLoaderPhase.name)
@@ -146,23 +149,20 @@ def run_cells(spec: dict) -> dict:
         write_reference(ref, m.root, entries, spec["decoder"], "crop224")
     for e in entries:  # a warm page cache
         (m.root / e.path).read_bytes()
-    inputs = {"manifest": str(manifest), "reference": str(ref)}
-    runners, jobs = {}, None
+    runners = {}
     try:
         for name in spec["settings"]:
             normalize, collate = name.split("/")
-            params = phase.resolve(
-                {
-                    "decoder": spec["decoder"],
-                    "batch_size": str(spec["batch_size"]),
-                    "allocator": spec["allocator"],
-                    "normalize": normalize,
-                    "collate": collate,
-                }
-            )
-            jobs = phase.jobs(m.root, entries, params)
+            given = {
+                "decoder": spec["decoder"],
+                "batch_size": str(spec["batch_size"]),
+                "allocator": spec["allocator"],
+                "normalize": normalize,
+                "collate": collate,
+            }
             for w in spec["workers"]:
-                runners[(name, w)] = (phase.start("torch", w, params, jobs, inputs), params)
+                ctx = phase.context(m, n, "torch", w, given, reference=str(ref))
+                runners[(name, w)] = (phase.start(ctx), ctx)
         paths = [str(m.root / e.path) for e in entries]
         plain = _PlainProcesses(spec["cores"], spec["decoder"], spec["allocator"], paths)
         runners[(PLAIN, spec["cores"])] = (plain, None)
@@ -176,33 +176,40 @@ def run_cells(spec: dict) -> dict:
             if all(quiet(f"{nm}@{w}") >= spec["repeats"] for nm, w in runners):
                 break
             for name, w in runners:  # a round: one epoch of every cell in turn
-                runner, params = runners[(name, w)]
-                f0, cpu0 = page_faults.tree_faults(os.getpid()), noise.snapshot()
-                t0 = time.perf_counter()
-                results = runner.run(jobs)
-                seconds = time.perf_counter() - t0
-                f1, cpu1 = page_faults.tree_faults(os.getpid()), noise.snapshot()
-                cpu = noise.interference(cpu0, cpu1, seconds, os.cpu_count() or 1)
-                if params is not None and (name, w) not in checked:  # all checked
-                    phase.verify(results, m.root, entries, params, inputs)
-                    checked.add((name, w))
-                del results
-                out[f"{name}@{w}"].append(
-                    {
-                        "rate": n / seconds,
-                        "round": round_,
-                        "cpu_ms": cpu["own_cpu_seconds"] * 1e3 / n,
-                        # the machine's CPU other processes (and the hypervisor) took
-                        "other": cpu["interference_fraction"],
-                        "faults": (f1 - f0) / n if f0 is not None and f1 is not None else None,
-                        # pooled: batches collated into fresh memory (no buffer was free)
-                        "pool_misses": getattr(runner, "pool_misses", 0),
-                    }
-                )
+                runner, ctx = runners[(name, w)]
+                verify = phase.verify if ctx is not None and (name, w) not in checked else None
+                out[f"{name}@{w}"].append(_epoch(runner, ctx, n, round_, verify))
+                checked.add((name, w))
         return out
     finally:
         for runner, _ in runners.values():
             runner.close()
+
+
+def _epoch(runner, ctx, n: int, round_: int, verify=None) -> dict:
+    """One timed epoch of a started cell: its rate, CPU ms and faults per image; the batches
+    checked by ``verify(ctx, results)`` where given (each cell's first epoch)."""
+    from imgread.instruments import noise, page_faults
+
+    f0, cpu0 = page_faults.tree_faults(os.getpid()), noise.snapshot()
+    t0 = time.perf_counter()
+    results = runner.run(list(ctx.jobs) if ctx is not None else None)
+    seconds = time.perf_counter() - t0
+    f1, cpu1 = page_faults.tree_faults(os.getpid()), noise.snapshot()
+    cpu = noise.interference(cpu0, cpu1, seconds, os.cpu_count() or 1)
+    if verify is not None:
+        verify(ctx, results)
+    del results
+    return {
+        "rate": n / seconds,
+        "round": round_,
+        "cpu_ms": cpu["own_cpu_seconds"] * 1e3 / n,
+        # the machine's CPU other processes (and the hypervisor) took
+        "other": cpu["interference_fraction"],
+        "faults": (f1 - f0) / n if f0 is not None and f1 is not None else None,
+        # pooled: batches collated into fresh memory (no buffer was free)
+        "pool_misses": getattr(runner, "pool_misses", 0),
+    }
 
 
 # --------------------------------------------------------------------------- the figures
@@ -259,144 +266,7 @@ def measure(args, cores: int) -> dict:
     return out
 
 
-def _used(epochs, quiet):
-    """The epochs a cell's figures come from: its quiet ones, where it has any."""
-    calm = [e for e in epochs if e["other"] <= quiet]
-    return calm or epochs
-
-
-def _pairs(cells: dict, w: int, quiet: float) -> list[float]:
-    """num_workers w's rate / num_workers 0's in the same round (seconds apart: a machine whose
-    speed drifts changes both), one per round where both epochs were quiet (every round where
-    none was)."""
-    zero = {e["round"]: e for e in cells[0]}
-    pairs = [(e, zero[e["round"]]) for e in cells[w] if e["round"] in zero]
-    calm = [(a, b) for a, b in pairs if max(a["other"], b["other"]) <= quiet]
-    return [a["rate"] / b["rate"] for a, b in calm or pairs]
-
-
-def _paired(cells: dict, w: int, quiet: float) -> float:
-    """The median over rounds of :func:`_pairs`."""
-    return statistics.median(_pairs(cells, w, quiet))
-
-
-def _median_ci(values: list[float], resamples: int = 2000) -> tuple[float, float]:
-    """A 95 % confidence interval of the median (percentile bootstrap, seeded)."""
-    import random
-
-    if len(values) < 2:
-        return math.nan, math.nan
-    rng = random.Random(0)
-    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
-    return meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
-
-
-def _med(epochs, key):
-    values = [e[key] for e in epochs if e[key] is not None]
-    return statistics.median(values) if values else float("nan")
-
-
-def merged(runs: list[dict]) -> dict:
-    """Several runs' epochs as one run's: each run's rounds numbered after the previous run's,
-    so that epochs stay paired within their own round."""
-    out: dict = {}
-    offset = 0
-    for run in runs:
-        last = 0
-        for decoder, settings in run.items():
-            for setting, cells in settings.items():
-                for w, epochs in cells.items():
-                    into = (
-                        out.setdefault(decoder, {}).setdefault(setting, {}).setdefault(int(w), [])
-                    )
-                    into += [dict(e, round=e["round"] + offset) for e in epochs]
-                    last = max([last, *(e["round"] + 1 for e in epochs)])
-        offset += last
-    return out
-
-
-def _straddles(ci) -> str:
-    if ci[0] <= GOAL <= ci[1]:
-        return f" (it holds {GOAL}: another run here can read either side of the goal)"
-    return ""
-
-
-def report(results: dict, args, cores: int) -> bool:
-    """Print the figures; True where every decoder's ``after`` setting reaches the goal."""
-    ws = args.workers
-    print(
-        f"# DataLoader per-image overhead: {args.n} JPEGs of {args.size[0]}x{args.size[1]} "
-        f"(~{args.target_bytes // 1000} KB), batch {args.batch_size}, warm page cache, "
-        f"{cores} cores; medians of {args.repeats} interleaved epochs per cell where other "
-        f"processes took at most {args.quiet:.0%} of the machine "
-        f"(up to {MAX_ROUNDS * args.repeats} tried)"
-    )
-    print(
-        "images/s per num_workers; ratio = the best num_workers >= 1 / (cores x the same "
-        "setting's num_workers 0), each num_workers' rate over num_workers 0's in the same round "
-        f"(median over rounds), goal >= {GOAL}; ci = its 95 % interval (bootstrap over rounds); "
-        "vs w0* = the best median rate over cores x the "
-        "fastest median num_workers 0 of any setting; w1/w0 = one worker over in-process, "
-        "paired likewise; cpu = ms of "
-        "CPU per image, the process and its workers together; faults = minor page faults per "
-        "image, the process tree; others = the most CPU other processes took (a share of "
-        "the machine) of any cell's median epoch; epochs: the fewest epochs a cell's medians "
-        "are of"
-    )
-    # decoder -> (ratio, best rate, (ci low, ci high)), after the fix
-    after: dict[str, tuple[float, float, tuple[float, float]]] = {}
-    cols = " ".join(f"{'w' + str(w):>5}" for w in ws)
-    for decoder, settings in results.items():
-        print(
-            f"\n{decoder:<19} {'images/s':^{6 * len(ws)}} ratio ci        vs w0* w1/w0 | "
-            f"{'cpu ms/image':^{6 * len(ws)}}| {'faults/image':^{6 * len(ws)}}| others epochs"
-        )
-        print(f"{'':<19} {cols}                             | {cols} | {cols} |")
-        plain = {s: c for s, c in settings.items() if s.endswith("/" + PLAIN)}
-        settings = {s: c for s, c in settings.items() if s not in plain}
-        best_w0 = max(_med(_used(c[0], args.quiet), "rate") for c in settings.values())
-        for setting, cells in settings.items():
-            paired = {w: _paired(cells, w, args.quiet) for w in ws if w > 0}
-            all_cells, cells = cells, {w: _used(cells[w], args.quiet) for w in ws}
-            rate = {w: _med(cells[w], "rate") for w in ws}
-            best = max(rate[w] for w in ws if w > 0)
-            top = max(paired, key=paired.get)  # the best num_workers, paired
-            ratio = paired[top] / cores
-            ci = tuple(x / cores for x in _median_ci(_pairs(all_cells, top, args.quiet)))
-            one = paired.get(1, float("nan"))  # one worker vs in-process
-            others = max(_med(cells[w], "other") for w in ws)
-            epochs = min(len(cells[w]) for w in ws)
-            tag = {BEFORE: " before", AFTER: " after"}.get(setting, "")
-            if setting.endswith("/pooled"):  # batches that found no free buffer: none expected
-                misses = sum(e.get("pool_misses", 0) for w in ws for e in cells[w])
-                tag += f" (pool misses {misses})"
-            cpu = " ".join(f"{_med(cells[w], 'cpu_ms'):5.2f}" for w in ws)
-            flt = " ".join(f"{_med(cells[w], 'faults'):5.0f}" for w in ws)
-            print(
-                f"{setting:<19} {' '.join(f'{rate[w]:5.0f}' for w in ws)}  "
-                f"{ratio:4.2f} {ci[0]:4.2f}-{ci[1]:4.2f}  {best / (cores * best_w0):4.2f}  "
-                f"{one:4.2f}  | {cpu} | {flt} | "
-                f"{others:4.0%} {epochs:2d}{tag}"
-            )
-            if setting == AFTER:
-                after[decoder] = (ratio, best, ci)
-        for setting, cells in plain.items():
-            alloc = setting.split("/")[0]
-            epochs = _used(cells[cores], args.quiet)
-            rate = _med(epochs, "rate")
-            mine = [c[0] for s, c in settings.items() if s.split("/")[0] == alloc]
-            w0 = settings.get(f"{alloc}/item/fresh", {}).get(0) or (mine[0] if mine else None)
-            ratio = _paired({0: w0, 1: cells[cores]}, 1, args.quiet) / cores if w0 else math.nan
-            print(
-                f"{alloc + ' no loader':<19} {cores} processes, the same work, nothing handed "
-                f"back: {rate:5.0f} images/s, {ratio:4.2f} x (cores x the {alloc} w0): the "
-                f"machine's own ceiling; cpu {_med(epochs, 'cpu_ms'):5.2f} ms/image, "
-                f"others {_med(epochs, 'other'):4.0%}"
-            )
-    return after
-
-
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m imgread.phases.dataloader.overhead_bench",
         description=__doc__,
@@ -452,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         help="measure nothing: report the epochs of earlier runs' --json files, their rounds "
         "together (the same --workers, --settings and --decoders as they were run with)",
     )
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure (or, with --report, read) the cells' epochs and print the figures."""
+    ap = _parser()
     args = ap.parse_args(argv)
     if args.settings == "all":
         args.settings = ",".join(SETTINGS)
@@ -470,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = measure(args, cores)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        write_text_atomic(args.json, json.dumps(results, indent=1))
     after = report(results, args, cores)
     if after:
         # The issue's goal is the best DataLoader's; each decoder's is the stricter reading.
@@ -480,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\ngoal, the best DataLoader (after: {AFTER}): {top} at {rate:.0f} images/s, "
             f"{ratio:.3f} x cores x its in-process rate: {'met' if ratio >= GOAL else 'NOT met'}"
         )
-        print(f"  its 95 % interval: {ci[0]:.2f}-{ci[1]:.2f}{_straddles(ci)}")
+        print(f"  its 95 % interval: {ci[0]:.2f}-{ci[1]:.2f}{straddles(ci)}")
         each = ", ".join(
             f"{d} {r:.2f} ({lo:.2f}-{hi:.2f})" for d, (r, _, (lo, hi)) in after.items()
         )

@@ -180,27 +180,30 @@ class SharedMemoryRunner(Runner):
 # of startup_seconds, never of the timed run.
 
 
-def _start_sequential(workers, p, jobs):
+def _start_sequential(ctx):
+    p = ctx.params
     warm_up(p["decoder"], p["output"], p["allocator"])
     return Sequential(functools.partial(decode_job, p["decoder"], p["output"], p["delivery"]))
 
 
-def _start_threads(workers, p, jobs):
+def _start_threads(ctx):
+    p, workers = ctx.params, ctx.workers
     warm_up(p["decoder"], p["output"], p["allocator"])
     fn = functools.partial(decode_job, p["decoder"], p["output"], p["delivery"])
     return Pooled(thread_pool(workers), fn, workers)
 
 
-def _start_processes(workers, p, jobs):
+def _start_processes(ctx):
+    p, workers = ctx.params, ctx.workers
     allocator.apply(p["allocator"])  # the parent too: it unpickles the arrays delivered
     fn = functools.partial(decode_job, p["decoder"], p["output"], p["delivery"])
     pool = process_pool(workers, warm_up, (p["decoder"], p["output"], p["allocator"]))
     return Pooled(pool, fn, workers)
 
 
-def _start_shm(workers, p, jobs):
-    allocator.apply(p["allocator"])
-    return SharedMemoryRunner(workers, p, jobs)
+def _start_shm(ctx):
+    allocator.apply(ctx.params["allocator"])
+    return SharedMemoryRunner(ctx.workers, ctx.params, list(ctx.jobs))
 
 
 # --------------------------------------------------------------------------- memory and checks
@@ -316,13 +319,15 @@ class DecodePhase(base.Phase):
             return True
         return super().redundant(variant, params)
 
-    def jobs(self, root, entries, params):
+    def jobs(self, ctx):
+        output = ctx.params["output"]
         return [
-            base.Job(str(root / e.path), i, output_shape(e.width, e.height, params["output"]))
-            for i, e in enumerate(entries)
+            base.Job(str(ctx.root / e.path), i, output_shape(e.width, e.height, output))
+            for i, e in enumerate(ctx.entries)
         ]
 
-    def check(self, jobs, workers, variant, params):
+    def check(self, ctx):
+        jobs, workers, variant, params = ctx.jobs, ctx.workers, ctx.variant, ctx.params
         if params["delivery"] != "pixels":
             return
         needed = sum(int(np.prod(j.shape)) for j in jobs)
@@ -338,7 +343,8 @@ class DecodePhase(base.Phase):
                 "or delivery discard"
             )
 
-    def verify(self, results, root, entries, params, inputs):
+    def verify(self, ctx, results):
+        root, entries, params = ctx.root, ctx.entries, ctx.params
         expected = base.expect_paths(self.name, results, root, entries)
         nbytes = sum(e.bytes for e in entries)
         pixels = sum(e.pixels for e in entries)
@@ -356,7 +362,7 @@ class DecodePhase(base.Phase):
                 len(results), nbytes, pixels, dict(extra, output_pixels=out_pixels)
             )
         t0 = time.perf_counter()
-        reference = inputs.get("reference")
+        reference = ctx.reference
         if reference is None:
             ref = reference_checksums(root, entries, params["decoder"], params["output"])
         else:

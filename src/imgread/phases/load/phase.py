@@ -23,7 +23,6 @@ import os
 import statistics
 
 from imgread.dataset import shards as shardlib
-from imgread.dataset.manifest import read_manifest
 from imgread.errors import UserError, VerificationError
 from imgread.phases import base
 from imgread.storage.local import FileOpener
@@ -95,6 +94,11 @@ class ProcessReader(Pooled):
         return {path: io.BytesIO(data) for path, data in super().run(jobs).items()}
 
 
+def _opener(ctx):
+    """The trial's storage opener (the files where they are outside a trial)."""
+    return ctx.opener or FileOpener()
+
+
 class LoadPhase(base.Phase):
     name = "load"
     description = "read compressed bytes from a cold page cache"
@@ -139,14 +143,14 @@ class LoadPhase(base.Phase):
         base.SHARD_MB,
     )
     job_keys = ("storage", "shard_mb")  # the answer has a row per storage and packing
-    # A reader's start: (workers, params, jobs, opener) -> Runner
+    # A reader's start: the trial's context -> Runner, reading through its storage's opener
     variants = {
         v.name: v
         for v in (
             base.Variant(
                 "sequential",
                 False,
-                lambda w, p, jobs, o: Sequential(functools.partial(_read_job, o)),
+                lambda c: Sequential(functools.partial(_read_job, _opener(c))),
                 "each image into a BytesIO, one after another (the study's baseline; one "
                 "keep-alive connection over http)",
                 allowed={"in_flight": ("0",)},
@@ -154,53 +158,53 @@ class LoadPhase(base.Phase):
             base.Variant(
                 "asyncio",
                 False,
-                lambda w, p, jobs, o: AsyncioRunner(o, int(p["in_flight"])),
+                lambda c: AsyncioRunner(_opener(c), int(c.params["in_flight"])),
                 "asyncio.gather over all images (the study's parallel loader): aiofiles, or "
                 "aiohttp over http; in_flight at once",
             ),
             base.Variant(
                 "threads",
                 True,
-                lambda w, p, jobs, o: Pooled(thread_pool(w), functools.partial(_read_job, o), w),
+                lambda c: Pooled(
+                    thread_pool(c.workers), functools.partial(_read_job, _opener(c)), c.workers
+                ),
                 "ThreadPoolExecutor(workers): several requests in flight (a connection each)",
                 allowed={"in_flight": ("0",)},
             ),
             base.Variant(
                 "processes",
                 True,
-                lambda w, p, jobs, o: ProcessReader(o, w),
+                lambda c: ProcessReader(_opener(c), c.workers),
                 "a process pool of readers (a connection each), the bytes pickled back",
                 allowed={"in_flight": ("0",)},
             ),
         )
     }
 
-    def jobs(self, root, entries, params):
-        mb = int(params.get("shard_mb", 0))
+    def jobs(self, ctx):
+        mb = int(ctx.params.get("shard_mb", 0))
         if not mb:
-            return super().jobs(root, entries, params)
-        dataset_id = read_manifest(root / "manifest.csv").dataset_id
-        covering = shardlib.covering(shardlib.read_index(root, mb, dataset_id), len(entries))
-        return [base.Job(str(root / s.path), s.index) for s in covering]
+            return super().jobs(ctx)
+        index = shardlib.read_index(ctx.root, mb, ctx.dataset_id)
+        covering = shardlib.covering(index, len(ctx.entries))
+        return [base.Job(str(ctx.root / s.path), s.index) for s in covering]
 
-    def check(self, jobs, workers, variant, params):
+    def check(self, ctx):
+        params, workers, variant = ctx.params, ctx.workers, ctx.variant
         if (
             int(params.get("shard_mb", 0))
             and self.variants[variant].parallel
-            and workers > len(jobs)
+            and workers > len(ctx.jobs)
         ):
             raise UserError(
-                f"load/{variant} with {workers} workers reads {len(jobs)} shards of "
+                f"load/{variant} with {workers} workers reads {len(ctx.jobs)} shards of "
                 f"{params['shard_mb']} MB: fewer shards than workers leaves workers idle; "
                 "use smaller shards, more images or fewer workers"
             )
 
-    def start(self, variant, workers, params, jobs, inputs):
-        opener = inputs.get("opener") or FileOpener()
-        return self.variants[variant].start(workers, params, jobs, opener)
-
-    def verify(self, results, root, entries, params, inputs):
-        mb = int(params.get("shard_mb", 0))
+    def verify(self, ctx, results):
+        root, entries = ctx.root, ctx.entries
+        mb = int(ctx.params.get("shard_mb", 0))
         if mb:
             return _verify_shards(results, root, entries, mb)
         expected = base.expect_paths(self.name, results, root, entries)

@@ -61,6 +61,11 @@ def frame_metrics(times, fps: int, deadline_ms: int, compute_s: float, warmup: i
     }
 
 
+def _starts(producer):
+    """A variant's start: the producer, reading through the trial's storage (imgread.storage)."""
+    return lambda ctx: producer(ctx.workers, ctx.params, ctx.opener)
+
+
 class StreamPhase(base.Phase):
     name = "stream"
     description = "stream frames at fps into an emulated model; latency, deadlines, AU"
@@ -85,11 +90,6 @@ class StreamPhase(base.Phase):
             return "images_per_s", True, "frames/s"
         return "latency_p99_ms", False, "ms p99 latency"
 
-    def start(self, variant, workers, params, jobs, inputs):
-        # The producers read through the trial's storage (imgread.storage).
-        p = {**params, "opener": inputs.get("opener")}
-        return self.variants[variant].start(workers, p, jobs)
-
     def ceiling_kind(self, params):
         # All at once, a model of compute_ms bounds the frames/s: the fraction of it reached
         # is the AU. At a rate the frames/s are the offered rate, and with no model, threads
@@ -113,32 +113,32 @@ class StreamPhase(base.Phase):
             base.Variant(
                 "sequential",
                 False,
-                lambda w, p, j: SequentialStream(w, p),
+                _starts(SequentialStream),
                 "read, decode and compute inline (the baseline)",
             ),
             base.Variant(
                 "processes",
                 True,
-                lambda w, p, j: ProcessesStream(w, p),
+                _starts(ProcessesStream),
                 "multiprocessing.Pool(workers).apply_async per frame (seed recipe 1)",
             ),
             base.Variant(
                 "threads",
                 True,
-                lambda w, p, j: ThreadsStream(w, p),
+                _starts(ThreadsStream),
                 "a bounded thread pool feeding a queue.Queue",
             ),
             base.Variant(
                 "thread-per-frame",
                 False,
-                lambda w, p, j: ThreadPerFrameStream(w, p),
+                _starts(ThreadPerFrameStream),
                 "one thread per frame, joined at the end (seed recipe 2), at most "
                 "prefetch threads alive",
             ),
             base.Variant(
                 "asyncio",
                 True,
-                lambda w, p, j: AsyncioStream(w, p),
+                _starts(AsyncioStream),
                 "aiofiles + asyncio.to_thread (seed recipe 3), workers threads",
             ),
         )
@@ -156,14 +156,15 @@ class StreamPhase(base.Phase):
             return True
         return super().redundant(variant, params)
 
-    def verify(self, results, root, entries, params, inputs):
+    def verify(self, ctx, results):
+        root, entries, params = ctx.root, ctx.entries, ctx.params
         n = len(entries)
         t0 = time.perf_counter()
         frames, times, paths = results["frames"], results["times"], results["paths"]
         expected = [str(root / e.path) for e in entries]
         if paths != expected or len(frames) != n or len(times) != n:
             raise VerificationError(f"stream: {len(frames)} frames consumed, expected {n}")
-        reference = inputs.get("reference")
+        reference = ctx.reference
         ref = (
             read_reference(reference, root, params["decoder"], "crop224")
             if reference

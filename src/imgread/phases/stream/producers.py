@@ -83,12 +83,12 @@ class _Clock:
 class StreamRunner(Runner):
     """Shared consumer loop; subclasses produce frame i with ``get(i)`` after ``submit``."""
 
-    def __init__(self, workers: int, p: dict):
+    def __init__(self, workers: int, p: dict, opener=None):
         self.concurrency = workers
         self.decoder, self.kind = p["decoder"], p["compute"]
         self.compute_s = int(p["compute_ms"]) / 1e3
         self.fps, self.prefetch = int(p["fps"]), int(p["prefetch"])
-        self.opener = p.get("opener")  # the trial's storage (None: the files where they are)
+        self.opener = opener  # the trial's storage (None: the files where they are)
         warm_up(self.decoder, "crop224")
         run_model(self.kind, 0.001)
 
@@ -193,8 +193,8 @@ class _Dispatched(StreamRunner):
 class ThreadsStream(_Dispatched):
     """A bounded thread pool; finished frames go through a ``queue.Queue`` to the consumer."""
 
-    def __init__(self, workers, p):
-        super().__init__(workers, p)
+    def __init__(self, workers, p, opener=None):
+        super().__init__(workers, p, opener)
         self.pool = thread_pool(workers, "imgread-stream")
         self.queue: queue.Queue = queue.Queue()
 
@@ -252,8 +252,8 @@ class ThreadPerFrameStream(_Dispatched):
 class ProcessesStream(_Dispatched):
     """The seed's first recipe: ``multiprocessing.Pool(workers).apply_async`` per frame."""
 
-    def __init__(self, workers, p):
-        super().__init__(workers, p)
+    def __init__(self, workers, p, opener=None):
+        super().__init__(workers, p, opener)
         ctx = mp.get_context()
         barrier = ctx.Barrier(workers)
         init = (barrier, warm_up, (self.decoder, "crop224"))
@@ -315,8 +315,8 @@ class AsyncioStream(StreamRunner):
     """The seed's third recipe: aiofiles reads, ``asyncio.to_thread`` decodes and runs the
     model; the loop's default executor has ``workers`` threads (started before the clock)."""
 
-    def __init__(self, workers, p):
-        super().__init__(workers, p)
+    def __init__(self, workers, p, opener=None):
+        super().__init__(workers, p, opener)
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(thread_pool(workers, "imgread-aio"))
         self.reader = None  # the storage's asyncio reader, made before the clock
