@@ -7,14 +7,18 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import multiprocessing as mp
+import os
 import pickle
+import time
 
 import pytest
 
 from imgread.dataset.manifest import read_manifest
 from imgread.errors import TrialError, UserError
+from imgread.instruments import memcg
 from imgread.storage import registry
 from imgread.storage.base import Kind, Probe, Profile
+from imgread.storage.http import netns
 from imgread.trial.run import TrialSpec, run_trial
 
 from .helpers import read_async
@@ -185,3 +189,30 @@ def test_a_record_made_before_storage_profiles_keeps_its_meaning(small_dataset, 
     assert list(trials["placement"]) == ["node-local copy in /scratch", "in place"]
     assert list(trials["storage"]) == ["local", "local"]  # both read the files where they are
     assert list(trials["in_flight"]) == ["0", "0"]
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_a_zombie_is_dead_to_the_one_liveness_check():
+    """A child that exited and is not yet reaped is dead to the sweeps of every kind (http's
+    namespaces and folders, volume's and memcg's cgroups): one function says so for all."""
+    assert netns.pid_alive is memcg.alive
+    assert memcg.alive(os.getpid()) and not memcg.alive(0) and not memcg.alive(-1)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)  # the child: exit at once, left unreaped by the parent
+    try:
+        deadline = time.monotonic() + 10
+        while _state(pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(pid) == "Z"  # a real zombie: it ended, its parent has not waited
+        assert not memcg.alive(pid)
+        assert not netns.pid_alive(pid)
+    finally:
+        os.waitpid(pid, 0)
+    assert _state(pid) == "gone" and not memcg.alive(pid)

@@ -127,6 +127,18 @@ def test_the_trial_counts_the_change_over_its_clock_and_says_it():
     assert "5 retries (503:3 reset:2)" in line and "1 read(s) failed for good" in line
     assert "30 requests and injected 503 x 3, reset x 2" in line
     assert transport_line({"retries": 0, "failed_reads": 0}) == ""
+    # The kind counts and words its own (imgread.storage.base.Kind): the same columns and the
+    # same words as the trial's, through the registry's helpers too
+    failing = profile()
+    assert KIND.counts_change(before, after) == counts
+    assert registry.counts_change(failing, before, after) == counts
+    assert registry.counts_line(failing, counts) == line
+    assert line == f" (the transport: {KIND.describe_counts(counts)})"
+    assert registry.counts_line(failing, {"retries": 0, "failed_reads": 0}) == ""
+    assert registry.counts_line(failing, None) == "" and KIND.describe_counts({}) == ""
+    for other in ("local", "memory", "volume"):  # the kinds that count nothing say nothing
+        assert registry.KINDS[other].describe_counts(counts) == ""
+        assert registry.KINDS[other].counts_change(None, {}) == {}
 
 
 @pytest.mark.parametrize(

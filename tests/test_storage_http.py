@@ -26,7 +26,7 @@ import pytest
 from imgread.errors import TrialError, UserError
 from imgread.storage import http as http_kind
 from imgread.storage import registry
-from imgread.storage.http import netns
+from imgread.storage.http import netns, server
 
 from .helpers import read_async
 
@@ -283,7 +283,7 @@ def test_nothing_is_left_after_close_or_an_exception(root):
 
 @needs_kind
 def test_a_failed_start_undoes_what_it_made(root, monkeypatch):
-    monkeypatch.setattr(http_kind, "echo_module", lambda: "/nonexistent/ngx_http_echo_module.so")
+    monkeypatch.setattr(server, "echo_module", lambda: "/nonexistent/ngx_http_echo_module.so")
     temps = set(Path("/dev/shm").glob(f"imgread-http-{os.getpid()}-*"))
     with pytest.raises(OSError, match="nginx exited at start.*nonexistent"):
         KIND.open(profile(PLAIN), root)

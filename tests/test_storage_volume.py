@@ -216,7 +216,7 @@ def test_tiny_dataset_probe(tiny, method, monkeypatch):
     if method == "fio" and shutil.which("fio") is None:
         pytest.skip("fio is not installed")
     if method == "odirect":
-        monkeypatch.setattr(volume.shutil, "which", lambda name: None)
+        monkeypatch.setattr(shutil, "which", lambda name: None)
     profile = PROFILES["vol-slow"]
     with registry.session(profile, tiny) as (_, probe):
         pass
@@ -337,7 +337,7 @@ def _fake_v2(tmp_path, monkeypatch, own: str, parent_controllers: str) -> Path:
     proc = tmp_path / "proc" / "self"
     proc.mkdir(parents=True)
     (proc / "cgroup").write_text(f"0::{own}\n")
-    monkeypatch.setattr(volume, "PROC", tmp_path / "proc")
+    monkeypatch.setattr(memcg, "PROC", tmp_path / "proc")
     monkeypatch.setattr(memcg, "mounts", lambda: [("/", str(mount), "cgroup2", "rw")])
     return mount
 

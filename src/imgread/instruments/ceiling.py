@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from imgread.dataset.manifest import read_manifest
@@ -124,21 +125,35 @@ def run_fio_job(fio: str, job: str, timeout: float | None = None) -> dict:
     return json.loads(proc.stdout[proc.stdout.index("{") :])
 
 
+def direct_reads(
+    path: Path, buf: mmap.mmap, size: int | None = None, until: float | None = None
+) -> Iterator[tuple[float, int]]:
+    """(time.perf_counter() at its start, bytes) of each O_DIRECT read of ``path`` into
+    ``buf`` (page-aligned, as O_DIRECT needs), from offset 0 to the file's end; with ``size``,
+    whole ``len(buf)`` blocks within it only (fio's way: a shorter tail is left out); with
+    ``until``, none started at or after that perf_counter time. The one O_DIRECT reader of
+    the package: the device ceiling's and the volume probe's."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+    try:
+        offset, block = 0, len(buf)
+        while size is None or offset + block <= size:
+            now = time.perf_counter()
+            if until is not None and now >= until:
+                break
+            got = os.preadv(fd, [buf], offset)
+            if got <= 0:
+                break
+            yield now, got
+            offset += got
+    finally:
+        os.close(fd)
+
+
 def _read_direct(paths: list[Path], counter: list[int], errors: list[BaseException]) -> None:
     buf = mmap.mmap(-1, _BLOCK)  # page-aligned, as O_DIRECT needs
     try:
         for path in paths:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
-            try:
-                offset = 0
-                while True:
-                    got = os.preadv(fd, [buf], offset)
-                    if got <= 0:
-                        break
-                    offset += got
-                counter.append(offset)
-            finally:
-                os.close(fd)
+            counter.append(sum(got for _, got in direct_reads(path, buf)))
     except BaseException as exc:  # reported by the caller, not lost in the thread
         errors.append(exc)
     finally:

@@ -34,11 +34,18 @@ PROC = Path("/proc")
 
 
 def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+    """True while ``pid`` names a process that has not ended: one that exists and is not a
+    zombie (it ended; only its parent's wait is missing). The one liveness check of the
+    package: a trial's cgroup, a storage session's namespace or folder is a dead trial's
+    leftover once this says False of its creator."""
+    if pid <= 0:
+        return False
     try:
         state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+    except PermissionError:  # /proc mounted hidepid: it exists, its state is not ours to see
+        return True
     return state != "Z"
 
 
@@ -64,18 +71,33 @@ def mounts() -> list[tuple[str, str, str, str]]:
     return out
 
 
+def cgroup_paths(pid: int | str = "self") -> dict[str, str]:
+    """{controller: cgroup path} of a process from /proc/<pid>/cgroup ('' for v2's unified
+    hierarchy); OSError where it cannot be read."""
+    paths = {}
+    for line in (PROC / str(pid) / "cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            paths[c] = path
+    return paths
+
+
+def inside(point: str, root: str, path: str) -> Path | None:
+    """The folder of cgroup ``path`` under a hierarchy mounted at ``point`` showing ``root``;
+    None where the mount does not show it."""
+    rel = os.path.relpath(path, root)
+    if rel.startswith(".."):
+        return None  # the process's cgroup is outside what this mount shows
+    return Path(point) / ("" if rel == "." else rel)
+
+
 def current_cgroup() -> tuple[str, Path] | None:
     """(version, folder) of the memory cgroup this process is in: in v1's memory hierarchy,
     else in v2's unified one where memory is among its controllers; None where neither is."""
     try:
-        lines = (PROC / "self" / "cgroup").read_text().splitlines()
+        paths = cgroup_paths()
     except OSError:
         return None
-    paths = {}
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        for c in controllers.split(",") if controllers else [""]:
-            paths[c] = path
     found = {}
     for root, point, fstype, options in mounts():
         if fstype == "cgroup" and "memory" in options.split(",") and "memory" in paths:
@@ -85,27 +107,35 @@ def current_cgroup() -> tuple[str, Path] | None:
     for version in ("v1", "v2"):
         if version in found:
             root, point, path = found[version]
-            rel = os.path.relpath(path, root)
-            if not rel.startswith(".."):
-                return version, Path(point) / ("" if rel == "." else rel)
+            folder = inside(point, root, path)
+            if folder is not None:
+                return version, folder
     return None
 
 
-def _has_memory(point: Path) -> bool:
+def words(path: Path) -> list[str]:
+    """The words of a cgroup file (cgroup.controllers, cgroup.subtree_control); [] where it
+    cannot be read."""
     try:
-        return "memory" in (point / "cgroup.controllers").read_text().split()
+        return path.read_text().split()
     except OSError:
-        return False
+        return []
 
 
-def _move(pid: int, to: Path) -> None:
+def _has_memory(point: Path) -> bool:
+    return "memory" in words(point / "cgroup.controllers")
+
+
+def move(pid: int, to: Path) -> None:
+    """Move process ``pid`` (all its threads) into the cgroup folder ``to``."""
     (to / "cgroup.procs").write_text(f"{pid}\n")
 
 
-def _procs(folder: Path) -> list[int]:
+def procs(folder: Path) -> list[int]:
+    """The pids in a cgroup folder; [] where it cannot be read."""
     try:
         return [int(p) for p in (folder / "cgroup.procs").read_text().split()]
-    except OSError:
+    except (OSError, ValueError):
         return []
 
 
@@ -125,9 +155,9 @@ def remove_cgroup(folder: Path, parent: Path, wait_s: float = 0.2) -> bool:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
-    for pid in _procs(folder):
+    for pid in procs(folder):
         try:
-            _move(pid, parent)
+            move(pid, parent)
         except OSError:
             pass  # it ended meanwhile
     try:
@@ -194,7 +224,7 @@ class TrialCgroup:
         try:
             if not (cg.folder / cg.peak_file).exists():
                 raise OSError(f"no memory controller in {cg.folder}")
-            _move(pid, cg.folder)
+            move(pid, cg.folder)
         except BaseException as exc:
             remove_cgroup(cg.folder, cg.parent, 0.0)
             if isinstance(exc, OSError):
@@ -235,7 +265,7 @@ class TrialCgroup:
         next trial removes it: this pid will be gone)."""
         self._close_fd()
         try:
-            _move(self.pid, self.parent)
+            move(self.pid, self.parent)
         except OSError as exc:
             print(f"warning: could not leave {self.folder}: {exc}", file=sys.stderr)
             return

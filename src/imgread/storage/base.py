@@ -186,6 +186,24 @@ class Session:
         self.close()
 
 
+def counts_change(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
+    """The change of a session's counts (:meth:`Session.counts`) from ``before`` (None: from
+    the session's start) to ``after``: numbers subtracted; a breakdown ({reason: count})
+    subtracted key by key and written as text for the record (``"503:3 reset:2"``); anything
+    else as it is after."""
+    out = {}
+    for key, value in after.items():
+        was = (before or {}).get(key)
+        if isinstance(value, dict):
+            left = {k: n - (was or {}).get(k, 0) for k, n in sorted(value.items())}
+            out[key] = " ".join(f"{k}:{n}" for k, n in left.items() if n > 0)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = value - (was or 0)
+        else:
+            out[key] = value
+    return out
+
+
 class Kind:
     """One kind of storage. Subclasses set the attributes and implement ``open``."""
 
@@ -230,3 +248,13 @@ class Kind:
     def bandwidth_cap_mb_per_s(self, profile: Profile) -> float | None:
         """The bandwidth the profile caps at, in MB/s (None: no cap)."""
         return None
+
+    def counts_change(self, before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
+        """The change of a session's counts over a trial's timed region, as the record's
+        columns (the module's :func:`counts_change` unless the kind counts otherwise)."""
+        return counts_change(before, after)
+
+    def describe_counts(self, counts: dict[str, Any] | None) -> str:
+        """That change in the kind's words, for the message of a trial that failed ("" where
+        there is nothing to say: the default, for kinds that count nothing)."""
+        return ""

@@ -53,6 +53,19 @@ def get_kind(name: str) -> Kind:
         ) from None
 
 
+def counts_change(profile: Profile, before: dict | None, after: dict) -> dict:
+    """The change of the profile's session counts over a trial's clock, as record columns
+    (:meth:`Kind.counts_change`)."""
+    return get_kind(profile.kind).counts_change(before, after)
+
+
+def counts_line(profile: Profile, counts: dict | None) -> str:
+    """``" (the transport: <the kind's words>)"`` for a failed trial's message, where the kind
+    has something to say of ``counts`` (:meth:`Kind.describe_counts`); "" otherwise."""
+    text = get_kind(profile.kind).describe_counts(counts)
+    return f" (the transport: {text})" if text else ""
+
+
 def parse_profiles(entries) -> dict[str, Profile]:
     """The config's ``storage:`` list as {name: Profile}, ``local`` included; UserError with
     one line naming the field for a wrong type, an unknown kind or name, or a bad value."""

@@ -25,6 +25,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from imgread.instruments.memcg import alive as pid_alive  # the package's one liveness check
+
 NS_PREFIX = "imgread-"
 NS_PATTERN = re.compile(r"^imgread-(\d+)-(\d+)$")
 LINK_PATTERN = re.compile(r"^imr(\d+)[hn](\d+)$")
@@ -50,19 +52,6 @@ def run(args: list[str], check: bool = True, timeout: float = COMMAND_TIMEOUT_S)
     if check and done.returncode != 0:
         raise NetnsError(f"{' '.join(args)} failed (exit {done.returncode}): {done.stderr.strip()}")
     return done.stdout
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (a zombie counts as alive until reaped)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def namespaces() -> list[str]:
