@@ -183,13 +183,13 @@ def test_a_kind_that_can_run_here_gives_no_line(monkeypatch):
     assert plan_storage.needs_check({"decoder": "pillow"}) is None
 
 
-def test_the_machine_key_changes_with_the_imgread_settings(monkeypatch):
+def test_the_machine_key_changes_with_what_the_kinds_read(monkeypatch):
     monkeypatch.delenv("IMGREAD_NGINX", raising=False)
     before = plan_storage.machine_key()
     monkeypatch.setenv("IMGREAD_NGINX", "/nowhere/nginx")
     after = plan_storage.machine_key()
     assert before != after and after["env"]["IMGREAD_NGINX"] == "/nowhere/nginx"
-    monkeypatch.setenv("UNRELATED", "x")
+    monkeypatch.setenv("IMGREAD_MEMORY", "x")  # read by no storage kind
     assert plan_storage.machine_key() == after
 
 

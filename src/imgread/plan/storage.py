@@ -21,6 +21,8 @@ from imgread.storage import registry as storage
 from imgread.util import write_text_atomic
 
 SKIPPED = "skipped"  # the key a skip record has (and a measured record never has)
+# The settings a storage kind's check reads (IMGREAD_NGINX: the http kind's server)
+STORAGE_ENV = ("IMGREAD_NGINX",)
 
 
 def checked_profiles(config: dict) -> list[str]:
@@ -37,10 +39,10 @@ def needs_check(params: dict) -> str | None:
 
 def machine_key() -> dict:
     """What the answer of a check may change with, as found without running anything: the
-    user and the IMGREAD_* settings (IMGREAD_NGINX names the server). A change reruns the
-    checks, and the trials of a profile whose answer changed."""
+    user and the settings the kinds read (:data:`STORAGE_ENV`). A change asks the checks
+    again, and reruns the trials of the profiles checked."""
     uid = os.geteuid() if hasattr(os, "geteuid") else -1
-    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("IMGREAD_")}
+    env = {k: os.environ[k] for k in STORAGE_ENV if k in os.environ}
     return {"uid": uid, "env": env}
 
 
