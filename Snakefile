@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/storage.smk"
 include: "workflow/rules/trials.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
@@ -19,19 +20,21 @@ include: "workflow/rules/figures.smk"
 report: REPORT_TEXT
 
 
+# The hooks run commands (sinfo, the storage sweep, each kind's check): a real run's only,
+# never a dry run's or a parse's.
 onstart:
     check_cluster()
-    storage_lifecycle("start")
+    plan_run.storage_lifecycle(config, CONVERTED, "start")
 
 
 onsuccess:
-    storage_lifecycle("end")
-    print_recommendation()
+    plan_run.storage_lifecycle(config, CONVERTED, "end")
+    plan_run.print_recommendation()
 
 
 onerror:
-    storage_lifecycle("end")
-    print_failures()
+    plan_run.storage_lifecycle(config, CONVERTED, "end")
+    plan_run.print_failures(PARSED_AT)
 
 
 rule all:

@@ -14,8 +14,8 @@ import yaml
 from imgread.answer.analysis import flag_interference, summarize, with_all_keys
 from imgread.answer.figures.draw import draw
 from imgread.answer.recommend import markdown, recommend
-from imgread.config import check_schema
 from imgread.errors import UserError
+from imgread.plan.schema import check_schema
 
 from .helpers import ROOT
 

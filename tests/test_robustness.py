@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgread.config import blocks
 from imgread.dataset import GenerateParams, generate, verify_hashes
 from imgread.errors import UserError
+from imgread.plan.grid import blocks
 from imgread.util import write_text_atomic
 
 from .helpers import ROOT, copy_project, damaged_jpeg, snakemake, tree_state
@@ -163,7 +163,9 @@ def _checked(override: dict) -> None:
     update_config), then normalize_datasets, check_schema, validate, check_config."""
     from snakemake.utils import update_config, validate
 
-    from imgread.config import check_config, check_schema, normalize_datasets, schema_file
+    from imgread.plan.checks import check_config
+    from imgread.plan.grid import normalize_datasets
+    from imgread.plan.schema import check_schema, schema_file
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     update_config(config, yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
@@ -201,7 +203,7 @@ def test_drop_caches_is_rejected_for_a_non_root_user():
     non-root user would run it (the tests may run as root)."""
     code = (
         "import os, yaml\n"
-        "from imgread.config import check_config\n"
+        "from imgread.plan.checks import check_config\n"
         "from imgread.errors import UserError\n"
         f"cfg = yaml.safe_load(open({str(ROOT / 'config/config.yaml')!r}))\n"
         "cfg['cache']['method'] = 'drop_caches'\n"

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgread.config import normalize_datasets
 from imgread.dataset import GenerateParams, generate
 from imgread.dataset import shards as shardlib
 from imgread.dataset.manifest import read_manifest
 from imgread.decoders import format_of
 from imgread.errors import UserError, VerificationError
+from imgread.plan.grid import normalize_datasets
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import yaml
 from snakemake.utils import update_config
 
 from imgread.answer.analysis import SPEEDUP_COLUMNS, SUMMARY_COLUMNS
-from imgread.config import trial_grid
 from imgread.phases.registry import PHASES
+from imgread.plan.grid import trial_grid
 
 from .helpers import ROOT, copy_project, path_without, snakemake
 from .slurm_cluster import PARTITIONS, job_times, local_cluster, missing_commands

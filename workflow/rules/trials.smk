@@ -14,6 +14,7 @@ rule trial:
         reference=reference_input,
         cache=cache_input,
         shards=shards_input,
+        storage=storage_check_input,
     output:
         TRIAL_RECORD,
     log:

@@ -28,7 +28,7 @@ else:
             height=s["height"],
             target_bytes=s["target_bytes"],
             seed=s["seed"],
-            # (left out of the settings where at their defaults: imgread.config)
+            # (left out of the settings where at their defaults: imgread.plan.grid)
             size_spread=s.get("size_spread", 0.0),
             format=s.get("format", "jpeg"),
             quality=s.get("quality"),

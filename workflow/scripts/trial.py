@@ -1,20 +1,28 @@
-"""One timed trial: the grid cell comes from the output path's wildcards."""
+"""One timed trial: the grid cell comes from the output path's wildcards. On a storage
+profile this machine cannot emulate (its storage_check said so) a skip record, no time."""
 
 from datetime import UTC, datetime
 
 JOB_STARTED_AT = datetime.now(UTC).isoformat()  # before the imports: the job's own time
 
+import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
 from imgread.dataset.stage import staged_manifest  # noqa: E402
 from imgread.layout import parse_segment  # noqa: E402
+from imgread.plan.storage import read_check, skip_record  # noqa: E402
 from imgread.trial.run import build_spec, run_trial, write_record  # noqa: E402
-from imgread.util import exit_on_sigterm  # noqa: E402
+from imgread.util import exit_on_sigterm, write_text_atomic  # noqa: E402
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 exit_on_sigterm()  # Snakemake stops jobs with SIGTERM: clean up as on Ctrl-C
 w, i, cache = snakemake.wildcards, snakemake.input, snakemake.params.cache  # noqa: F821
+check = read_check(i.storage) if i.storage else None
+if check is not None and check["missing"]:
+    write_text_atomic(snakemake.output[0], json.dumps(skip_record(check), indent=2) + "\n")  # noqa: F821
+    print(f"skipped: {check['line']}", file=sys.stderr)
+    sys.exit(0)
 manifest, placement = i.manifest, "in place"
 if cache.get("stage_dataset"):  # cold on a cluster: read a node-local copy
     manifest = staged_manifest(manifest, cache.get("stage_dir"))

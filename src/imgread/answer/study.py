@@ -24,10 +24,10 @@ from imgread.answer.text import (
     repetitions_line,
     rst,
 )
-from imgread.config import skipped_storage
 from imgread.dataset.folder import encoding_label
 from imgread.dataset.manifest import read_manifest
 from imgread.phases.registry import PHASES
+from imgread.plan.storage import skipped_storage
 from imgread.util import write_text_atomic
 
 

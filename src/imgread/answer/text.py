@@ -274,7 +274,7 @@ def markdown(rec: pd.DataFrame, study: dict | None = None, tolerance: float = TO
 
 def not_measured(study: dict | None) -> list[str]:
     """A line per storage profile the config asked for and this machine could not emulate
-    (imgread.config.skipped_storage), for the answer and the report."""
+    (imgread.plan.storage.skipped_storage), for the answer and the report."""
     return [f"Not measured here: {line}." for line in (study or {}).get("storage_skipped", [])]
 
 

@@ -58,7 +58,7 @@ class Param:
 @dataclass(frozen=True)
 class NameParam(Param):
     """A grid key whose values are names the config defines (storage profiles): any lower-case
-    name here; imgread.config checks it against the config's list."""
+    name here; imgread.plan.checks checks it against the config's list."""
 
     def check(self, value) -> str:
         text = str(value)
