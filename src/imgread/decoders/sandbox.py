@@ -16,7 +16,7 @@ fresh child goes on with the next one. Every file gets one :class:`Outcome` per 
 - ``out-of-memory``: the decoder ran out of the memory limit (MemoryError in the child).
 
 A decoder is a name of the registry (``pillow``, ``opencv`` ...) or a "module:function" path
-of a function ``(path, output) -> array`` (a toy, or a library being tried).
+of a function ``(path, output) -> array`` (a test decoder, or a library being tried).
 """
 
 from __future__ import annotations
