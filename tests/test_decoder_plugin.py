@@ -144,7 +144,7 @@ def test_a_decode_trial_runs_the_plugin_decoder_in_its_workers(small_dataset, tm
     args = ("--phase", "decode", "--variant", "processes-shm", "--workers", "2", "--n", "6")
     code = f"""
         import sys
-        from imgread.cli import main
+        from imgread.cli.main import main
         sys.exit(main(["trial", "--manifest", {str(small_dataset)!r}, *{args!r},
                        "--decoder", "toy", "--delivery", "pixels", "--out", {str(out)!r}]))
     """
@@ -153,7 +153,7 @@ def test_a_decode_trial_runs_the_plugin_decoder_in_its_workers(small_dataset, tm
     rec = json.loads(out.read_text())
     assert rec["decoder"] == "toy" and rec["decoder_version"].startswith("toy 0.1 (Pillow ")
     assert rec["images"] == 6 and rec["checksums_checked"] == 6
-    listing = _python(plugin, "from imgread.cli import main; main(['decoders'])")
+    listing = _python(plugin, "from imgread.cli.main import main; main(['decoders'])")
     assert listing.returncode == 0, listing.stderr
     assert "\ntoy           toy 0.1 (Pillow " in listing.stdout
     assert "Pillow's ImageFile.Parser, 4 KiB a feed" in listing.stdout
