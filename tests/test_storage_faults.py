@@ -28,7 +28,7 @@ from imgread.errors import TrialError, UserError
 from imgread.storage import http as http_kind
 from imgread.storage import registry
 from imgread.storage.http import faultproxy, netns
-from imgread.trial.run import TrialSpec, run_trial, transport_counts, transport_line
+from imgread.trial.run import TrialSpec, run_trial
 
 from .helpers import read_async
 
@@ -120,19 +120,17 @@ def test_the_trial_counts_the_change_over_its_clock_and_says_it():
     before["faults_503"] = 2
     after = {"retries": 7, "retry_reasons": {"503": 5, "reset": 2}, "retry_wait_seconds": 0.4}
     after |= {"failed_reads": 1, "faults_503": 5, "faults_reset": 2, "server_requests": 30}
-    counts = transport_counts(before, after)
+    failing = profile()
+    counts = registry.counts_change(failing, before, after)  # what the trial records
     assert counts["retries"] == 5 and counts["retry_reasons"] == "503:3 reset:2"
     assert counts["retry_wait_seconds"] == pytest.approx(0.3)
-    line = transport_line(counts)
+    line = registry.counts_line(failing, counts)  # what a failed trial's message says
     assert "5 retries (503:3 reset:2)" in line and "1 read(s) failed for good" in line
     assert "30 requests and injected 503 x 3, reset x 2" in line
-    assert transport_line({"retries": 0, "failed_reads": 0}) == ""
-    # The kind counts and words its own (imgread.storage.base.Kind): the same columns and the
-    # same words as the trial's, through the registry's helpers too
-    failing = profile()
+    assert registry.counts_line(failing, {"retries": 0, "failed_reads": 0}) == ""
+    # the kind counts and words its own (imgread.storage.base.Kind); the registry asks it
     assert KIND.counts_change(before, after) == counts
-    assert registry.counts_change(failing, before, after) == counts
-    assert registry.counts_line(failing, counts) == line
+    assert line == f" (the transport: {KIND.describe_counts(counts)})"
     assert line == f" (the transport: {KIND.describe_counts(counts)})"
     assert registry.counts_line(failing, {"retries": 0, "failed_reads": 0}) == ""
     assert registry.counts_line(failing, None) == "" and KIND.describe_counts({}) == ""

@@ -44,7 +44,6 @@ from imgread.trial.context import TrialContext, check_unchanged, read_dataset
 from imgread.trial.pools import Runner, process_start_method
 from imgread.trial.record import TrialRecord, merge_columns, platform_info, write_record
 from imgread.trial.spec import TrialSpec, build_spec, cold_of
-from imgread.trial.transport import transport_counts, transport_line
 
 __all__ = [
     "TrialRecord",
@@ -52,8 +51,6 @@ __all__ = [
     "build_spec",
     "check_unchanged",
     "run_trial",
-    "transport_counts",
-    "transport_line",
     "write_record",
 ]
 
@@ -194,7 +191,7 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
                 ns["ran"] = time.perf_counter_ns()
                 out.faults = (faulted, page_faults.snapshot())
                 out.cpu = (before, noise.snapshot())
-                out.transport = transport_counts(out.counted, where.counts())
+                out.transport = storage.counts_change(t.ctx.profile, out.counted, where.counts())
                 if served is not None:
                     out.server_cpu = where.server_cpu_seconds() - served
                 out.memory = meter.stop()
@@ -208,10 +205,14 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
                 ns["closed"] = time.perf_counter_ns()
                 where.opener.close()
                 if out.transport is None:  # failed: what the transport did, for the message
-                    out.transport = transport_counts(out.counted, where.counts())
+                    out.transport = storage.counts_change(
+                        t.ctx.profile, out.counted, where.counts()
+                    )
     except BaseException as exc:
         release(out)
-        error = _as_trial_error(t.spec, out.runner, exc, out.transport)
+        error = _as_trial_error(
+            t.spec, out.runner, exc, storage.counts_line(t.ctx.profile, out.transport)
+        )
         if error is None:
             raise
         raise error from exc
@@ -227,17 +228,16 @@ def release(timed: _Timed) -> None:
 
 
 def _as_trial_error(
-    spec: TrialSpec, runner, exc: BaseException, transport: dict | None = None
+    spec: TrialSpec, runner, exc: BaseException, transport: str = ""
 ) -> TrialError | None:
-    """The TrialError a failure inside the trial becomes (None: re-raise it as it is)."""
+    """The TrialError a failure inside the trial becomes (None: re-raise it as it is);
+    ``transport``: the storage kind's words on what its transport did (storage.counts_line)."""
     if isinstance(exc, BrokenProcessPool):
         return TrialError(_died(spec, exc))
     if isinstance(exc, RuntimeError) and runner is not None and runner.died(exc):
         return TrialError(_died(spec, exc))
     if isinstance(exc, ImageDecodeError | OSError):
-        return TrialError(
-            f"trial {spec.describe()}: {exc}{transport_line(transport)}; no time recorded"
-        )
+        return TrialError(f"trial {spec.describe()}: {exc}{transport}; no time recorded")
     return None
 
 
