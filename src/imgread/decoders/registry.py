@@ -12,13 +12,12 @@ from __future__ import annotations
 import io
 import re
 from functools import cache
-from importlib import metadata
 
 import numpy as np
 
 from imgread.decoders import allocator, opencv, pillow, simplejpeg, turbojpeg
 from imgread.decoders.base import FORMATS, UNKNOWN, Decoder, DecoderUnavailable
-from imgread.errors import UserError
+from imgread.plugins import by_name, entry_point_objects
 
 BUILTIN = (
     pillow.PILLOW,
@@ -60,35 +59,10 @@ def check_decoder(decoder: object, where: str, entry_name: str | None = None) ->
     return decoder
 
 
-def _plugins() -> list[tuple[str, str, object]]:
-    """(where, entry point name, object) of every decoder registered from outside."""
-    found = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        where = f"{ep.value} (entry point {ep.name} of group {ENTRY_POINT_GROUP})"
-        try:
-            obj = ep.load()
-        except (ImportError, AttributeError) as exc:
-            raise UserError(
-                f"cannot load decoder {where}: {type(exc).__name__}: {exc}; install the package "
-                "that provides it, or fix its entry point"
-            ) from None
-        found.append((where, ep.name, obj))
-    return found
-
-
 def _discover() -> dict[str, Decoder]:
     found = [(f"{d.decode_fn.__module__}:{d.name}", None, d) for d in BUILTIN]
-    decoders: dict[str, Decoder] = {}
-    where_of: dict[str, str] = {}
-    for where, entry_name, obj in [*found, *_plugins()]:
-        d = check_decoder(obj, where, entry_name)
-        if d.name in decoders:
-            raise RuntimeError(
-                f"decoder {d.name!r} of {where} is registered twice (already by "
-                f"{where_of[d.name]}); give it another name"
-            )
-        decoders[d.name], where_of[d.name] = d, where
-    return decoders
+    plugins = entry_point_objects(ENTRY_POINT_GROUP, "decoder")
+    return by_name([*found, *plugins], check_decoder, "decoder")
 
 
 DECODERS: dict[str, Decoder] = _discover()

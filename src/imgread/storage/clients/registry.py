@@ -14,9 +14,9 @@ from __future__ import annotations
 import functools
 import importlib
 import re
-from importlib import metadata
 
 from imgread.errors import UserError
+from imgread.plugins import by_name, entry_point_objects
 from imgread.storage.base import Opener
 from imgread.storage.clients.base import Client, Endpoint
 
@@ -63,36 +63,11 @@ def _builtin() -> list[tuple[str, str | None, object]]:
     return found
 
 
-def _plugins() -> list[tuple[str, str, object]]:
-    """(where, entry point name, object) of every client registered from outside."""
-    found = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        where = f"{ep.value} (entry point {ep.name} of group {ENTRY_POINT_GROUP})"
-        try:
-            obj = ep.load()
-        except (ImportError, AttributeError) as exc:
-            raise UserError(
-                f"cannot load storage client {where}: {type(exc).__name__}: {exc}; install the "
-                "package that provides it, or fix its entry point"
-            ) from None
-        found.append((where, ep.name, obj))
-    return found
-
-
 @functools.cache
 def clients() -> dict[str, Client]:
     """{name: client} of the built-in client and every registered one, each checked."""
-    out: dict[str, Client] = {}
-    where_of: dict[str, str] = {}
-    for where, entry_name, obj in [*_builtin(), *_plugins()]:
-        client = check_client(obj, where, entry_name)
-        if client.name in out:
-            raise RuntimeError(
-                f"storage client {client.name!r} of {where} is registered twice (already by "
-                f"{where_of[client.name]}); give it another name"
-            )
-        out[client.name], where_of[client.name] = client, where
-    return out
+    plugins = entry_point_objects(ENTRY_POINT_GROUP, "storage client")
+    return by_name([*_builtin(), *plugins], check_client, "storage client")
 
 
 def get_client(name: str, kind: str) -> Client:
