@@ -335,3 +335,16 @@ def read_async(opener, paths: list[str], limit: int) -> list[bytes]:
             await reader.close()
 
     return asyncio.run(gather())
+
+
+def install_plugin(root: Path, module: str, source: str, group: str, *entry_points: str) -> Path:
+    """``module``.py holding ``source`` and a ``<module>-0.1.dist-info`` whose entry_points.txt
+    lists ``entry_points`` under ``group``, in ``root``: what ``pip install`` of a plug-in
+    writes (put ``root`` on sys.path to install it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(source)
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n" + "\n".join(entry_points) + "\n")
+    return root

@@ -19,7 +19,7 @@ from imgread.decoders import registry
 from imgread.decoders.base import jpeg_only, make_decoder
 from imgread.errors import UserError
 
-from .helpers import run_trial_cli
+from .helpers import install_plugin, run_trial_cli
 
 TOY = '''
 """A decoder from outside imgread: Pillow's incremental parser, fed the file 4 KiB at a time."""
@@ -58,13 +58,7 @@ NOT_A_DECODER = decode
 
 def _plugin(root: Path, *entry_points: str) -> Path:
     """The toy module and a ``toydecoder-0.1.dist-info`` naming ``entry_points`` in ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "toydecoder.py").write_text(TOY)
-    info = root / "toydecoder-0.1.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toydecoder\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[imgread.decoders]\n" + "\n".join(entry_points) + "\n")
-    return root
+    return install_plugin(root, "toydecoder", TOY, "imgread.decoders", *entry_points)
 
 
 def _python(plugin_dir: Path, code: str) -> subprocess.CompletedProcess:

@@ -30,7 +30,7 @@ from imgread.storage.http.kind import KIND
 from imgread.storage.http.retry import RetryPolicy, read_retry_log
 from imgread.storage.http.session import HttpSession
 
-from .helpers import read_async
+from .helpers import install_plugin, read_async
 
 WHY = KIND.missing()
 
@@ -103,14 +103,7 @@ NOT_A_CLIENT = ToyReader
 
 def _plugin(root: Path, *entry_points: str) -> Path:
     """The toy module and a ``toyclient-0.1.dist-info`` naming ``entry_points`` in ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "toyclient.py").write_text(TOY)
-    info = root / "toyclient-0.1.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toyclient\nVersion: 0.1\n")
-    group = f"[{registry.ENTRY_POINT_GROUP}]\n"
-    (info / "entry_points.txt").write_text(group + "\n".join(entry_points) + "\n")
-    return root
+    return install_plugin(root, "toyclient", TOY, registry.ENTRY_POINT_GROUP, *entry_points)
 
 
 @pytest.fixture
