@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgread.decoders import DECODERS, fuzz
+from imgread.decoders import fuzz
+from imgread.decoders.registry import installed
 from imgread.decoders.sandbox import BAD, check_files, summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def test_the_pixel_cap_refuses_before_decoding(tmp_path):
 
 
 def test_a_seeded_fuzz_sample_is_judged_by_every_decoder(tmp_path):
-    names = [n for n, d in DECODERS.items() if d.available]
+    names = installed()
     assert "pillow" in names
     count = 45  # three formats x five mutations, three times over
     outcomes = fuzz.run(tmp_path, count, 7, names, timeout_s=10, memory_bytes=2 << 30)

@@ -34,7 +34,7 @@ from imgread.dataset.folder import (
 )
 from imgread.dataset.identity import content_id
 from imgread.dataset.manifest import ImageEntry, write_manifest
-from imgread.decoders import DECODERS
+from imgread.decoders.registry import installed
 from imgread.decoders.sandbox import Sandbox, decoded_size
 from imgread.errors import UserError
 from imgread.util import Progress, atomic_path, write_text_atomic
@@ -57,8 +57,7 @@ def find_candidates(source: Path, include_png: bool = False) -> list[Path]:
 def checking_decoders() -> list[str]:
     """The decoders that check every sampled image: each one installed here, Pillow first
     (its message is the one a file every decoder refuses is skipped with)."""
-    names = [n for n, d in DECODERS.items() if d.available]
-    return sorted(names, key=lambda n: n != "pillow")
+    return sorted(installed(), key=lambda n: n != "pillow")
 
 
 def _judge(box: Sandbox, path: Path, decoders: list[str]) -> tuple[int, int] | str:

@@ -144,12 +144,12 @@ def run(out: Path, count: int, seed: int, decoders, timeout_s: float, memory_byt
 
 def main(argv=None) -> int:
     """The fuzz run as a command: prints outcomes per decoder; exit 1 if a file went unjudged."""
-    from imgread.decoders import DECODERS
+    from imgread.decoders.registry import installed
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--files", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--decoders", default=",".join(n for n, d in DECODERS.items() if d.available))
+    p.add_argument("--decoders", default=",".join(installed()))
     p.add_argument("--out", default="results/fuzz")
     p.add_argument("--timeout", type=float, default=20.0)
     p.add_argument("--memory-mb", type=int, default=4096)

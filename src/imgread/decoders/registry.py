@@ -68,6 +68,11 @@ def _discover() -> dict[str, Decoder]:
 DECODERS: dict[str, Decoder] = _discover()
 
 
+def installed() -> list[str]:
+    """The names of the decoders whose library is installed here, in registry order."""
+    return [name for name, d in DECODERS.items() if d.available]
+
+
 def get_decoder(name: str) -> Decoder:
     """The registered decoder; ValueError naming the allowed names otherwise."""
     try:
