@@ -35,7 +35,7 @@ from imgread.dataset.folder import (
 from imgread.dataset.identity import content_id
 from imgread.dataset.manifest import ImageEntry, write_manifest
 from imgread.decoders.registry import installed
-from imgread.decoders.sandbox import Sandbox, decoded_size
+from imgread.decoders.sandbox import Sandbox
 from imgread.errors import UserError
 from imgread.util import Progress, atomic_path, write_text_atomic
 
@@ -70,7 +70,7 @@ def _judge(box: Sandbox, path: Path, decoders: list[str]) -> tuple[int, int] | s
     ok = [o for o in outcomes if o.status == "ok"]
     if not ok:
         return "no installed decoder reads this format"
-    return decoded_size(ok[0])
+    return ok[0].size
 
 
 def _read_valid(

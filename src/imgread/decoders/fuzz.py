@@ -134,7 +134,9 @@ def run(out: Path, count: int, seed: int, decoders, timeout_s: float, memory_byt
     )
     kinds = {str(p): (fmt, how) for p, fmt, how in files}
     with open(out / "outcomes.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, ["path", "format", "mutation", "decoder", "status", "message"])
+        w = csv.DictWriter(
+            fh, ["path", "format", "mutation", "decoder", "status", "message", "size"]
+        )
         w.writeheader()
         for row in as_rows(outcomes):
             fmt, how = kinds[row["path"]]

@@ -46,6 +46,7 @@ class Outcome:
     decoder: str
     status: str
     message: str = ""
+    size: tuple[int, int] | None = None  # (width, height) decoded, for ``ok``
 
     @property
     def bad(self) -> bool:
@@ -98,7 +99,8 @@ def _child_one(path: str, name: str, output: str, max_pixels: int) -> dict:
     if getattr(rgb, "ndim", 0) != 3 or rgb.shape[2] != 3 or str(rgb.dtype) != "uint8":
         got = f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}"
         return {"status": "refused", "message": f"{path}: decoder {name} returned {got}"}
-    return {"status": "ok", "message": f"{rgb.shape[1]}x{rgb.shape[0]}"}
+    size = [int(rgb.shape[1]), int(rgb.shape[0])]
+    return {"status": "ok", "message": f"{size[0]}x{size[1]}", "size": size}
 
 
 def _child(output: str, max_pixels: int) -> None:
@@ -220,7 +222,8 @@ class Sandbox:
         out = []
         for name in decoders:
             answer = self.start().child.ask(str(path), name, self.timeout_s)
-            out.append(Outcome(str(path), name, answer["status"], answer["message"]))
+            size = tuple(answer["size"]) if answer.get("size") else None
+            out.append(Outcome(str(path), name, answer["status"], answer["message"], size))
             if answer["status"] in ("crashed", "timeout"):
                 self.close()
         return out
@@ -250,14 +253,6 @@ def check_files(
     """Every file decoded by every decoder in a sandbox; one Outcome each, in order."""
     with Sandbox(output, timeout_s, memory_bytes, max_pixels, env) as box:
         return [o for path in paths for o in box.check(path, decoders)]
-
-
-def decoded_size(outcome: Outcome) -> tuple[int, int]:
-    """(width, height) of an ``ok`` outcome."""
-    if outcome.status != "ok":
-        raise ValueError(f"{outcome.path}: {outcome.decoder} did not decode it ({outcome.status})")
-    w, h = outcome.message.split("x")
-    return int(w), int(h)
 
 
 def summary(outcomes: Iterable[Outcome]) -> dict[str, dict[str, int]]:
