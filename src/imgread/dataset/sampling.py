@@ -73,18 +73,14 @@ def _judge(box: Sandbox, path: Path, decoders: list[str]) -> tuple[int, int] | s
     return ok[0].size
 
 
-def _read_valid(
-    path: Path, box: Sandbox, decoders: list[str]
-) -> tuple[bytes, tuple[int, int] | str]:
-    """The file's bytes and (width, height), or the reason it cannot be used."""
+def _read(path: Path) -> bytes | str:
+    """The file's bytes, or the reason they cannot be used."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        return b"", f"cannot read: {exc.strerror or exc}"
-    if not data:
-        return data, "empty file"
-    return data, _judge(box, path, decoders)
+        return f"cannot read: {exc.strerror or exc}"
+    return data or "empty file"
 
 
 def sample(
@@ -189,9 +185,9 @@ class _Taken:
             self.skipped.append((rel_src, "duplicate of another candidate (symlink)"))
             return False
         self.seen_real.add(real)
-        data, result = _read_valid(path, self.box, self.decoders)
-        if isinstance(result, str):
-            self._skip(path, rel_src, result)
+        data = _read(path)
+        if isinstance(data, str):
+            self._skip(path, rel_src, data)
             return False
         k = len(self.entries)
         rel = f"{IMAGES_DIR}/{k:05d}{path.suffix.lower()}"
@@ -200,6 +196,12 @@ class _Taken:
             write_image(dest, data)
         except OSError as exc:
             raise write_failed(exc, self.out) from None
+        # the copy is what the decoders check: the bytes the dataset holds, the source read once
+        result = _judge(self.box, dest, self.decoders)
+        if isinstance(result, str):
+            dest.unlink()
+            self._skip(path, rel_src, result)
+            return False
         width, height = result
         self.sources.append((rel, rel_src))
         digest, mtime_ns = content_id(data), os.stat(dest).st_mtime_ns
