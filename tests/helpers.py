@@ -348,3 +348,31 @@ def install_plugin(root: Path, module: str, source: str, group: str, *entry_poin
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[{group}]\n" + "\n".join(entry_points) + "\n")
     return root
+
+
+def smoke_config(override: dict | None = None) -> dict:
+    """config.yaml with config/smoke.yaml and ``override`` merged key by key over it, as
+    ``--configfile config/smoke.yaml override`` does (Snakemake's own update_config)."""
+    import yaml
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
+    update_config(config, override or {})
+    return config
+
+
+def check_like_the_workflow(config: dict) -> None:
+    """What workflow/rules/common.smk does with a config before any job: normalize_datasets,
+    check_schema, Snakemake's validate (filling in defaults), check_config."""
+    from snakemake.utils import validate
+
+    from imgread.plan.checks import check_config
+    from imgread.plan.grid import normalize_datasets
+    from imgread.plan.schema import check_schema, schema_file
+
+    schema = ROOT / "config" / "schema.yaml"
+    normalize_datasets(config)
+    check_schema(config, schema)
+    validate(config, schema_file(schema), set_default=True)
+    check_config(config)

@@ -19,17 +19,11 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from snakemake.utils import update_config, validate
 
 from imgread.errors import UserError
-from imgread.plan.checks import check_config
-from imgread.plan.grid import normalize_datasets
-from imgread.plan.schema import check_schema, schema_file
 
-from .helpers import ROOT, copy_project
+from .helpers import ROOT, check_like_the_workflow, copy_project, smoke_config
 
-SCHEMA = ROOT / "config" / "schema.yaml"
-BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
 UNKNOWN = "zz_not_a_key"
 WRONG_TYPES = ["fast", 1.5, True, None, [], {}, [["x"]], {"a": 1}]
@@ -37,20 +31,6 @@ WRONG_TYPES = ["fast", 1.5, True, None, [], {}, [["x"]], {"a": 1}]
 # a schema maximum is the fix, left for a later round)
 OUT_OF_RANGE = [-1, 0, -(10**9)]
 EXAMPLES = 100  # in-process configs tried (the note of the edges issue gives the count)
-
-
-def _checked(config: dict) -> None:
-    """The workflow's own checks, in its order (common.smk)."""
-    normalize_datasets(config)
-    check_schema(config, SCHEMA)
-    validate(config, schema_file(SCHEMA), set_default=True)
-    check_config(config)
-
-
-def _merged() -> dict:
-    config = copy.deepcopy(BASE)
-    update_config(config, copy.deepcopy(SMOKE))
-    return config
 
 
 def _nodes(tree, path=()):
@@ -123,10 +103,10 @@ def _break(config: dict, draw) -> tuple[str, tuple, tuple[str, ...]]:
 )
 @given(st.data())
 def test_a_config_broken_in_one_field_is_valid_or_refused_in_one_line_naming_it(data):
-    config = _merged()
+    config = smoke_config()
     how, path, words = _break(config, data.draw)
     try:
-        _checked(config)
+        check_like_the_workflow(config)
     except UserError as err:
         text = str(err)
         assert "\n" not in text, (how, path, text)

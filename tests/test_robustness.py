@@ -19,7 +19,15 @@ from imgread.errors import UserError
 from imgread.plan.grid import blocks
 from imgread.util import write_text_atomic
 
-from .helpers import ROOT, copy_project, damaged_jpeg, snakemake, tree_state
+from .helpers import (
+    ROOT,
+    check_like_the_workflow,
+    copy_project,
+    damaged_jpeg,
+    smoke_config,
+    snakemake,
+    tree_state,
+)
 
 pytestmark = pytest.mark.workflow
 
@@ -158,23 +166,8 @@ def test_a_bad_config_is_rejected_before_any_job(project, case):
 
 
 def _checked(override: dict) -> None:
-    """What workflow/rules/common.smk does with ``--configfile config/smoke.yaml override``
-    before any job: config.yaml, the override files merged key by key (Snakemake's own
-    update_config), then normalize_datasets, check_schema, validate, check_config."""
-    from snakemake.utils import update_config, validate
-
-    from imgread.plan.checks import check_config
-    from imgread.plan.grid import normalize_datasets
-    from imgread.plan.schema import check_schema, schema_file
-
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    update_config(config, yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
-    update_config(config, override)
-    schema = ROOT / "config" / "schema.yaml"
-    normalize_datasets(config)
-    check_schema(config, schema)
-    validate(config, schema_file(schema), set_default=True)
-    check_config(config)
+    """What the workflow does with ``--configfile config/smoke.yaml override`` before any job."""
+    check_like_the_workflow(smoke_config(override))
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
