@@ -16,7 +16,6 @@ from imgread.errors import UserError
 from imgread.instruments import page_cache as cachectl
 from imgread.phases.registry import PHASES
 from imgread.plan.grid import (
-    Cell,
     blocks,
     blocks_where,
     primary_dataset,
@@ -24,6 +23,7 @@ from imgread.plan.grid import (
     trial_grid,
     used_storage,
 )
+from imgread.trial.spec import is_cold
 
 
 def check_config(config: dict) -> None:
@@ -46,13 +46,7 @@ def check_config(config: dict) -> None:
     for i, ds in enumerate(config["datasets"]):
         if ds.get("source") and any(c.dataset == ds["name"] for c in grid):
             _check_source(ds, f"datasets[{i}]")
-    _check_cache(config["cache"], cold=any(_is_cold(cell) for cell in grid))
-
-
-def _is_cold(cell: Cell) -> bool:
-    """Whether a cell's trials start from a cold page cache (flushed by cache.method)."""
-    phase = PHASES[cell.phase]
-    return phase.page_cache(phase.resolve(dict(cell.params))) == "cold"
+    _check_cache(config["cache"], cold=any(is_cold(c.phase, dict(c.params)) for c in grid))
 
 
 def _check_datasets(config: dict) -> None:

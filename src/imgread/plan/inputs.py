@@ -12,6 +12,7 @@ from pathlib import Path
 
 from imgread.phases.registry import FIGURES, PHASES
 from imgread.plan.grid import Cell
+from imgread.trial.spec import is_cold  # the one coldness answer, also the trials'
 
 
 def _resolved(phase_name: str, params: dict):
@@ -59,12 +60,6 @@ def cache_size(grid: list[Cell], dataset: str, decoder: str) -> int:
 def shard_mb(params: dict) -> int:
     """The shard size a cell reads, in MB (its grid key shard_mb; 0 for loose files)."""
     return int(params.get("shard_mb", 0))
-
-
-def is_cold(phase_name: str, params: dict) -> bool:
-    """Whether a cell's trials start from a cold page cache (read from the device)."""
-    phase, params = _resolved(phase_name, params)
-    return phase.page_cache(params) == "cold"
 
 
 def reads_shared_storage(config: dict, phase_name: str, params: dict) -> bool:
