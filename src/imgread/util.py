@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -52,6 +53,14 @@ def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(dest: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``dest`` atomically."""
     write_bytes_atomic(dest, text.encode("utf-8"))
+
+
+def write_json_atomic(
+    dest: str | os.PathLike, obj, indent: int | None = 2, newline: bool = True
+) -> None:
+    """Write ``obj`` as JSON to ``dest`` atomically: the project's one way to write a JSON file
+    (``newline``: end it with one)."""
+    write_text_atomic(dest, json.dumps(obj, indent=indent) + ("\n" if newline else ""))
 
 
 class Progress:

@@ -20,7 +20,7 @@ from imgread.answer.analysis import (
 from imgread.answer.recommend import markdown, recommend
 from imgread.answer.study import describe, write_captions
 from imgread.plan.storage import split_records
-from imgread.util import write_text_atomic
+from imgread.util import write_json_atomic, write_text_atomic
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 i, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
@@ -66,7 +66,7 @@ declared = {os.path.basename(p): p for p in [*out.phase_tables, *out.captioned_t
 for table, df in phase_tables(trials, summary, speed, study["dataset"]["name"]):
     write_text_atomic(declared[table.file], render_table(table, df))
 write_text_atomic(out.recommendation_md, markdown(rec, study, tolerance=a["tolerance"]))
-write_text_atomic(out.study, json.dumps(study, indent=2) + "\n")
+write_json_atomic(out.study, study, indent=2)
 write_captions(
     i.templates,
     [out.report_text, *out.captions],

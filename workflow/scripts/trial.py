@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 JOB_STARTED_AT = datetime.now(UTC).isoformat()  # before the imports: the job's own time
 
-import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -13,14 +12,14 @@ from imgread.dataset.stage import staged_manifest  # noqa: E402
 from imgread.layout import parse_segment  # noqa: E402
 from imgread.plan.storage import read_check, skip_record  # noqa: E402
 from imgread.trial.run import build_spec, run_trial, write_record  # noqa: E402
-from imgread.util import exit_on_sigterm, write_text_atomic  # noqa: E402
+from imgread.util import exit_on_sigterm, write_json_atomic  # noqa: E402
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: F821 (snakemake is injected)
 exit_on_sigterm()  # Snakemake stops jobs with SIGTERM: clean up as on Ctrl-C
 w, i, cache = snakemake.wildcards, snakemake.input, snakemake.params.cache  # noqa: F821
 check = read_check(i.storage) if i.storage else None
 if check is not None and check["missing"]:
-    write_text_atomic(snakemake.output[0], json.dumps(skip_record(check), indent=2) + "\n")  # noqa: F821
+    write_json_atomic(snakemake.output[0], skip_record(check), indent=2)  # noqa: F821
     print(f"skipped: {check['line']}", file=sys.stderr)
     sys.exit(0)
 manifest, placement = i.manifest, "in place"

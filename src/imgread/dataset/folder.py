@@ -14,7 +14,7 @@ from pathlib import Path
 
 from imgread.dataset.manifest import MANIFEST_NAME
 from imgread.errors import UserError
-from imgread.util import write_bytes_atomic, write_text_atomic
+from imgread.util import write_bytes_atomic, write_json_atomic
 
 INFO_NAME = "dataset.json"  # marks a folder as an imgread dataset (ours to overwrite)
 SKIPPED_NAME = "skipped.csv"
@@ -47,7 +47,7 @@ def prepare_out_dir(out: Path) -> None:
 
 def write_info(out: Path, info: dict) -> None:
     """Write ``dataset.json``: what the dataset is and whether it is complete."""
-    write_text_atomic(out / INFO_NAME, json.dumps(info, indent=2))
+    write_json_atomic(out / INFO_NAME, info, indent=2, newline=False)
 
 
 def read_info(root: str | os.PathLike) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 from imgread.dataset.labels import labels as class_labels
 from imgread.dataset.manifest import ImageEntry, Manifest, read_manifest
 from imgread.errors import UserError, VerificationError
-from imgread.util import Progress, write_bytes_atomic, write_text_atomic
+from imgread.util import Progress, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 SHARDS_DIR = "shards"
 INDEX_NAME = "shards.csv"
@@ -155,7 +155,7 @@ def pack(manifest_path: str | os.PathLike, shard_mb: int, progress: bool = True)
         "images": first,
         "convention": "webdataset: <key>.<ext> + <key>.cls, key = position in the order",
     }
-    write_text_atomic(out / INFO_NAME, json.dumps(info, indent=2) + "\n")
+    write_json_atomic(out / INFO_NAME, info, indent=2)
     return write_index(out / INDEX_NAME, shards)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from imgread.plan.grid import storage_profiles, used_storage
 from imgread.storage import registry as storage
-from imgread.util import write_text_atomic
+from imgread.util import write_json_atomic
 
 SKIPPED = "skipped"  # the key a skip record has (and a measured record never has)
 # The settings a storage kind's check reads (IMGREAD_NGINX: the http kind's server)
@@ -60,7 +60,7 @@ def check_profile(profile: dict) -> dict:
 
 def write_check(path: str | os.PathLike, result: dict) -> None:
     """The check's answer, as the profile's trials read it."""
-    write_text_atomic(Path(path), json.dumps(result, indent=2) + "\n")
+    write_json_atomic(Path(path), result, indent=2)
 
 
 def read_check(path: str | os.PathLike) -> dict:

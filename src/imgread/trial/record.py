@@ -3,7 +3,6 @@ every record carries (platform_info), and writing it (atomically, as JSON)."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
@@ -12,7 +11,7 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-from imgread.util import write_text_atomic
+from imgread.util import write_json_atomic
 
 
 @dataclass
@@ -168,5 +167,5 @@ def merge_columns(*parts: dict) -> dict:
 def write_record(record: TrialRecord, out: str | os.PathLike) -> Path:
     """Write the record as JSON, atomically (temporary file, then rename)."""
     out = Path(out)
-    write_text_atomic(out, json.dumps(record.to_dict(), indent=2, sort_keys=False) + "\n")
+    write_json_atomic(out, record.to_dict(), indent=2)
     return out

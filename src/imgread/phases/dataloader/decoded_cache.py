@@ -26,7 +26,7 @@ from imgread.dataset.labels import labels as class_labels
 from imgread.dataset.manifest import read_manifest
 from imgread.decoders import CROP, get_decoder
 from imgread.errors import UserError
-from imgread.util import Progress, atomic_path, write_text_atomic
+from imgread.util import Progress, atomic_path, write_json_atomic
 
 NPY_NAME = "images_u8.npy"
 PICKLE_NAME = "tensors.pkl"
@@ -98,7 +98,7 @@ def build(
         "npy_build_seconds": npy_seconds,
         "pickle_build_seconds": npy_seconds + pickle_seconds,
     }
-    write_text_atomic(out / INFO_NAME, json.dumps(info, indent=2) + "\n")
+    write_json_atomic(out / INFO_NAME, info, indent=2)
     return info
 
 

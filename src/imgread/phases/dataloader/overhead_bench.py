@@ -48,7 +48,7 @@ from imgread.phases.dataloader.overhead_report import (
     report,
     straddles,
 )
-from imgread.util import write_text_atomic
+from imgread.util import write_json_atomic
 
 WIDTH, HEIGHT, TARGET_BYTES = 500, 375, 110_000  # ImageNet's typical validation JPEG
 DATASETS = Path(tempfile.gettempdir()) / "imgread-overhead"  # one folder per image size
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = measure(args, cores)
     if args.json:
-        write_text_atomic(args.json, json.dumps(results, indent=1))
+        write_json_atomic(args.json, results, indent=1, newline=False)
     after = report(results, args, cores)
     if after:
         # The goal is the best DataLoader's; each decoder's is the stricter reading.
