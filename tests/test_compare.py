@@ -66,3 +66,12 @@ def test_settings_that_look_like_measurements_are_compared():
     assert is_measured("startup_seconds") and is_measured("latency_p99_ms")
     assert not is_measured("memory_method") and not is_measured("pin_memory_effective")
     assert not is_measured("checksums_checked") and not is_measured("decoder_version")
+
+
+def test_identities_a_run_makes_afresh_are_not_outcomes():
+    # the same data generated again has other mtimes, so another dataset id; a namespace
+    # gets another address: neither is a change of what the trial did
+    before = _trials().assign(dataset_id="2ba77ab3092c7d0e", storage_address="10.213.5.66:8080")
+    after = _trials().assign(dataset_id="6a18754ccee7db94", storage_address="10.213.81.98:8080")
+    assert compare(before, after).same
+    assert not compare(before, after.assign(bytes=4001)).same  # an outcome still counts

@@ -4,7 +4,8 @@
 or a second machine changed. Rows are matched by their cell (phase, variant, n, workers,
 repetition, dataset, machine and every grid key); every column that is not a measurement
 (images, bytes, pixels, checksums, cache state, versions, settings) must be equal; the
-measurements (times, rates, memory, faults, noise, residency) differ from run to run, so they
+measurements and the identities each run makes afresh (the dataset id, which hashes the
+files' mtimes; an emulated server's address) (times, rates, memory, faults, noise, residency) differ from run to run, so they
 are shown as medians per phase side by side instead of compared. It exits 1 when a cell or a
 column differs.
 """
@@ -56,12 +57,19 @@ class Comparison:
         )
 
 
+# Identity one run makes afresh, equal data or not: the dataset's id hashes its manifest, whose
+# mtimes are the files' own; an http profile's address and its qdisc's handle are the kernel's.
+RUN_SPECIFIC = ("dataset_id", "storage_address", "storage_qdisc")
+
 # Settings whose names look like measurements: how a thing was measured, what was in effect.
 SETTINGS = re.compile(r"(_method$|_effective$|^memory_total_bytes$)")
 
 
 def is_measured(column: str) -> bool:
-    """Whether ``column`` is a measurement (differs run to run) rather than an outcome."""
+    """Whether ``column`` differs run to run (a measurement, or an identity made afresh: see
+    RUN_SPECIFIC) rather than being an outcome."""
+    if column in RUN_SPECIFIC:
+        return True
     return bool(MEASURED.search(column)) and not SETTINGS.search(column)
 
 
