@@ -3,6 +3,7 @@ entry-point group, each named by where it came from, and one name per plug-in.""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import TypeVar
@@ -47,3 +48,13 @@ def by_name(
             )
         out[item.name], where_of[item.name] = item, where
     return out
+
+
+def name_problems(name: object, entry_name: str | None, pattern: re.Pattern) -> list[str]:
+    """What is wrong with a plug-in's name: not matching ``pattern`` (lower-case letters,
+    digits, - or _), or not its entry point's name; [] if nothing."""
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        return [f"name {name!r} must be lower-case letters, digits, - or _"]
+    if entry_name is not None and name != entry_name:
+        return [f"name {name!r} is not its entry point's name {entry_name!r}"]
+    return []

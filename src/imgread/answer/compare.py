@@ -4,9 +4,10 @@
 or a second machine changed. Rows are matched by their cell (phase, variant, n, workers,
 repetition, dataset, machine and every grid key); every column that is not a measurement
 (images, bytes, pixels, checksums, cache state, versions, settings) must be equal; the
-measurements and the identities each run makes afresh (the dataset id, which hashes the
-files' mtimes; an emulated server's address) (times, rates, memory, faults, noise, residency) differ from run to run, so they
-are shown as medians per phase side by side instead of compared. It exits 1 when a cell or a
+measurements (times, rates, memory, faults, noise, residency) and the identities each run
+makes afresh (the dataset id, which hashes the files' mtimes; an emulated server's address)
+differ from run to run, so they are not compared: the timings are shown as medians per phase
+side by side. It exits 1 when a cell or a
 column differs.
 """
 

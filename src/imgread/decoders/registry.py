@@ -17,7 +17,7 @@ import numpy as np
 
 from imgread.decoders import allocator, opencv, pillow, simplejpeg, turbojpeg
 from imgread.decoders.base import FORMATS, UNKNOWN, Decoder, DecoderUnavailable
-from imgread.plugins import by_name, entry_point_objects
+from imgread.plugins import by_name, entry_point_objects, name_problems
 
 BUILTIN = (
     pillow.PILLOW,
@@ -40,11 +40,7 @@ def check_decoder(decoder: object, where: str, entry_name: str | None = None) ->
             f"decoder {where} is {type(decoder).__name__}, not an imgread.decoders.base.Decoder "
             "(make one with imgread.decoders.base.make_decoder)"
         )
-    problems = []
-    if not isinstance(decoder.name, str) or not _NAME.fullmatch(decoder.name):
-        problems.append(f"name {decoder.name!r} must be lower-case letters, digits, - or _")
-    elif entry_name is not None and decoder.name != entry_name:
-        problems.append(f"name {decoder.name!r} is not its entry point's name {entry_name!r}")
+    problems = name_problems(decoder.name, entry_name, _NAME)
     for field in ("decode_fn", "version_fn"):
         if not callable(getattr(decoder, field)):
             problems.append(f"{field} is {getattr(decoder, field)!r}, not a function")

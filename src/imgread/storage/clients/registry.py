@@ -16,7 +16,7 @@ import importlib
 import re
 
 from imgread.errors import UserError
-from imgread.plugins import by_name, entry_point_objects
+from imgread.plugins import by_name, entry_point_objects, name_problems
 from imgread.storage.base import Opener
 from imgread.storage.clients.base import Client, Endpoint
 
@@ -35,11 +35,7 @@ def check_client(client: object, where: str, entry_name: str | None = None) -> C
             f"storage client {where} is {type(client).__name__}, not an instance of "
             "imgread.storage.clients.base.Client"
         )
-    problems = []
-    if not isinstance(client.name, str) or not _NAME.fullmatch(client.name):
-        problems.append(f"name {client.name!r} must be lower-case letters, digits, - or _")
-    elif entry_name is not None and client.name != entry_name:
-        problems.append(f"name {client.name!r} is not its entry point's name {entry_name!r}")
+    problems = name_problems(client.name, entry_name, _NAME)
     if not isinstance(client.description, str) or not client.description.strip():
         problems.append("no description (one line: the library and how it reads)")
     kinds = client.kinds
