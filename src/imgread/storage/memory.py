@@ -43,7 +43,9 @@ class _AsyncMemory:
 
 class MemorySession(base.Session):
     def __init__(self, root: Path, latency_ms: float):
-        blobs = {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+        # the dataset's own files, not the links of a view onto them (ImageFolder's class folders)
+        files = [p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()]
+        blobs = {str(p): p.read_bytes() for p in files}
         self.latency_ms = latency_ms
         self.opener = MemoryOpener(blobs, latency_ms / 1000)
 

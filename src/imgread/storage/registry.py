@@ -25,6 +25,7 @@ BUILTIN = (
     "imgread.storage.memory",
 )
 DEFAULT = "local"
+DEFAULT_CLIENT = "imgread"  # the storage client a session reads with unless told
 # A probed bandwidth may exceed the cap by this factor (the probe's own counting) before the
 # emulation counts as broken; one below the cap is this machine's limit, recorded as it is.
 BANDWIDTH_SLACK = 1.10
@@ -180,14 +181,25 @@ def _probed(opened: Session, profile: Profile) -> Probe:
 
 
 @contextlib.contextmanager
-def session(profile: Profile, root: Path) -> Iterator[tuple[Session, Probe]]:
-    """The profile's kind set up over ``root``, probed (latency checked), and torn down on
-    every way out of the block (an exception, SystemExit from SIGTERM, Ctrl-C)."""
+def session(
+    profile: Profile, root: Path, client: str = DEFAULT_CLIENT
+) -> Iterator[tuple[Session, Probe]]:
+    """The profile's kind set up over ``root``, read through storage client ``client`` (kinds
+    that take clients: http), probed (latency checked), and torn down on every way out of the
+    block (an exception, SystemExit from SIGTERM, Ctrl-C)."""
     kind = get_kind(profile.kind)
     why = kind.missing()
     if why:
         raise UserError(f"storage {profile.name} ({profile.kind}) cannot run here: {why}")
-    opened = kind.open(profile, Path(root))
+    if client != DEFAULT_CLIENT and not getattr(kind, "takes_clients", False):
+        raise UserError(
+            f"storage {profile.name} ({profile.kind}) reads its files where they are: storage "
+            f"client {client!r} reads kind http's object store only; use client {DEFAULT_CLIENT}"
+        )
+    if getattr(kind, "takes_clients", False):
+        opened = kind.open(profile, Path(root), client)
+    else:
+        opened = kind.open(profile, Path(root))
     try:
         yield opened, _probed(opened, profile)
     finally:

@@ -29,7 +29,10 @@ from imgread.phases.dataloader.phase import TUNING
 
 
 def _loader(trials: pd.DataFrame, phase) -> pd.DataFrame:
-    d = rows(trials, phase).copy()
+    """The project's own DataLoader's trials (the libraries users run have their figure,
+    dataloader_libraries), each with its line: decoder, source and tuning."""
+    d = rows(trials, phase)
+    d = d[d["variant"] == phase.baseline[0]].copy() if not d.empty else d.copy()
     if d.empty:
         return d
     d["line"] = d["decoder"] + ", " + d["source"] + _tuning(d)

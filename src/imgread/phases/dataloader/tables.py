@@ -7,10 +7,11 @@ import pandas as pd
 from imgread.answer.tables import by_machine
 from imgread.phases.dataloader.phase import TUNING
 
-LOADER_LINE = ["decoder", "source", "batch_size", "page_cache", "pin_memory", "n_images"]
+# the pipeline first: the libraries' lines must never share one line's medians
+LOADER_LINE = ["variant", "decoder", "source", "batch_size", "page_cache", "pin_memory", "n_images"]
 # Keys a line is told apart by where the trials have them (later grid keys, other datasets and
 # storage): without them, a block's before and after settings would share one line's medians.
-LATER_KEYS = ["dataset", "storage", "shard_mb", *TUNING]
+LATER_KEYS = ["dataset", "storage", "shard_mb", "ratio", "client", *TUNING]
 HURT_MARGIN = 0.05  # a worker count "hurts" when its median rate is this much below the best
 COLUMNS = [
     *LOADER_LINE,
@@ -29,7 +30,7 @@ COLUMNS = [
 def dataloader_workers(
     trials: pd.DataFrame, summary: pd.DataFrame, speed: pd.DataFrame
 ) -> pd.DataFrame:
-    """Per DataLoader line (decoder, source, ..., and the later keys the trials have): the
+    """Per DataLoader line (pipeline, decoder, source, ..., and the later keys the trials have): the
     num_workers=0 and 1 rates, the best num_workers and its rate, the best over (num_workers=1
     rate x physical cores), the best with worker processes (num_workers >= 1) over
     (num_workers=0 rate x physical cores: the in-process rate, docs/dataloader.md's goal), and

@@ -105,7 +105,10 @@ def _p99(ax, g: pd.DataFrame, title: str) -> None:
             label=f"{variant} ({best_w})",
         )
     xs = sorted(g["fps"].unique())
-    ax.plot(xs, [1e3 / x for x in xs], ls=":", c="black", label="one frame interval")
+    # a marker too: with one offered rate the dotted line alone would draw nothing
+    ax.plot(
+        xs, [1e3 / x for x in xs], ls=":", c="black", marker="_", ms=24, label="one frame interval"
+    )
     ax.set_xticks(xs)
     ax.set(yscale="log", xlabel="offered fps", ylabel="p99 latency (ms, log)", title=title)
     plain(ax, "y")

@@ -1,7 +1,8 @@
 """Phase ``stream``: frames arrive at ``fps`` and a "model" consumes each, in arrival order.
 
 Frames are the dataset's images in manifest order; frame i arrives at ``i / fps`` after the
-start (``fps`` 0: all at once, the throughput case) and cannot be read before it arrives. A
+start (``fps`` 0: all at once, the throughput case; ``streams`` N: N phase-aligned cameras,
+docs/stream.md) and cannot be read before it arrives. A
 producer reads and decodes frames (the decoder's 224 crop) with at most ``prefetch`` frames
 produced ahead of the consumer; the consumer runs the model on each for ``compute_ms``:
 ``sleep`` (an accelerator: no CPU, the GIL released) or ``cpu`` (numpy work holding a core).
@@ -9,7 +10,9 @@ Producers: ``sequential`` (inline, the baseline), ``processes`` (``multiprocessi
 ``apply_async``, as in the seed), ``threads`` (a bounded pool feeding a ``queue.Queue``),
 ``thread-per-frame`` (the seed's one thread per frame, joined at the end, bounded by
 ``prefetch`` threads alive), ``asyncio`` (``aiofiles`` read and ``asyncio.to_thread`` decode
-and model, as in the seed); they live in :mod:`imgread.phases.stream.producers`.
+and model, as in the seed); they live in :mod:`imgread.phases.stream.producers`. ``tf-data``
+(:mod:`imgread.phases.stream.tf_producer`, seed 001): a tf.data pipeline decodes the frames
+with TensorFlow's own ops, checked within a tolerance instead of bit for bit.
 
 Per frame: arrival, start (reading begins), ready (reaches the consumer), done (model done);
 from them latency (arrival to done) percentiles without the first frames (the pipeline fill),
@@ -27,6 +30,7 @@ from imgread.decoders import DECODERS, checksum
 from imgread.decoders.reference import read_reference, reference_checksums
 from imgread.errors import VerificationError
 from imgread.phases import base
+from imgread.phases.stream import tf_producer
 from imgread.phases.stream.producers import (
     COMPUTE_KINDS,
     AsyncioStream,
@@ -35,6 +39,9 @@ from imgread.phases.stream.producers import (
     ThreadPerFrameStream,
     ThreadsStream,
 )
+from imgread.trial.search import Outcome, SearchKey
+
+LATE_LIMIT = 0.01  # a stream is sustained with under 1 % of its frames late
 
 
 def frame_metrics(times, fps: int, deadline_ms: int, compute_s: float, warmup: int) -> dict:
@@ -61,6 +68,32 @@ def frame_metrics(times, fps: int, deadline_ms: int, compute_s: float, warmup: i
     }
 
 
+def sustained(record: dict) -> Outcome:
+    """Whether a trial's streams were sustained: p99 latency within the deadline and under
+    :data:`LATE_LIMIT` of the frames late (metric: the p99 in ms). Never at fps 0 (no
+    deadline)."""
+    p99, deadline = record.get("latency_p99_ms"), record.get("deadline_effective_ms")
+    late = record.get("deadline_miss_fraction")
+    measured = all(isinstance(x, int | float) and x == x for x in (p99, deadline, late))
+    ok = measured and p99 <= deadline and late < LATE_LIMIT
+    keep = ("streams", "fps", "latency_p99_ms", "deadline_effective_ms", "deadline_miss_fraction")
+    summary = {k: record.get(k) for k in (*keep, "achieved_fps", "au")}
+    return Outcome(bool(ok), float(p99) if measured else float("nan"), summary)
+
+
+STREAMS = SearchKey(
+    "streams",
+    1,
+    # the first probe is one stream; once it passes, from two, doubling until a count fails,
+    # then halving (imgread.trial.search_run measures a value once)
+    lambda first: (2, None),
+    sustained,
+    integer=True,
+    describe="the most streams at fps with p99 latency within the deadline and < 1 % late",
+    metric="p99 ms",
+)
+
+
 def _starts(producer):
     """A variant's start: the producer, reading through the trial's storage (imgread.storage)."""
     return lambda ctx: producer(ctx.workers, ctx.params, ctx.opener)
@@ -69,7 +102,8 @@ def _starts(producer):
 class StreamPhase(base.Phase):
     name = "stream"
     description = "stream frames at fps into an emulated model; latency, deadlines, AU"
-    job_keys = ("fps", "compute_ms", "compute", "deadline_ms", "page_cache", "storage")
+    search_keys = {"streams": STREAMS}
+    job_keys = ("fps", "streams", "compute_ms", "compute", "deadline_ms", "page_cache", "storage")
     tables = (
         base.Table(
             "stream_producers.csv", "imgread.phases.stream.tables:stream_producers", caption=True
@@ -102,9 +136,17 @@ class StreamPhase(base.Phase):
         base.Param("fps", "0", None, "frames per second offered (0: all at once)", 0),
         base.Param("compute_ms", "0", None, "the model's time per frame", 0),
         base.Param("compute", "sleep", COMPUTE_KINDS, "sleep (accelerator) or cpu (a core)"),
-        base.Param("prefetch", "4", None, "frames produced ahead of the consumer at most"),
+        base.Param("prefetch", "4", None, "frames produced ahead of the consumer, per stream"),
         base.Param("page_cache", "warm", ("cold", "warm"), "page-cache state at the start"),
         base.Param("deadline_ms", "0", None, "a frame is late after arrival + this (0: 1/fps)", 0),
+        # Added with the streams search (issue 28): at 1 the trial paths stay as they were.
+        base.Param(
+            "streams",
+            "1",
+            None,
+            "concurrent phase-aligned sources at fps each (sizes: all streams' frames)",
+            later=True,
+        ),
         base.STORAGE,
     )
     variants = {
@@ -141,8 +183,21 @@ class StreamPhase(base.Phase):
                 _starts(AsyncioStream),
                 "aiofiles + asyncio.to_thread (seed recipe 3), workers threads",
             ),
+            base.Variant(
+                tf_producer.NAME,
+                True,
+                tf_producer.start,
+                "tf.data from_generator + map(decode_jpeg, AUTOTUNE) + prefetch, workers "
+                "threads (seed 001's TensorFlow)",
+                # checked against a full-size decode: simplejpeg's crop224 picks a DCT scale
+                # (8 levels off on 500 x 375), pillow's is opencv's to the bit
+                {"decoder": ("opencv",)},
+            ),
         )
     }
+
+    def missing(self, variant):
+        return tf_producer.missing() if variant == tf_producer.NAME else None
 
     def reference(self, params):
         return params["decoder"], "crop224"
@@ -154,6 +209,9 @@ class StreamPhase(base.Phase):
         # With no compute the kind of compute does not matter.
         if params["compute_ms"] == "0" and params["compute"] != "sleep":
             return True
+        # All at once, N streams are the same frames at once as one.
+        if params["fps"] == "0" and params.get("streams", "1") != "1":
+            return True
         return super().redundant(variant, params)
 
     def verify(self, ctx, results):
@@ -164,24 +222,18 @@ class StreamPhase(base.Phase):
         expected = [str(root / e.path) for e in entries]
         if paths != expected or len(frames) != n or len(times) != n:
             raise VerificationError(f"stream: {len(frames)} frames consumed, expected {n}")
-        reference = ctx.reference
-        ref = (
-            read_reference(reference, root, params["decoder"], "crop224")
-            if reference
-            else reference_checksums(root, entries, params["decoder"], "crop224")
-        )
-        for i, (path, frame) in enumerate(zip(paths, frames, strict=True)):
-            if ref[path] != (frame.shape, checksum(frame)):
-                raise VerificationError(
-                    f"stream: frame {i} ({path}) differs from the sequential "
-                    f"{params['decoder']} decode"
-                )
+        if ctx.variant == tf_producer.NAME:  # TensorFlow's own decode: within a tolerance
+            pixels = tf_producer.check_frames(params["decoder"], paths, frames)
+        else:
+            pixels = {"checksums_checked": n}
+            self._check_checksums(ctx, paths, frames)
         t = np.asarray(times)
         if (np.diff(t[:, 3]) < 0).any():
             raise VerificationError("stream: frames were not consumed in order")
         if (t[:, 1] < t[:, 0] - 1e-4).any():
             raise VerificationError("stream: a frame was read before it arrived")
-        warmup = min(n // 5, int(params["prefetch"]) + 4)
+        streams = int(params.get("streams", 1))
+        warmup = min(n // 5, (int(params["prefetch"]) + 4) * streams)  # the fill, in ticks
         metrics = frame_metrics(
             times,
             int(params["fps"]),
@@ -195,12 +247,26 @@ class StreamPhase(base.Phase):
             sum(e.pixels for e in entries),
             {
                 **metrics,
-                "checksums_checked": n,
+                **pixels,
                 "verify_seconds": time.perf_counter() - t0,
                 "output_pixels": n * 224 * 224,
                 "frames": [[round(x, 6) for x in row] for row in times],
             },
         )
+
+    @staticmethod
+    def _check_checksums(ctx, paths, frames) -> None:
+        decoder, reference = ctx.params["decoder"], ctx.reference
+        ref = (
+            read_reference(reference, ctx.root, decoder, "crop224")
+            if reference
+            else reference_checksums(ctx.root, ctx.entries, decoder, "crop224")
+        )
+        for i, (path, frame) in enumerate(zip(paths, frames, strict=True)):
+            if ref[path] != (frame.shape, checksum(frame)):
+                raise VerificationError(
+                    f"stream: frame {i} ({path}) differs from the sequential {decoder} decode"
+                )
 
     def record_fields(self, params):
         return dict(params, decoder_version=DECODERS[params["decoder"]].version())

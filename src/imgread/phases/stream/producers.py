@@ -1,10 +1,11 @@
 """The stream phase's producers: how frames are read and decoded ahead of the consumer.
 
-Frame i arrives at ``i / fps`` after the start (fps 0: all at once) and cannot be read before
-it arrives. A producer reads and decodes frames (the decoder's 224 crop) with at most
-``prefetch`` frames produced ahead of the consumer, which runs the emulated model on each, in
-arrival order: ``sleep`` (an accelerator: no CPU, the GIL released) or ``cpu`` (numpy work
-holding a core). Producers: :class:`SequentialStream` (inline, the baseline),
+Frame i arrives at ``i / fps`` after the start (fps 0: all at once; with ``streams`` N, the N
+phase-aligned frames of each tick together at ``(i // N) / fps``: :func:`arrivals`) and cannot
+be read before it arrives. A producer reads and decodes frames (the decoder's 224 crop) with at
+most ``prefetch`` frames a stream produced ahead of the consumer, which runs the emulated model
+on each, in arrival order: ``sleep`` (an accelerator: no CPU, the GIL released) or ``cpu``
+(numpy work holding a core). Producers: :class:`SequentialStream` (inline, the baseline),
 :class:`ProcessesStream` (``multiprocessing.Pool`` ``apply_async``), :class:`ThreadsStream`
 (a bounded pool feeding a ``queue.Queue``), :class:`ThreadPerFrameStream` (one thread per
 frame, joined at the end) and :class:`AsyncioStream` (``aiofiles`` read, ``asyncio.to_thread``
@@ -68,12 +69,19 @@ def _wait_until(t: float) -> None:
         time.sleep(delay)
 
 
-class _Clock:
-    """Arrival times of a trial's frames, fixed when the stream starts."""
+def arrivals(n: int, fps: int, streams: int = 1) -> list[float]:
+    """The one arrival schedule every producer follows, in seconds from the start: ``streams``
+    phase-aligned sources at ``fps`` each, so frames ``k*streams .. k*streams+streams-1`` (one
+    of each stream) arrive together at ``k / fps``; fps 0: all at once."""
+    return [(i // streams) / fps if fps else 0.0 for i in range(n)]
 
-    def __init__(self, n: int, fps: int):
+
+class _Clock:
+    """Arrival times of a trial's frames (:func:`arrivals`), fixed when the stream starts."""
+
+    def __init__(self, n: int, fps: int, streams: int = 1):
         self.t0 = time.perf_counter()
-        self.arrival = [self.t0 + (i / fps if fps else 0.0) for i in range(n)]
+        self.arrival = [self.t0 + a for a in arrivals(n, fps, streams)]
 
     def since_start(self, i: int, start: float, ready: float, done: float) -> tuple:
         """Frame i's (arrival, start, ready, done), in seconds from the stream's start."""
@@ -87,14 +95,17 @@ class StreamRunner(Runner):
         self.concurrency = workers
         self.decoder, self.kind = p["decoder"], p["compute"]
         self.compute_s = int(p["compute_ms"]) / 1e3
-        self.fps, self.prefetch = int(p["fps"]), int(p["prefetch"])
+        self.fps, self.streams = int(p["fps"]), int(p.get("streams", 1))
+        # prefetch is per stream: each camera's own buffer, so that N streams are not
+        # throttled by one stream's buffer (streams 1: prefetch frames, as before)
+        self.prefetch = int(p["prefetch"]) * self.streams
         self.opener = opener  # the trial's storage (None: the files where they are)
         warm_up(self.decoder, "crop224")
         run_model(self.kind, 0.001)
 
     def run(self, jobs):
         n = len(jobs)
-        clock = _Clock(n, self.fps)
+        clock = _Clock(n, self.fps, self.streams)
         self.start_stream(jobs, clock)
         frames, rows = [], []
         try:
@@ -332,7 +343,7 @@ class AsyncioStream(StreamRunner):
 
     async def _run(self, jobs):
         n = len(jobs)
-        clock = _Clock(n, self.fps)
+        clock = _Clock(n, self.fps, self.streams)
         room = asyncio.Semaphore(self.prefetch)
         futures = [self.loop.create_future() for _ in jobs]
         reader = self.reader

@@ -47,8 +47,9 @@ def stream_producers(
     """
     if trials.empty:
         return pd.DataFrame(columns=COLUMNS)
+    load_keys, columns = _load_keys(trials)
     cells = (
-        trials.groupby([*STREAM_LOAD, "variant", "workers"])
+        trials.groupby([*load_keys, "variant", "workers"])
         .agg(
             au=("au", "median"),
             latency_p99_ms=("latency_p99_ms", "median"),
@@ -59,10 +60,21 @@ def stream_producers(
         .reset_index()
     )
     rows = [
-        _producer_row(dict(zip(STREAM_LOAD, key, strict=True)), g, cells)
-        for key, g in cells.groupby(STREAM_LOAD, sort=True)
+        _producer_row(dict(zip(load_keys, key, strict=True)), g, cells)
+        for key, g in cells.groupby(load_keys, sort=True)
     ]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _load_keys(trials: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The offered load's keys and the table's columns: ``streams`` beside ``fps`` only where
+    a trial ran more than one stream (so a study of one stream a cell keeps its table)."""
+    streams = trials["streams"].astype(str) if "streams" in trials else pd.Series(dtype=str)
+    if not streams.isin(["1", "-", "nan"]).all():
+        at = STREAM_LOAD.index("fps") + 1
+        keys = [*STREAM_LOAD[:at], "streams", *STREAM_LOAD[at:]]
+        return keys, [*keys, *COLUMNS[len(STREAM_LOAD) :]]
+    return STREAM_LOAD, COLUMNS
 
 
 def _producer_row(load: dict, g: pd.DataFrame, cells: pd.DataFrame) -> dict:

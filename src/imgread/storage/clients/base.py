@@ -55,6 +55,12 @@ class Endpoint:
     # The profile's imgread.storage.http.retry.RetryPolicy (retries, backoff_ms, cap_ms,
     # timeout_s, and the log the session counts from); not imported: the kinds import this
     policy: Any
+    # The S3 clients' view: the bucket the dataset is served as (path style, /<bucket>/<key>),
+    # the region they are told, and a folder of the trial's holding the empty HOME and AWS
+    # config and credentials files they are pointed at ("": none made)
+    bucket: str = ""
+    region: str = ""
+    sdk_home: str = ""
 
     def key(self, path: str) -> str:
         """The object key of ``path`` under the root (:func:`key_of`)."""
@@ -85,10 +91,17 @@ class Client:
     name: str = ""
     description: str = ""  # one line: the library and how it reads
     kinds: tuple[str, ...] = ()  # the storage kinds it reads, e.g. ("http",)
+    # Who counts its retries: "client" (it notes each with endpoint.note) or "proxy" (the SDK
+    # does not tell: they are counted at the fault proxy, the failed exchanges it answered)
+    retries_counted: str = "client"
 
     def missing(self) -> str | None:
         """Why this machine cannot use the client (one line: what to install), or None."""
         return None
+
+    def settings(self, endpoint: Endpoint) -> dict[str, Any]:
+        """The client's own settings for the record (library version, retries, pool)."""
+        return {}
 
     def open(self, endpoint: Endpoint) -> Reader:
         """A reader of ``endpoint``'s objects for the calling thread and process."""

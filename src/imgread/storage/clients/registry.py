@@ -12,15 +12,19 @@ starts, and the kinds' modules import this one.
 from __future__ import annotations
 
 import functools
-import importlib
 import re
 
 from imgread.errors import UserError
-from imgread.plugins import by_name, entry_point_objects, name_problems
+from imgread.plugins import builtin_objects, by_name, entry_point_objects, name_problems
 from imgread.storage.base import Opener
 from imgread.storage.clients.base import Client, Endpoint
 
-BUILTIN = ("imgread.storage.http.client:IMGREAD",)
+BUILTIN = (
+    "imgread.storage.http.client:IMGREAD",
+    "imgread.storage.clients.boto3_client:BOTO3",
+    "imgread.storage.clients.obstore_client:OBSTORE",
+    "imgread.storage.clients.s3torch_client:S3TORCH",
+)
 ENTRY_POINT_GROUP = "imgread.storage_clients"
 DEFAULT = "imgread"  # kind http's own reader, what every session reads with unless told
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -51,19 +55,11 @@ def check_client(client: object, where: str, entry_name: str | None = None) -> C
     return client
 
 
-def _builtin() -> list[tuple[str, str | None, object]]:
-    found = []
-    for dotted in BUILTIN:
-        module, _, attr = dotted.partition(":")
-        found.append((dotted, None, getattr(importlib.import_module(module), attr)))
-    return found
-
-
 @functools.cache
 def clients() -> dict[str, Client]:
     """{name: client} of the built-in client and every registered one, each checked."""
     plugins = entry_point_objects(ENTRY_POINT_GROUP, "storage client")
-    return by_name([*_builtin(), *plugins], check_client, "storage client")
+    return by_name([*builtin_objects(BUILTIN), *plugins], check_client, "storage client")
 
 
 def get_client(name: str, kind: str) -> Client:

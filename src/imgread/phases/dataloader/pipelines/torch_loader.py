@@ -1,5 +1,5 @@
-"""The DataLoader phase's runner: a ``torch.utils.data.DataLoader`` with persistent workers
-over the trial's samples (imgread.phases.dataloader.dataset, or the tar shards of
+"""The DataLoader phase's own pipeline, ``torch``: a ``torch.utils.data.DataLoader`` with
+persistent workers over the trial's samples (imgread.phases.dataloader.dataset, or the tar shards of
 imgread.phases.dataloader.shards), built and warmed up by a short epoch before the clock; then
 one timed epoch. A worker's death or error becomes the trial's (imgread.trial.pools)."""
 
@@ -20,6 +20,8 @@ from imgread.phases.dataloader import decoded_cache
 from imgread.phases.dataloader import shards as shardsrc
 from imgread.phases.dataloader.collate import PREFETCH_FACTOR, PooledCollate, normalize_batch
 from imgread.phases.dataloader.dataset import ManifestDataset
+from imgread.phases.dataloader.pipelines.base import Pipeline
+from imgread.phases.dataloader.pipelines.consumer import Consumer, batch_len
 from imgread.trial.pools import Runner, WorkerDied, death_of, kill_all
 from imgread.util import end_on_sigterm
 
@@ -110,9 +112,13 @@ class LoaderRunner(Runner):
         self.normalize = params["normalize"]
         self.collate = PooledCollate(batch, workers) if params["collate"] == "pooled" else None
         self.pool_misses = 0
+        # page_cache limited's epochs keep what this makes of each batch, not the batch
+        # (imgread.trial.epochs: the pixels' sums; the epoch's results held would be cache)
+        self.reduce = None
         self.cache_load_seconds = 0.0
         self.pin_requested = params["pin_memory"] == "true"
         self.pin_effective = self.pin_requested and torch.cuda.is_available()
+        self.consumer = Consumer.of(params)  # the simulated accelerator (accel_rate)
         self.shards, self.dataset = self._samples(ctx)
         # The allocator here too: this process collates (num_workers 0), normalises the
         # batches (normalize batch) and maps the workers' batches.
@@ -208,7 +214,7 @@ class LoaderRunner(Runner):
             t0 = time.perf_counter()
             it = iter(self.loader)
             t1 = time.perf_counter()
-            for batch in it:
+            for batch in self.consumer.feed(it, batch_len):  # stepped in the timed epoch only
                 if self.normalize == "batch":
                     images, labels = normalize_batch(batch[0]), batch[1]
                     if self.collate is not None:  # normalised (copied), then handed back
@@ -217,7 +223,7 @@ class LoaderRunner(Runner):
                     batch = [images, labels]
                 if not out:
                     self.first_batch_seconds = time.perf_counter() - t0
-                out.append(batch)
+                out.append(batch if self.reduce is None else self.reduce(batch))
             self.iterator_seconds = t1 - t0
             return out
         except ImageDecodeError as exc:  # re-raised by torch with the worker's traceback
@@ -257,13 +263,18 @@ class LoaderRunner(Runner):
         return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
 
     def run(self, jobs):
-        if self.collate is None:
-            return self._epoch()
-        before = int(self.collate.misses.sum())
-        try:
-            return self._epoch()
-        finally:
-            self.pool_misses = int(self.collate.misses.sum()) - before
+        with self.consumer.epoch():
+            if self.collate is None:
+                return self._epoch()
+            before = int(self.collate.misses.sum())
+            try:
+                return self._epoch()
+            finally:
+                self.pool_misses = int(self.collate.misses.sum()) - before
+
+    def order(self, indices: list[int]) -> None:
+        """The next epoch's order of the images (page_cache limited: a fresh shuffle each)."""
+        self.sampler.indices = list(indices)
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._workers()]
@@ -283,6 +294,7 @@ class LoaderRunner(Runner):
             "prefetch_factor": PREFETCH_FACTOR if self.loader.num_workers else 0,
             **self._shard_fields(),
             **self._pool_fields(),
+            **self.consumer.fields(),
             # the workers' peak resident sets, read while they are alive
             "peak_rss_workers_bytes": sum(_peak_rss(pid) for pid in self.worker_pids()),
             # what the workers had once started (the most torch threads of any, and every
@@ -322,3 +334,16 @@ class LoaderRunner(Runner):
         if self.worker_report is not None:
             self.worker_report.close()
             self.worker_report = None
+
+
+PIPELINE = Pipeline(
+    "torch",
+    "torch.utils.data.DataLoader(num_workers=workers) over the project's own Dataset; "
+    "0 loads in the calling process",
+    "imgread.phases.dataloader.pipelines.torch_loader:LoaderRunner",
+    imports=("torch",),
+    distributions=("torch",),
+    min_workers=0,
+    exact=True,  # the project's own decoders: its samples are checked bit for bit
+    reads="the trial's files, decoded cache or tar shards, through the project's opener",
+)
