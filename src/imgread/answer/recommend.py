@@ -19,6 +19,10 @@ Everything else (variant, workers, decoder, source, ...) is a *strategy*. Per jo
 - its interval is stats.rate_ci (a t-interval on log(rate), never below zero), and only with
   at least MIN_REPETITIONS (3) repetitions: with fewer, ``ci_low``/``ci_high`` are NaN,
   ``too_few_repetitions`` is True and the table says so;
+- ``x_imagefolder`` (the DataLoader's rows): its speedup over the best cell of
+  ``torchvision-imagefolder`` in the same job, seed 000's own code and what its user starts
+  from (the phase's ``starting_point``); NaN where that was not measured (on object stores it
+  reads no folder: it stays local);
 - ``retries`` counts the reads its trials retried (a failing storage server: imgread.storage.
   http); where it is not 0 the table flags it, since the rate includes their backoff.
 
@@ -80,6 +84,7 @@ RECOMMENDATION_COLUMNS = [
     "default_choice",
     "default_median",
     "speedup_over_default",
+    "x_imagefolder",
     "memory_bytes",
     "memory_budget_bytes",
     "budget_changed_answer",
@@ -104,7 +109,14 @@ def _told(phase: Phase, variant: str, settings: dict[str, str]) -> dict[str, str
     """The settings worth saying for ``variant``: not a key the variant takes one value of
     (the load phase's in_flight is asyncio's; the others' workers are their requests)."""
     fixed = {k for k, allowed in phase.variants[variant].allowed.items() if len(allowed) == 1}
-    return {k: v for k, v in settings.items() if k not in fixed}
+    return {k: v for k, v in _unsaid_later(phase, settings).items() if k not in fixed}
+
+
+def _unsaid_later(phase: Phase, params: dict[str, str]) -> dict[str, str]:
+    """Less the keys added later (Param.later) at their default: what a row measured before
+    them, and one that sets them to nothing, both mean (no streams=1, no accel_rate=0)."""
+    later = {p.name: p.default for p in phase.params if p.later}
+    return {k: v for k, v in params.items() if not (k in later and str(v) == later[k])}
 
 
 def _label(params: dict[str, str]) -> str:
@@ -223,21 +235,14 @@ def _answer(
         phase=phase.name,
         machine=machine,
         dataset=dataset,
-        job=_label(job),
+        job=_label(_unsaid_later(phase, job)),
         n_images=int(n),
         variant=pick["variant"],
         workers=int(pick["workers"]),
         settings=_label(_told(phase, pick["variant"], settings)),
         objective=column,
         unit=unit,
-        median=pick["median"],
-        ci_low=pick["ci_low"],
-        ci_high=pick["ci_high"],
-        too_few_repetitions=bool(pick["too_few_repetitions"]),
-        cv=pick["cv"],
-        repetitions=int(pick["repetitions"]),
-        interfered_trials=int(pick["interfered_trials"]),
-        retries=int(pick["retries"]),
+        **_pick_stats(pick),
         best_variant=top["variant"],
         best_workers=int(top["workers"]),
         best_settings=_label({k: str(top[k]) for k in strategy}),
@@ -246,10 +251,36 @@ def _answer(
         default_choice=f"{base_variant} x{base_workers}, {_label(default_settings)}",
         default_median=dmed,
         speedup_over_default=pick["median"] / dmed if higher else dmed / pick["median"],
+        x_imagefolder=_over_start(phase, cells, pick["median"], higher),
         memory_bytes=pick["memory"],
         **budget,
         **ceiling,
     )
+
+
+def _pick_stats(pick) -> dict:
+    """The chosen cell's median, interval and noise columns."""
+    return dict(
+        median=pick["median"],
+        ci_low=pick["ci_low"],
+        ci_high=pick["ci_high"],
+        too_few_repetitions=bool(pick["too_few_repetitions"]),
+        cv=pick["cv"],
+        repetitions=int(pick["repetitions"]),
+        interfered_trials=int(pick["interfered_trials"]),
+        retries=int(pick["retries"]),
+    )
+
+
+def _over_start(phase: Phase, cells: pd.DataFrame, median: float, higher: bool) -> float:
+    """The answer's speedup over the best cell of the phase's ``starting_point`` variant in
+    the same job; NaN where the phase has none or it was not measured."""
+    start = phase.starting_point
+    if start is None or not (cells["variant"] == start).any():
+        return float("nan")
+    theirs = cells.loc[cells["variant"] == start, "median"].to_numpy(dtype=float)
+    best = np.nanmax(theirs) if higher else np.nanmin(theirs)
+    return float(median / best if higher else best / median)
 
 
 def _memory(g: pd.DataFrame) -> float:

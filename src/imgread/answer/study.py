@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imgread.answer import snippets
 from imgread.answer.keys import CELL
 from imgread.answer.text import (
     dataset_line,
@@ -82,6 +83,8 @@ def describe(
         config_digest=config_digest(config) if config is not None else None,
         # storage profiles the config asked for that this machine could not emulate
         storage_skipped=list(skipped_storage(config).values()) if config is not None else [],
+        # each profile's kind, for the code to paste (an object store's client, or files)
+        storage_kinds={p["name"]: p["kind"] for p in (config or {}).get("storage") or []},
     )
 
 
@@ -142,15 +145,27 @@ def cache_fields(study: dict) -> dict:
 
 
 def write_captions(
-    templates: list[str], outs: list[str], study: dict, recommendation=None, tolerance=0.05
+    templates: list[str],
+    outs: list[str],
+    study: dict,
+    recommendation=None,
+    tolerance=0.05,
+    opening: list[str] | None = None,
+    appendix: str = "",
 ) -> None:
     """Render each caption template (workflow/report/<name>.rst) to the output of the same
-    name, filled from the study (and the recommendation, for the report's first page)."""
+    name, filled from the study (and the recommendation, for the report's first page: the
+    ``opening`` sentences in {first_screen}, ``appendix`` rst after the answer's table)."""
     by_name = {Path(o).stem: o for o in outs}
     fields = dict(
         cache_fields(study),
+        first_screen="\n\n".join(opening or []).replace("*", "\\*"),
         recommendation=(
-            rst(recommendation) + "".join(f"\n{line}\n" for line in not_measured(study))
+            rst(recommendation)
+            + "".join(f"\n{line}\n" for line in not_measured(study))
+            + (f"\n{appendix}" if appendix else "")
+            # the code to paste last, as in recommendation.md: after the tables it configures
+            + snippets.rst_blocks(recommendation, study.get("storage_kinds"))
             if recommendation is not None
             else ""
         ),

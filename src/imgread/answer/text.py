@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from imgread.answer import snippets
+
 TOLERANCE = 0.05  # a cell whose median is within 5 % of the best one's is as good as the best
 MIN_REPETITIONS = 3  # fewer repetitions than this get no interval: "too few repetitions"
 
@@ -112,7 +114,10 @@ HOW_TO_READ = (
     "(rates are positive and vary by factors, so the bounds never go below zero), or *too few "
     "repetitions* with fewer than {min_reps}; *as good as best*: how many cells were within "
     "{tol:.0%} (1: a clear winner); *x default*: its speedup over the phase's default choice "
-    "({default}); *of ceiling*: the fraction of what the hardware allows that it reaches "
+    "({default}); *x ImageFolder*: the DataLoader answer's speedup over the best setting "
+    "of torchvision's ImageFolder in a DataLoader, seed 000's own code (- where it was not "
+    "measured: it reads folders on this machine only); *of ceiling*: the fraction of what "
+    "the hardware allows that it reaches "
     "(device: the disk's cold read bandwidth; cpu: one core's rate x the cores it can use; "
     "model: the consumer's own rate, i.e. the AU; storage: what the storage profile's probe "
     "before each trial allows, requests in flight / its latency and its bandwidth, where that "
@@ -133,6 +138,7 @@ HEADER = [
     "rate (median, 95 % CI)",
     "as good as best",
     "x default",
+    "x ImageFolder",
     "of ceiling",
     "noise",
     "memory",
@@ -236,6 +242,7 @@ def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
         n = f"{r.n_images}" + (f" (also {r.also_for_n})" if r.also_for_n != "-" else "")
         cv = "-" if np.isnan(r.cv) else f"CV {r.cv:.0%}"
         speed = "-" if np.isnan(r.speedup_over_default) else f"{r.speedup_over_default:.2f}"
+        folder = getattr(r, "x_imagefolder", float("nan"))
         out.append(
             [
                 *([r.machine] if _several_machines(rec) else []),
@@ -248,6 +255,7 @@ def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
                 f"{r.median:.4g} {r.unit}{interval_text(r)}",
                 str(r.as_good_as_best),
                 speed,
+                "-" if np.isnan(folder) else f"{folder:.2f}",
                 ceiling_text(r),
                 f"{cv}, {r.interfered_trials}/{r.repetitions} disturbed{retries_text(r)}",
                 memory_text(r),
@@ -256,20 +264,39 @@ def recommendation_rows(rec: pd.DataFrame) -> list[list[str]]:
     return out
 
 
-def markdown(rec: pd.DataFrame, study: dict | None = None, tolerance: float = TOLERANCE) -> str:
-    """The recommendation as a Markdown page a person reads first."""
+def markdown(
+    rec: pd.DataFrame,
+    study: dict | None = None,
+    tolerance: float = TOLERANCE,
+    opening: list[str] | None = None,
+    appendix: str = "",
+) -> str:
+    """The recommendation as a Markdown page a person reads first: it opens with the
+    ``opening`` sentences (imgread.answer.first_screen), ``appendix`` after how to read it."""
     lines = ["# What to use on this machine", ""]
+    for sentence in opening or []:
+        lines += [sentence, ""]
     if study:
         lines += [machine_line(study) + " " + dataset_line(study).replace("``", "`"), ""]
     header = recommendation_header(rec)
-    align = {"images": "---:", "as good as best": "---:", "x default": "---:", "of ceiling": "---:"}
+    align = {
+        "images": "---:",
+        "as good as best": "---:",
+        "x default": "---:",
+        "x ImageFolder": "---:",
+        "of ceiling": "---:",
+    }
     lines += [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(align.get(h, ":---") for h in header) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in recommendation_rows(rec)]
     lines += [f"\n{line}" for line in not_measured(study)]
-    return "\n".join(lines) + "\n\n" + how_to_read(tolerance) + "\n"
+    tail = f"\n{appendix}" if appendix else ""
+    return (
+        "\n".join(lines) + "\n\n" + how_to_read(tolerance) + "\n" + tail
+        + snippets.markdown_blocks(rec, (study or {}).get("storage_kinds"))
+    )  # fmt: skip
 
 
 def not_measured(study: dict | None) -> list[str]:

@@ -18,6 +18,7 @@ from imgread.dataset.manifest import ImageEntry, Manifest, read_manifest
 from imgread.errors import UserError, VerificationError
 from imgread.trial.context import TrialContext
 from imgread.trial.pools import Runner
+from imgread.trial.search import SearchKey
 
 
 class Job(NamedTuple):
@@ -38,6 +39,10 @@ class Param:
     choices: tuple[str, ...] | None
     description: str
     minimum: int = 1
+    # A key added after trials were recorded: at its default it is left out of a cell's
+    # params, and so of its trial path (imgread.plan.grid), so the cells measured before
+    # keep their paths (the trial fills the default back in: Phase.resolve).
+    later: bool = False
 
     def check(self, value) -> str:
         """The value as a string; UserError naming the phase's key and what is allowed."""
@@ -79,6 +84,18 @@ STORAGE = NameParam(
     "local",
     None,
     "the storage profile the images are read from (config storage:; local - the study's)",
+)
+
+
+# The grid key of the phases that read storage: the storage client a trial on an object-store
+# profile (kind http) reads through (imgread.storage.clients; imgread - the project's own
+# reader). The files where they are (local) are read by the project's readers only.
+CLIENT = Param(
+    "client",
+    "imgread",
+    ("imgread", "boto3", "obstore", "s3torchconnector"),
+    "the storage client of an http profile: imgread (the project's reader), boto3, obstore, "
+    "s3torchconnector",
 )
 
 
@@ -155,6 +172,9 @@ class Phase:
     name: str = ""
     description: str = ""
     cache_state: str = "warm"  # "cold": evicted and proven cold; "warm": read and proven warm
+    # The variant its users start from, where that is another's library (the answer gives the
+    # speedup over its best cell: x_<name>); None: the baseline is that start
+    starting_point: str | None = None
     baseline: tuple[str, int] = ("sequential", 1)  # (variant, workers) speedups are against
     params: tuple[Param, ...] = ()
     variants: dict[str, Variant] = {}
@@ -179,6 +199,9 @@ class Phase:
     captions_dir: str | None = None
     # Sections of `make bench` (imgread.bench): "module:function"(m, manifest, args, trial).
     bench: tuple[str, ...] = ()
+    # The grid keys a config's `searches:` may search (imgread.trial.search): the highest
+    # value whose measured trial meets the key's goal (docs/searches.md).
+    search_keys: dict[str, SearchKey] = {}
 
     # -- grid keys
     @property
@@ -204,11 +227,22 @@ class Phase:
 
     def unsupported(self, variant: str, params: dict[str, str]) -> str | None:
         """Why ``variant`` cannot run with ``params`` (None if it can)."""
+        if params.get("client", CLIENT.default) != CLIENT.default and params["storage"] == "local":
+            return (
+                f"{self.name}: client {params['client']} reads an object store (an http "
+                "profile); storage local reads the files where they are: use client imgread"
+            )
         for key, allowed in self.variants[variant].allowed.items():
             if params[key] not in allowed:
                 return (
                     f"{self.name}/{variant} takes {key} {' or '.join(allowed)}, not {params[key]!r}"
                 )
+        return None
+
+    def missing(self, variant: str) -> str | None:
+        """Why ``variant`` cannot run on this machine (a library not installed), or None: its
+        cells stay planned, and each trial writes a skip record with this line instead of a
+        measurement (found without importing the library)."""
         return None
 
     def redundant(self, variant: str, params: dict[str, str]) -> bool:
@@ -298,6 +332,11 @@ class Phase:
     def record_fields(self, params: dict) -> dict[str, Any]:
         """Columns this phase adds to every record (params and versions)."""
         return dict(params)
+
+    def search_scale(self, key: str, value: float | None, config: dict) -> dict[str, Any]:
+        """What a search's answer ``value`` of ``key`` means at full scale (its summary's
+        ``scale``; {} where the value needs no scale): the config is the study's."""
+        return {}
 
 
 def expect_paths(phase: str, results: dict, root: Path, entries) -> dict[str, ImageEntry]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from imgread.answer.accelerators import profiles as accelerator_profiles
 from imgread.dataset import find_candidates
 from imgread.errors import UserError
 from imgread.instruments import page_cache as cachectl
@@ -31,6 +32,7 @@ def check_config(config: dict) -> None:
     which owns every per-field type and range)."""
     _check_datasets(config)
     _check_phases(config)
+    accelerator_profiles(config.get("accelerators"))  # either batch_size + step_s or images_per_s
     profiles = storage_profiles(config)
     unknown = sorted(used_storage(config) - set(profiles))
     if unknown:
@@ -41,8 +43,11 @@ def check_config(config: dict) -> None:
     _check_sizes(config)
     _check_shards(config)
     grid = trial_grid(config)
-    if not grid:
-        raise UserError("config 'phases': no variant has any workers; nothing to measure")
+    if not grid and not config.get("searches"):
+        raise UserError(
+            "config 'phases': no variant has any workers and there are no searches; "
+            "nothing to measure"
+        )
     for i, ds in enumerate(config["datasets"]):
         if ds.get("source") and any(c.dataset == ds["name"] for c in grid):
             _check_source(ds, f"datasets[{i}]")

@@ -88,7 +88,13 @@ def _combinations(phase, variant: str, block: dict):
     for combo in itertools.product(*values):
         params = dict(zip(names, combo, strict=True))
         if not phase.redundant(variant, params):
-            yield params
+            yield path_params(phase, params)
+
+
+def path_params(phase, params: dict[str, str]) -> dict[str, str]:
+    """A cell's params as its trial path holds them: a key added later (Param.later) is left
+    out at its default, so that the cells measured before it keep their paths."""
+    return without_later_defaults(params, {p.name: p.default for p in phase.params if p.later})
 
 
 def _block_cells(config, phase_name, variant, block, params, primary):

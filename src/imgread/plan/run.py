@@ -31,12 +31,19 @@ def start_lines(config: dict, converted: str | None) -> list[str]:
     ]
 
 
+CODE_HEADING = "## Code to paste"  # imgread.answer.snippets.markdown_blocks
+
+
 def recommendation(path: str | Path = "results/tables/recommendation.md") -> str | None:
     """The answer to print at a run's end, from the table the run wrote (None: not there)."""
     path = Path(path)
     if not path.exists():
         return None
-    return f"\nWhat to use on this machine ({path}):\n\n{path.read_text()}"
+    # the code to paste (a block per row, hundreds of lines) stays in the file: the console's
+    # last lines are the answer's opening sentences and its table
+    text, code, _ = path.read_text().partition(CODE_HEADING)
+    more = f"\nCode to paste for each row: the section '{CODE_HEADING.strip('# ')}' of {path}.\n"
+    return f"\nWhat to use on this machine ({path}):\n\n{text.rstrip()}\n" + (more if code else "")
 
 
 def failed_logs(logs: str | Path, since: float) -> list[Path]:

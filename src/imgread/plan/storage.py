@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from imgread.plan.grid import storage_profiles, used_storage
+from imgread.plan.searches import searched_storage
 from imgread.storage import registry as storage
 from imgread.util import write_json_atomic
 
@@ -26,9 +27,11 @@ STORAGE_ENV = ("IMGREAD_NGINX",)
 
 
 def checked_profiles(config: dict) -> list[str]:
-    """The profiles whose trials wait for a storage check: every used one but ``local``
-    (the study's storage, always there: its trials depend on no check, as before)."""
-    return sorted(name for name in used_storage(config) if name != storage.DEFAULT)
+    """The profiles whose trials wait for a storage check: every one a cell or a search
+    (imgread.plan.searches) reads but ``local`` (the study's storage, always there: its
+    trials depend on no check, as before)."""
+    searched = {searched_storage(s) for s in config.get("searches") or []}
+    return sorted(name for name in used_storage(config) | searched if name != storage.DEFAULT)
 
 
 def needs_check(params: dict) -> str | None:
@@ -71,6 +74,17 @@ def read_check(path: str | os.PathLike) -> dict:
 def skip_record(check: dict) -> dict:
     """The record a trial writes where its profile cannot be emulated here: why, no time."""
     return {SKIPPED: check["line"], "storage": check["profile"], "storage_kind": check["kind"]}
+
+
+def variant_skip_record(phase: str, variant: str, why: str) -> dict:
+    """The record a trial writes where its variant's library is not installed here."""
+    return {SKIPPED: f"{phase} {variant} not measured: {why}", "phase": phase, "variant": variant}
+
+
+def line_skip_record(line: str, **fields) -> dict:
+    """The record a trial writes in place of a measurement, saying why in one line (a
+    decoder that refuses some of the dataset's kept images: imgread.dataset.refused)."""
+    return {SKIPPED: line, **fields}
 
 
 def split_records(paths: list[str]) -> tuple[list[str], list[str]]:

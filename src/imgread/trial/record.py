@@ -86,7 +86,8 @@ class TrialRecord:
     def to_dict(self) -> dict:
         """The record as a flat dict: the common columns, then the phase's."""
         d = asdict(self)
-        return {**d, **d.pop("extra")}
+        extra = d.pop("extra")  # popped first: ``{**d, **d.pop(...)}`` copied it in as a dict
+        return {**d, **extra}
 
 
 def _version(dist: str) -> str:

@@ -12,7 +12,8 @@ Order inside a trial (each step's time is recorded in its own column):
    other processes took meanwhile -> ``steal_seconds``, ``other_cpu_seconds``,
    ``interference_fraction`` (imgread.instruments.noise); the minor page faults of the process and
    its workers over exactly that region -> ``minor_faults``, ``minor_faults_per_image``
-   (imgread.instruments.page_faults);
+   (imgread.instruments.page_faults); a ``limited`` cell runs several shuffled epochs here, in a
+   memory cgroup with a limit, each timed on its own (imgread.trial.epochs);
 5. close the pools -> ``shutdown_seconds``;
 6. the phase checks the results (images, bytes, pixels, checksums) after the clock stopped
    -> ``verify_seconds`` where it does more than count.
@@ -40,6 +41,7 @@ from imgread.phases.base import Phase, Verified, call_hook
 from imgread.phases.registry import get_phase
 from imgread.storage import registry as storage
 from imgread.storage.base import Probe
+from imgread.trial import epochs
 from imgread.trial.context import TrialContext, check_unchanged, read_dataset
 from imgread.trial.pools import Runner, process_start_method
 from imgread.trial.record import TrialRecord, merge_columns, platform_info, write_record
@@ -92,6 +94,7 @@ class _Timed:
     server_cpu: float | None = None  # the storage server's CPU seconds over the clock
     counted: dict | None = None  # the storage session's counters right before the clock
     transport: dict | None = None  # their change over the clock (retries, injected faults)
+    limited: dict = field(default_factory=dict)  # a limited trial's epochs (trial.epochs)
 
 
 def prepare(spec: TrialSpec) -> _Prepared:
@@ -100,6 +103,11 @@ def prepare(spec: TrialSpec) -> _Prepared:
     (its ``check``) made before any storage server or namespace starts."""
     phase = get_phase(spec.phase)
     phase.variant(spec.variant)
+    why = phase.missing(spec.variant)
+    if why:
+        raise UserError(
+            f"trial {spec.describe()}: {spec.phase} {spec.variant} cannot run here: {why}"
+        )
     params = phase.resolve(spec.params)
     _refuse(spec, phase, params)
     spec = replace(spec, params=params)
@@ -175,19 +183,23 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
     try:
         # The storage is set up and probed before the variant starts (its workers join a
         # volume's cgroup), and torn down after close() on every way out.
-        with storage.session(t.ctx.profile, t.ctx.root) as (where, out.probe):
+        client = t.ctx.params.get("client", storage.DEFAULT_CLIENT)  # the S3 clients' key
+        with storage.session(t.ctx.profile, t.ctx.root, client) as (where, out.probe):
             out.storage = where.settings()
             try:
                 ns["start"] = time.perf_counter_ns()
                 out.runner = call_hook(t.phase, "start", t.ctx.with_opener(where.opener))
                 ns["started"] = time.perf_counter_ns()
+                limited = epochs.is_limited(t.ctx.params) and epochs.Limited(t, out.runner, meter)
+                if limited:  # the untimed epoch whose peak sets the limit, before the proof
+                    limited.calibrate(jobs)
                 out.resident, out.state = prove_cache(t)
                 before, served = noise.snapshot(), where.server_cpu_seconds()
                 out.counted = where.counts()
                 meter.start()
                 faulted = page_faults.snapshot()
                 ns["run"] = time.perf_counter_ns()
-                out.results = out.runner.run(jobs)
+                out.results = (limited or out.runner).run(jobs)
                 ns["ran"] = time.perf_counter_ns()
                 out.faults = (faulted, page_faults.snapshot())
                 out.cpu = (before, noise.snapshot())
@@ -195,6 +207,7 @@ def time_work(t: _Prepared, meter: MemoryMeter) -> _Timed:
                 if served is not None:
                     out.server_cpu = where.server_cpu_seconds() - served
                 out.memory = meter.stop()
+                out.limited = limited.fields if limited else {}
             finally:
                 # Around close() too: a worker's death may be reported asynchronously (PyTorch
                 # raises it from its SIGCHLD handler, wherever the main thread happens to be).
@@ -258,11 +271,14 @@ def run_trial(spec: TrialSpec) -> TrialRecord:
 def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> TrialRecord:
     """The trial's tidy record (step 6): times, counts, rates, cache proof, noise, machine."""
     spec, ctx, ns = t.spec, t.ctx, timed.ns
-    seconds = (ns["ran"] - ns["run"]) / 1e9
+    clock = (ns["ran"] - ns["run"]) / 1e9
+    # a limited trial: a steady epoch's seconds (trial.epochs); its epochs in epochs_measured
+    seconds = timed.limited.pop("steady_seconds", None) or clock
     startup = (ns["started"] - ns["start"]) / 1e9
     self_ru = resource.getrusage(resource.RUSAGE_SELF)
     child_ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    cpu = noise.interference(*timed.cpu, clock, os.cpu_count() or 1, timed.server_cpu or 0.0)
     return TrialRecord(
         phase=spec.phase,
         variant=spec.variant,
@@ -297,22 +313,36 @@ def record(t: _Prepared, timed: _Timed, checked: Verified, started_at: str) -> T
         extra=merge_columns(
             t.phase.record_fields(ctx.params),
             timed.fields,
+            timed.limited,
             checked.extra,
             timed.storage,
             timed.transport or {},
             timed.probe.columns(),
             storage_ceilings(t, timed, checked, seconds),
+            client_cpu(timed, checked, cpu["own_cpu_seconds"]),
         ),
         machine=spec.machine,
         placement=spec.placement,
         storage_kind=ctx.profile.kind,
         storage_profile=json.dumps(ctx.profile.params, sort_keys=True),
         server_cpu_seconds=timed.server_cpu,
-        **noise.interference(*timed.cpu, seconds, os.cpu_count() or 1, timed.server_cpu or 0.0),
+        **cpu,
         **timed.memory,
         **page_faults.columns(*timed.faults, checked.images),
         **platform_info(),
     )
+
+
+def client_cpu(timed: _Timed, checked: Verified, own: float) -> dict:
+    """The storage client's CPU per request over the clock, ms: the trial's own process tree
+    (the server's and the fault proxy's CPU taken out), per image or shard read; {} where the
+    trial read no server (the storage kinds without a server CPU)."""
+    if timed.server_cpu is None:
+        return {}
+    requests = checked.extra.get("shards_read") or timed.fields.get("shards_read")
+    proxy = (timed.transport or {}).get("proxy_cpu_seconds") or 0.0
+    own = max(own - proxy, 0.0)
+    return {"client_cpu_ms_per_request": own * 1e3 / max(requests or checked.images, 1)}
 
 
 def storage_ceilings(t: _Prepared, timed: _Timed, checked: Verified, seconds: float) -> dict:
