@@ -3,6 +3,7 @@ entry-point group, each named by where it came from, and one name per plug-in.""
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Iterable
 from importlib import metadata
@@ -27,6 +28,16 @@ def entry_point_objects(group: str, what: str) -> list[tuple[str, str, object]]:
                 "package that provides it, or fix its entry point"
             ) from None
         found.append((where, ep.name, obj))
+    return found
+
+
+def builtin_objects(dotted: Iterable[str]) -> list[tuple[str, None, object]]:
+    """(where, None, object) of each built-in "module:attribute", in the form
+    :func:`entry_point_objects` gives the plug-ins (a built-in has no entry point name)."""
+    found = []
+    for where in dotted:
+        module, _, attr = where.partition(":")
+        found.append((where, None, getattr(importlib.import_module(module), attr)))
     return found
 
 

@@ -136,10 +136,11 @@ def _add_sample(actions) -> None:
     smp.add_argument("--include-png", action="store_true", help="also take .png files")
     smp.add_argument(
         "--on-invalid",
-        choices=("skip", "fail"),
+        choices=("skip", "keep", "fail"),
         default="skip",
-        help="what an unreadable file does: skip it (listed in skipped.csv) or "
-        "fail the command (default %(default)s)",
+        help="what a file that cannot be read or that some decoder refuses does: skip it "
+        "(listed in skipped.csv), keep it where Pillow reads it (refused.csv; the refusing "
+        "decoders' cells are left out), or fail the command (default %(default)s)",
     )
 
 

@@ -18,6 +18,7 @@ from imgread.util import write_bytes_atomic, write_json_atomic
 
 INFO_NAME = "dataset.json"  # marks a folder as an imgread dataset (ours to overwrite)
 SKIPPED_NAME = "skipped.csv"
+REFUSED_NAME = "refused.csv"  # on_invalid keep: the kept files some decoder refuses, and why
 IMAGES_DIR = "images"
 SOURCES_NAME = "sources.csv"  # sampled datasets: each image's path in the user's folder
 
@@ -41,6 +42,7 @@ def prepare_out_dir(out: Path) -> None:
             )
         (out / MANIFEST_NAME).unlink(missing_ok=True)  # first: the old set is no longer valid
         (out / SKIPPED_NAME).unlink(missing_ok=True)
+        (out / REFUSED_NAME).unlink(missing_ok=True)
         shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
 

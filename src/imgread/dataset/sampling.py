@@ -4,7 +4,10 @@ The source folder is only ever read. Each candidate is read once, decoded by eve
 decoder in a sandbox (a child process with a memory limit, a time limit and a pixel cap, so a
 decoder that crashes on a damaged file cannot take the sampling down), and its bytes copied;
 a file some decoder refuses is left out and replaced by the next candidate, listed in
-skipped.csv with the decoder and its message.
+skipped.csv with the decoder and its message (``on_invalid`` skip, the default), or kept where
+Pillow reads it, listed in refused.csv with each decoder that refuses it and its message
+(``keep``: the cells of those decoders are then left out with one line,
+imgread.dataset.refused), or an error (``fail``).
 
 Every installed decoder checks, not only those the config uses, so adding a decoder to the
 config does not change an existing dataset; dataset.json records which decoders checked it.
@@ -25,6 +28,7 @@ import numpy as np
 from imgread.dataset.folder import (
     DEFAULT_SEED,
     IMAGES_DIR,
+    REFUSED_NAME,
     SKIPPED_NAME,
     SOURCES_NAME,
     prepare_out_dir,
@@ -40,6 +44,7 @@ from imgread.errors import UserError
 from imgread.util import Progress, atomic_path, write_text_atomic
 
 CANDIDATE_EXTENSIONS = (".jpg", ".jpeg")
+ON_INVALID = ("skip", "keep", "fail")
 
 
 def find_candidates(source: Path, include_png: bool = False) -> list[Path]:
@@ -60,17 +65,23 @@ def checking_decoders() -> list[str]:
     return sorted(installed(), key=lambda n: n != "pillow")
 
 
-def _judge(box: Sandbox, path: Path, decoders: list[str]) -> tuple[int, int] | str:
-    """(width, height) of a file every decoder reads, or the first refusal, naming its decoder."""
+def _refusal(path: Path, o) -> str:
+    text = o.message.replace(f"{path}: ", "").replace("ImageDecodeError: ", "")
+    return text if text.startswith("decoder ") else f"decoder {o.decoder}: {text}"
+
+
+def _judge(box: Sandbox, path: Path, decoders: list[str], keep: bool = False):
+    """((width, height), [(decoder, refusal)]) of a file every decoder reads (with ``keep``:
+    that Pillow, the first, reads; the others' refusals listed), or the reason it is left out,
+    naming its decoder."""
     outcomes = box.check(path, decoders)
-    for o in outcomes:
-        if o.bad:
-            text = o.message.replace(f"{path}: ", "").replace("ImageDecodeError: ", "")
-            return text if text.startswith("decoder ") else f"decoder {o.decoder}: {text}"
+    refused = [(o.decoder, _refusal(path, o)) for o in outcomes if o.bad]
+    if refused and (not keep or outcomes[0].bad):
+        return refused[0][1]
     ok = [o for o in outcomes if o.status == "ok"]
     if not ok:
         return "no installed decoder reads this format"
-    return ok[0].size
+    return ok[0].size, refused
 
 
 def _read(path: Path) -> bytes | str:
@@ -120,6 +131,8 @@ def sample(
         if sandbox is None:
             taken.box.close()
     _write_skipped(out, taken.skipped)
+    if on_invalid == "keep":
+        _write_refused(out, taken.refused)
     if len(taken.entries) < count:
         raise UserError(
             f"--source {source}: found {len(taken.entries)} valid images, fewer than the "
@@ -137,6 +150,8 @@ def sample(
             "seed": seed,
             "include_png": include_png,
             "skipped": len(taken.skipped),
+            "on_invalid": on_invalid,
+            "refused": len(taken.refused),
             "checked_by": taken.decoders,
         },
     )
@@ -147,8 +162,8 @@ def _check_request(
     source: Path, out: Path, count: int, include_png: bool, on_invalid: str
 ) -> tuple[Path, list[Path]]:
     """Refuse a request that cannot work; return the resolved source and its candidates."""
-    if on_invalid not in ("skip", "fail"):
-        raise UserError(f"on_invalid must be 'skip' or 'fail', got {on_invalid!r}")
+    if on_invalid not in ON_INVALID:
+        raise UserError(f"on_invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
     if count < 1:
         raise UserError(f"--count must be at least 1, got {count}")
     if not source.is_dir():
@@ -174,6 +189,7 @@ class _Taken:
     box: Sandbox | None = None
     entries: list[ImageEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[tuple[str, str, str]] = field(default_factory=list)  # path, decoder, why
     sources: list[tuple[str, str]] = field(default_factory=list)
     seen_real: set[Path] = field(default_factory=set)
 
@@ -197,12 +213,15 @@ class _Taken:
         except OSError as exc:
             raise write_failed(exc, self.out) from None
         # the copy is what the decoders check: the bytes the dataset holds, the source read once
-        result = _judge(self.box, dest, self.decoders)
+        result = _judge(self.box, dest, self.decoders, keep=self.on_invalid == "keep")
         if isinstance(result, str):
             dest.unlink()
             self._skip(path, rel_src, result)
             return False
-        width, height = result
+        (width, height), refused = result
+        for decoder, why in refused:
+            self.refused.append((rel, decoder, why))
+            print(f"imgread: kept {path} ({rel}), refused by {why}", file=sys.stderr)
         self.sources.append((rel, rel_src))
         digest, mtime_ns = content_id(data), os.stat(dest).st_mtime_ns
         self.entries.append(ImageEntry(k, rel, len(data), width, height, digest, mtime_ns))
@@ -225,6 +244,14 @@ def _write_skipped(out: Path, skipped: Iterable[tuple[str, str]]) -> None:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(["source_path", "reason"])
             writer.writerows(skipped)
+
+
+def _write_refused(out: Path, refused: Iterable[tuple[str, str, str]]) -> None:
+    """refused.csv: each kept image some decoder refuses (path in the dataset), the decoder,
+    and its message (imgread.dataset.refused reads it)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([("path", "decoder", "reason"), *refused])
+    write_text_atomic(out / REFUSED_NAME, buf.getvalue())
 
 
 def _write_sources(out: Path, sources: Iterable[tuple[str, str]]) -> None:

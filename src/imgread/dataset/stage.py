@@ -4,7 +4,8 @@ On a shared filesystem, cold reads on several nodes at once disturb each other; 
 node's own disk does not. The copy is made once per node and dataset, outside any timed region,
 and holds everything a trial reads of the dataset: the images (each with its size and
 modification time, which the trial checks against the manifest), ``manifest.csv``,
-``dataset.json``, ``sources.csv`` (a sampled dataset's labels) and the tar shards.
+``dataset.json``, ``sources.csv`` (a sampled dataset's labels), ``refused.csv`` (its kept images
+some decoder refuses) and the tar shards.
 
 A copy is used only when it is whole, private and of this very dataset:
 - it lives under a parent folder of this user's own, ``<stage_dir>/imgread-<uid>``, mode 0700,
@@ -27,7 +28,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from imgread.dataset.folder import INFO_NAME, SOURCES_NAME
+from imgread.dataset.folder import INFO_NAME, REFUSED_NAME, SOURCES_NAME
 from imgread.dataset.manifest import MANIFEST_NAME, Manifest, read_manifest
 from imgread.dataset.shards import SHARDS_DIR
 from imgread.errors import UserError
@@ -36,7 +37,7 @@ STAMP_NAME = ".staged.json"
 STAMP_VERSION = 1
 # Files of the dataset folder a trial reads besides the images (the decoded cache and the
 # reference checksums reach a trial as inputs of their own, by path).
-SIDE_FILES = (MANIFEST_NAME, INFO_NAME, SOURCES_NAME)
+SIDE_FILES = (MANIFEST_NAME, INFO_NAME, SOURCES_NAME, REFUSED_NAME)
 
 
 def stage_root(stage_dir: str | None) -> Path:

@@ -23,6 +23,7 @@ import io
 import struct
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,12 +127,34 @@ def make_files(out: Path, count: int, seed: int) -> list[tuple[Path, str, str]]:
     return made
 
 
+# The libraries the DataLoader's peers decode with, each as its pipeline does it to one file
+# (name=module:function; the sandbox imports the function in its child): make fuzz tries them
+# beside the registry's decoders.
+PIPELINE_DECODERS = (
+    "torchvision-io=imgread.phases.dataloader.pipelines.torchvision_io:fuzz_decode",
+    "tf-data=imgread.phases.dataloader.pipelines.tf_data:fuzz_decode",
+    "dali-cpu=imgread.phases.dataloader.pipelines.dali_cpu:fuzz_decode",
+)
+
+
+def _named(decoders) -> dict[str, str]:
+    """{what the sandbox calls: the name outcomes carry} of registry names and
+    ``name=module:function`` entries."""
+    out = {}
+    for d in decoders:
+        name, sep, target = d.partition("=")
+        out[target if sep else name] = name
+    return out
+
+
 def run(out: Path, count: int, seed: int, decoders, timeout_s: float, memory_bytes: int):
     """Make the files, decode each with every decoder in the sandbox, write outcomes.csv."""
     files = make_files(out / "files", count, seed)
+    names = _named(decoders)
     outcomes = check_files(
-        [p for p, _, _ in files], decoders, timeout_s=timeout_s, memory_bytes=memory_bytes
+        [p for p, _, _ in files], list(names), timeout_s=timeout_s, memory_bytes=memory_bytes
     )
+    outcomes = [replace(o, decoder=names[o.decoder]) for o in outcomes]
     kinds = {str(p): (fmt, how) for p, fmt, how in files}
     with open(out / "outcomes.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(
@@ -152,11 +175,15 @@ def main(argv=None) -> int:
     p.add_argument("--files", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--decoders", default=",".join(installed()))
+    p.add_argument(
+        "--pipelines", action="store_true", help="also the peers' own decoders (PIPELINE_DECODERS)"
+    )
     p.add_argument("--out", default="results/fuzz")
     p.add_argument("--timeout", type=float, default=20.0)
     p.add_argument("--memory-mb", type=int, default=4096)
     a = p.parse_args(argv)
     decoders = [d for d in a.decoders.split(",") if d]
+    decoders += list(PIPELINE_DECODERS) if a.pipelines else []
     outcomes = run(Path(a.out), a.files, a.seed, decoders, a.timeout, a.memory_mb << 20)
     print(f"{a.files} files x {len(decoders)} decoders (seed {a.seed}) -> {a.out}/outcomes.csv")
     for name, counts in summary(outcomes).items():

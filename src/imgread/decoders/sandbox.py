@@ -1,5 +1,5 @@
 """Decode untrusted files where a crash cannot take the caller down: a child process, with a
-time limit per file, a memory limit (RLIMIT_AS) and a pixel cap read from the header before
+time limit per file, a memory limit (RLIMIT_DATA) and a pixel cap read from the header before
 any pixel is decoded.
 
 A decoder written in C can crash the process that calls it (a segfault or an abort is not an
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 DEFAULT_TIMEOUT_S = 20.0
-DEFAULT_MEMORY_BYTES = 4 << 30  # address space of the child: numpy + OpenCV + a 12 MP image fit
+DEFAULT_MEMORY_BYTES = 4 << 30  # the child's data (heap, buffers): a 12 MP image's fit
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP; a 12 MP phone photo is well under
 BAD = ("refused", "crashed", "timeout", "too-large", "out-of-memory")
 
@@ -91,6 +91,8 @@ def _child_one(path: str, name: str, output: str, max_pixels: int) -> dict:
         rgb = _decode_fn(name)(path, output)
     except UnsupportedFormatError as exc:
         return {"status": "unsupported", "message": str(exc)}
+    except ImportError as exc:  # the decoder's library, not the file: nothing is judged
+        return {"status": "unavailable", "message": f"{path}: decoder {name}: {exc}"}
     except MemoryError:
         return {"status": "out-of-memory", "message": f"{path}: decoder {name}: MemoryError"}
     except Exception as exc:
@@ -120,7 +122,10 @@ def _child(output: str, max_pixels: int) -> None:
 
 def _limits(memory_bytes: int):
     def apply():
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        # RLIMIT_DATA (the heap and private writable mappings, where a decoder's buffers go),
+        # not RLIMIT_AS: a library's read-only code mappings, gigabytes for a CUDA build of
+        # TensorFlow, DALI or torch, would make its import fail ("failed to map segment")
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file
 
     return apply

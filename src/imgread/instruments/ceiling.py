@@ -204,15 +204,7 @@ def measure_device(
     paths = [m.root / e.path for e in m.entries]
     if not paths:
         raise UserError(f"{manifest}: no images to read")
-    fio = shutil.which("fio")
-    if method == "fio" and fio is None:
-        raise UserError("ceiling method 'fio' asked for, but fio is not on PATH (apt install fio)")
-    use_fio = fio is not None and method in ("auto", "fio")
-    if not use_fio and not direct_supported(paths[0]):
-        raise UserError(
-            f"{paths[0].parent}: the filesystem refuses O_DIRECT and fio is not installed; "
-            "install fio (apt install fio) to measure the device ceiling"
-        )
+    fio, use_fio = _reader(method, paths)
     runs = []
     for k in sorted(set(jobs)):
         for rep in range(repetitions):
@@ -250,6 +242,21 @@ def measure_device(
         median_mb_per_s_by_jobs={str(k): v for k, v in sorted(medians.items())},
         runs=runs,
     )
+
+
+def _reader(method: str, paths: list) -> tuple[str | None, bool]:
+    """(fio's path or None, whether fio reads): fio where asked or found, else O_DIRECT;
+    UserError where neither can read these files."""
+    fio = shutil.which("fio")
+    if method == "fio" and fio is None:
+        raise UserError("ceiling method 'fio' asked for, but fio is not on PATH (apt install fio)")
+    use_fio = fio is not None and method in ("auto", "fio")
+    if not use_fio and not direct_supported(paths[0]):
+        raise UserError(
+            f"{paths[0].parent}: the filesystem refuses O_DIRECT and fio is not installed; "
+            "install fio (apt install fio) to measure the device ceiling"
+        )
+    return fio, use_fio
 
 
 def _median(values: list[float]) -> float:

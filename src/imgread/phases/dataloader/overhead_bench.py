@@ -1,9 +1,10 @@
 """``python -m imgread.phases.dataloader.overhead_bench``: what a DataLoader worker process costs
 per image, and whether the best ``num_workers`` reaches ``GOAL`` x cores x the in-process rate.
 
-The work is the DataLoader phase's own (imgread.phases.dataloader.runner: ``LoaderRunner``, its
-``ManifestDataset``, its warm-up and its timed epoch, which holds every batch as a trial does)
-on an ImageNet-like set: JPEGs of 500 x 375, about 110 KB (generated at several seeds, sampled
+The work is the DataLoader phase's own ``torch`` pipeline
+(imgread.phases.dataloader.pipelines.torch_loader: ``LoaderRunner``, its ``ManifestDataset``,
+its warm-up and its timed epoch, which holds every batch as a trial does) on an ImageNet-like
+set: JPEGs of 500 x 375, about 110 KB (generated at several seeds, sampled
 into one folder under the temporary directory; made once, reused; ``--size`` and
 ``--target-bytes`` make others). Every cell (decoder x allocator x normalize x num_workers) is
 a persistent DataLoader started before the clock; the cells of one decoder and one allocator

@@ -113,41 +113,54 @@ def report(results: dict, args, cores: int) -> bool:
         settings = {s: c for s, c in settings.items() if s not in plain}
         best_w0 = max(_med(_used(c[0], args.quiet), "rate") for c in settings.values())
         for setting, cells in settings.items():
-            paired = {w: _paired(cells, w, args.quiet) for w in ws if w > 0}
-            all_cells, cells = cells, {w: _used(cells[w], args.quiet) for w in ws}
-            rate = {w: _med(cells[w], "rate") for w in ws}
-            best = max(rate[w] for w in ws if w > 0)
-            top = max(paired, key=paired.get)  # the best num_workers, paired
-            ratio = paired[top] / cores
-            ci = tuple(x / cores for x in _median_ci(_pairs(all_cells, top, args.quiet)))
-            one = paired.get(1, float("nan"))  # one worker vs in-process
-            others = max(_med(cells[w], "other") for w in ws)
-            epochs = min(len(cells[w]) for w in ws)
-            tag = {BEFORE: " before", AFTER: " after"}.get(setting, "")
-            if setting.endswith("/pooled"):  # batches that found no free buffer: none expected
-                misses = sum(e.get("pool_misses", 0) for w in ws for e in cells[w])
-                tag += f" (pool misses {misses})"
-            cpu = " ".join(f"{_med(cells[w], 'cpu_ms'):5.2f}" for w in ws)
-            flt = " ".join(f"{_med(cells[w], 'faults'):5.0f}" for w in ws)
-            print(
-                f"{setting:<19} {' '.join(f'{rate[w]:5.0f}' for w in ws)}  "
-                f"{ratio:4.2f} {ci[0]:4.2f}-{ci[1]:4.2f}  {best / (cores * best_w0):4.2f}  "
-                f"{one:4.2f}  | {cpu} | {flt} | "
-                f"{others:4.0%} {epochs:2d}{tag}"
-            )
+            line, ratio, best, ci = _setting_row(setting, cells, args, cores, best_w0)
+            print(line)
             if setting == AFTER:
                 after[decoder] = (ratio, best, ci)
         for setting, cells in plain.items():
-            alloc = setting.split("/")[0]
-            epochs = _used(cells[cores], args.quiet)
-            rate = _med(epochs, "rate")
-            mine = [c[0] for s, c in settings.items() if s.split("/")[0] == alloc]
-            w0 = settings.get(f"{alloc}/item/fresh", {}).get(0) or (mine[0] if mine else None)
-            ratio = _paired({0: w0, 1: cells[cores]}, 1, args.quiet) / cores if w0 else math.nan
-            print(
-                f"{alloc + ' no loader':<19} {cores} processes, the same work, nothing handed "
-                f"back: {rate:5.0f} images/s, {ratio:4.2f} x (cores x the {alloc} w0): the "
-                f"machine's own ceiling; cpu {_med(epochs, 'cpu_ms'):5.2f} ms/image, "
-                f"others {_med(epochs, 'other'):4.0%}"
-            )
+            print(_plain_row(setting, cells, settings, args, cores))
     return after
+
+
+def _setting_row(setting: str, cells: dict, args, cores: int, best_w0: float):
+    """(the printed row, ratio, best rate, ratio's ci) of one setting's cells."""
+    ws = args.workers
+    paired = {w: _paired(cells, w, args.quiet) for w in ws if w > 0}
+    all_cells, cells = cells, {w: _used(cells[w], args.quiet) for w in ws}
+    rate = {w: _med(cells[w], "rate") for w in ws}
+    best = max(rate[w] for w in ws if w > 0)
+    top = max(paired, key=paired.get)  # the best num_workers, paired
+    ratio = paired[top] / cores
+    ci = tuple(x / cores for x in _median_ci(_pairs(all_cells, top, args.quiet)))
+    one = paired.get(1, float("nan"))  # one worker vs in-process
+    others = max(_med(cells[w], "other") for w in ws)
+    epochs = min(len(cells[w]) for w in ws)
+    tag = {BEFORE: " before", AFTER: " after"}.get(setting, "")
+    if setting.endswith("/pooled"):  # batches that found no free buffer: none expected
+        misses = sum(e.get("pool_misses", 0) for w in ws for e in cells[w])
+        tag += f" (pool misses {misses})"
+    cpu = " ".join(f"{_med(cells[w], 'cpu_ms'):5.2f}" for w in ws)
+    flt = " ".join(f"{_med(cells[w], 'faults'):5.0f}" for w in ws)
+    line = (
+        f"{setting:<19} {' '.join(f'{rate[w]:5.0f}' for w in ws)}  "
+        f"{ratio:4.2f} {ci[0]:4.2f}-{ci[1]:4.2f}  {best / (cores * best_w0):4.2f}  "
+        f"{one:4.2f}  | {cpu} | {flt} | "
+        f"{others:4.0%} {epochs:2d}{tag}"
+    )
+    return line, ratio, best, ci
+
+
+def _plain_row(setting: str, cells: dict, settings: dict, args, cores: int) -> str:
+    """The printed row of one allocator's no-loader cell: the machine's own ceiling."""
+    alloc = setting.split("/")[0]
+    epochs = _used(cells[cores], args.quiet)
+    rate = _med(epochs, "rate")
+    mine = [c[0] for s, c in settings.items() if s.split("/")[0] == alloc]
+    w0 = settings.get(f"{alloc}/item/fresh", {}).get(0) or (mine[0] if mine else None)
+    ratio = _paired({0: w0, 1: cells[cores]}, 1, args.quiet) / cores if w0 else math.nan
+    return (
+        f"{alloc + ' no loader':<19} {cores} processes, the same work, nothing handed "
+        f"back: {rate:5.0f} images/s, {ratio:4.2f} x (cores x the {alloc} w0): the "
+        f"machine's own ceiling; cpu {_med(epochs, 'cpu_ms'):5.2f} ms/image, "
+        f"others {_med(epochs, 'other'):4.0%}"
+    )

@@ -133,6 +133,7 @@ class LoadPhase(base.Phase):
     }
     params = (
         base.STORAGE,
+        base.CLIENT,  # the storage client on http profiles (redundant on local)
         base.Param(
             "in_flight",
             "0",

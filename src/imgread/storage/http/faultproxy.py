@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -121,6 +122,11 @@ class Proxy:
     def note(self, n: int, outcome: str) -> None:
         self.log.write(f"{n} {outcome}\n")
 
+    def answered(self, n: int, noted: list[int]) -> None:
+        """Log request ``n`` answered whole (and say so in ``noted``)."""
+        self.note(n, "ok")
+        noted.append(n)
+
     async def serve(self) -> None:
         host, port = self.args.listen.rsplit(":", 1)
         self.server = await asyncio.start_server(self.client, host, int(port), backlog=4096)
@@ -190,20 +196,23 @@ class Proxy:
                     up = await asyncio.wait_for(
                         asyncio.open_connection(*self.upstream), self.args.upstream_timeout
                     )
+                # an answered request is logged before its last bytes leave: a client that
+                # has its body and reads the counts at once finds it counted
+                noted: list[int] = []
+                answered = n is not None and outcome == "ok"
+                done = functools.partial(self.answered, n, noted) if answered else None
                 try:
-                    await self.relay(head, up, writer, outcome, n)
+                    await self.relay(head, up, writer, outcome, done)
                 except (TimeoutError, OSError, asyncio.IncompleteReadError):
                     # a request whose fate was already logged (a stall whose reader gave up,
-                    # a reset) is not counted twice
-                    if n is not None and outcome == "ok":
+                    # a reset, an answer sent whole) is not counted twice
+                    if done is not None and not noted:
                         self.note(n, "broken")
                     raise
                 if outcome == "reset":
                     self.note(n, outcome)
                     _abort(writer)
                     return
-                if n is not None and outcome == "ok":
-                    self.note(n, outcome)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             _abort(writer)
         finally:
@@ -213,8 +222,9 @@ class Proxy:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def relay(self, head, up, writer, outcome: str, n) -> None:
-        """Send the request upstream and its response back (half its body where it is reset)."""
+    async def relay(self, head, up, writer, outcome: str, done=None) -> None:
+        """Send the request upstream and its response back (half its body where it is reset);
+        ``done()`` is called once the whole answer is in hand, before its last bytes are sent."""
         up_reader, up_writer = up
         up_writer.write(head)
         await up_writer.drain()
@@ -222,8 +232,11 @@ class Proxy:
         answer = await asyncio.wait_for(_read_head(up_reader), timeout)
         if answer is None:
             raise ConnectionError("upstream closed the connection")
-        length = _content_length(answer)
+        # a HEAD's answer (the S3 clients' HEAD Object) has a Content-Length and no body
+        length = 0 if head.startswith(b"HEAD ") else _content_length(answer)
         send = length // 2 if outcome == "reset" else length
+        if not length and done is not None:
+            done()
         writer.write(answer)
         left, sent = length, 0
         while left:
@@ -231,6 +244,8 @@ class Proxy:
             if not data:
                 raise ConnectionError("upstream closed inside a body")
             left -= len(data)
+            if not left and done is not None:
+                done()
             if sent < send:
                 part = data[: send - sent]
                 writer.write(part)

@@ -118,9 +118,12 @@ class HttpKind(base.Kind):
             self._missing = (os.getpid(), server.why_missing())
         return self._missing[1]
 
-    def open(self, profile: base.Profile, root: Path) -> base.Session:
-        """nginx in a network namespace over ``root`` (imgread.storage.http.session)."""
-        return HttpSession(profile, Path(root))
+    takes_clients = True  # a session reads through a storage client (imgread.storage.clients)
+
+    def open(self, profile: base.Profile, root: Path, client: str = "imgread") -> base.Session:
+        """nginx in a network namespace over ``root`` (imgread.storage.http.session), read
+        through storage client ``client``."""
+        return HttpSession(profile, Path(root), client)
 
     def sweep(self) -> list[str]:
         """Dead trials' namespaces, veth pairs and temporary folders."""

@@ -18,12 +18,17 @@ UPSTREAM_PORT = 8081  # nginx's port behind the fault proxy (same namespace addr
 TLS_PORT = 8443
 PROBE_PREFIX = "/__imgread_probe__/"
 PROBE_SMALL, PROBE_BIG = "one-byte", "big"
+# The S3 clients' view of the dataset: /<BUCKET>/<key>, path style (a folder of the session's
+# temp links the bucket's name to the dataset), in a region the clients are told explicitly.
+BUCKET = "imgread-bucket"  # a top-level folder of this name would be hidden by the bucket
+REGION = "us-east-1"
 START_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 3.0
-# A self-signed EC certificate for the namespace's address (subjectAltName added per session)
+# A self-signed EC certificate for the namespace's address (subjectAltName added per session);
+# not a CA (rustls, obstore's TLS, refuses a CA certificate as the server's own)
 OPENSSL_REQ = (
     "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
-    "-subj /CN=imgread-http"
+    "-subj /CN=imgread-http -addext basicConstraints=critical,CA:FALSE"
 )
 ECHO_MODULES = (
     "/usr/lib/nginx/modules/ngx_http_echo_module.so",
@@ -141,6 +146,16 @@ http {{
         location @file {{
             root {temp}/data;
         }}
+        # The same files as objects of a bucket, path style (/<bucket>/<key>), for the S3
+        # clients: the static handler answers HEAD, ranged GETs (206, Content-Range), ETag and
+        # Last-Modified; the latency first, as for every request.
+        location ^~ /{bucket}/ {{
+            echo_sleep {sleep_s};
+            echo_exec @bucket;
+        }}
+        location @bucket {{
+            root {temp}/buckets;
+        }}
         # The probe: a 1-byte file behind the same sleep (latency), and a big one without it,
         # so that back-to-back GETs keep the tbf bucket drained (sustained bandwidth).
         location = {probe_prefix}{probe_small} {{
@@ -171,7 +186,8 @@ def nginx_config(
     tls: tuple[str, str] | None,
 ) -> str:
     """The session's nginx.conf: everything under ``temp``, the dataset through ``temp/data``
-    (a link to the root, so no path needs quoting), the probe's files under ``temp/probe``."""
+    (a link to the root, so no path needs quoting) and as the bucket ``temp/buckets/<BUCKET>``
+    (the S3 clients'), the probe's files under ``temp/probe``."""
     temp_paths = "\n".join(
         f"    {name}_temp_path {temp}/{name}_temp;"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -197,6 +213,7 @@ def nginx_config(
         sleep_s=sleep_s,
         probe_prefix=PROBE_PREFIX,
         probe_small=PROBE_SMALL,
+        bucket=BUCKET,
     )
 
 

@@ -110,8 +110,11 @@ class HttpSession(base.Session):
             root=str(self.root),
             cafile=cafile,
             policy=policy_of(self.profile, str(self.temp / "retries.log")),
+            bucket=server.BUCKET,
+            region=server.REGION,
+            sdk_home=str(self.temp / "sdk"),
         )
-        self.opener = clients.opener_for(self.client, self.endpoint)
+        self.opener = clients.opener_for(self.client, self.endpoint)  # S3 clients: env isolated
         self.proc = launch.spawn_nginx(self.temp, self.link, conf)
         upstream = server.UPSTREAM_PORT if self.faulty else self.port
         launch.await_nginx(self.proc, self.profile.name, self.temp, self.link, upstream)
@@ -130,6 +133,9 @@ class HttpSession(base.Session):
         self.temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-{n}-", dir=shm))
         self.temp.chmod(0o755)  # the workers (the dataset's owner) read the probe's files
         (self.temp / "data").symlink_to(self.root.resolve())
+        (self.temp / "buckets").mkdir()
+        (self.temp / "buckets" / server.BUCKET).symlink_to(self.root.resolve())
+        self._make_sdk_home()
         probe_dir = self.temp / "probe" / server.PROBE_PREFIX.strip("/")
         probe_dir.mkdir(parents=True)
         self.big_bytes = self._big_size()
@@ -140,6 +146,15 @@ class HttpSession(base.Session):
                 fh.write(os.urandom(min(1 << 20, self.big_bytes - fh.tell())))
         for path in (probe_dir.parent, probe_dir, small, big):
             path.chmod(0o755 if path.is_dir() else 0o644)
+
+    def _make_sdk_home(self) -> None:
+        """The S3 clients' HOME (empty) and their AWS config and credentials files (empty),
+        so that no SDK of the trial reads the machine's (imgread.storage.clients.s3env)."""
+        assert self.temp is not None
+        sdk = self.temp / "sdk"
+        (sdk / "home").mkdir(parents=True)
+        for name in ("empty.config", "empty.creds"):
+            (sdk / name).write_bytes(b"")
 
     def _write_config(self, user: str, group: str, tls_files) -> Path:
         assert self.temp is not None and self.link is not None
@@ -174,7 +189,7 @@ class HttpSession(base.Session):
 
     def settings(self) -> dict[str, Any]:
         """The server, qdisc, address, TLS, workers and fault proxy, for the record."""
-        return {
+        out = {
             "storage_server": server.nginx_version(),
             "storage_qdisc": self.link.qdisc if self.link else "",
             "storage_address": self.address,
@@ -182,6 +197,12 @@ class HttpSession(base.Session):
             "storage_server_workers": self.workers,
             "storage_fault_proxy": self.faulty,
         }
+        if self.client != clients.DEFAULT and self.endpoint is not None:
+            # the built-in's records stay as they were; another client's name its settings
+            client = clients.get_client(self.client, "http")
+            out.update(storage_client=self.client, client_retries_counted=client.retries_counted)
+            out.update(client.settings(self.endpoint))
+        return out
 
     def counts(self) -> dict[str, Any]:
         """What the transport did so far: the readers' retries (by reason), their seconds of
@@ -198,8 +219,16 @@ class HttpSession(base.Session):
                     "faults_reset": seen["reset"],
                     "faults_stall": seen["stall"],
                     "server_killed": seen["killed"],
+                    # the proxy is the trial's child: taken out of the client's CPU per request
+                    "proxy_cpu_seconds": launch.cpu_seconds(self.proxy) or 0.0,
                 }
             )
+            if clients.get_client(self.client, "http").retries_counted == "proxy":
+                # an SDK that does not report its retries: each exchange the proxy failed
+                # (503, a reset, one broken or dropped) was retried or given up on
+                failed = ("503", "reset", "broken", "dropped", "killed")
+                out["retries"] = sum(seen[k] for k in failed)
+                out["retry_reasons"] = {k: seen[k] for k in failed if seen[k]}
         return out
 
     def probe(self) -> base.Probe:
