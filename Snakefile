@@ -13,6 +13,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/storage.smk"
 include: "workflow/rules/trials.smk"
+include: "workflow/rules/search.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 

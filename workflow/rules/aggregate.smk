@@ -13,6 +13,7 @@ rule aggregate:
         device=DEVICE_CEILING,
         devices=DEVICE_CEILINGS,
         templates=[caption_template(name) for name in ["workflow", *TABLE_CAPTIONS]],
+        searches=SEARCH_FILES,  # workflow/rules/search.smk
     output:
         trials="results/tables/trials.csv",
         frames="results/tables/frames.csv",
@@ -41,7 +42,9 @@ rule aggregate:
         ),
         recommendation_md="results/tables/recommendation.md",
         ceilings="results/tables/ceilings.csv",
+        accelerators="results/tables/accelerators.csv",
         study="results/tables/study.json",
+        searches="results/tables/searches.csv",
         report_text=REPORT_TEXT,
         captions=expand("results/report/{name}.rst", name=TABLE_CAPTIONS),
     log:
@@ -51,5 +54,6 @@ rule aggregate:
         "../../envs/imgread.yaml"
     params:
         analysis=config["analysis"],
+        accelerators=config["accelerators"],
     script:
         "../scripts/aggregate.py"

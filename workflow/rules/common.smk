@@ -7,6 +7,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import min_version, validate
 
@@ -25,6 +26,7 @@ from imgread.plan import inputs, scheduler_patch
 from imgread.plan import run as plan_run
 from imgread.plan.inputs import caption_template, trial_log
 from imgread.plan import storage as plan_storage
+from imgread.plan import searches as plan_searches
 from imgread.plan.checks import check_config
 from imgread.plan.grid import (
     dataset_rule_settings,
@@ -35,7 +37,12 @@ from imgread.plan.grid import (
     trial_grid,
 )
 from imgread.plan.schema import check_schema, schema_file
-from imgread.layout import MACHINE_TEMPLATE, TRIAL_TEMPLATE, parse_segment
+from imgread.layout import (
+    MACHINE_TEMPLATE,
+    TRIAL_TEMPLATE,
+    params_segment,
+    parse_segment,
+)
 from imgread.phases.registry import FIGURES, PHASES
 
 PARSED_AT = time.time()  # this run's start: logs written since belong to it
@@ -50,6 +57,9 @@ CONVERTED = normalize_datasets(config)  # an old single `dataset:` becomes a lis
 check_schema(config, SCHEMA)
 validate(config, schema_file(SCHEMA), set_default=True)
 check_config(config)
+# The config's searches (workflow/rules/search.smk), and the cells their inputs are made for
+SEARCHES = plan_searches.searches(config)
+SEARCH_CELLS = [s.cell() for s in SEARCHES]
 
 DATASETS = config_datasets(config)  # by name, in the config's order
 DATASET = primary_dataset(config)  # the study's: the first
@@ -80,6 +90,8 @@ TABLES = [
     "results/tables/recommendation.csv",
     "results/tables/recommendation.md",
     "results/tables/ceilings.csv",
+    "results/tables/accelerators.csv",
+    "results/tables/searches.csv",
     "results/tables/study.json",
 ]
 FIGURE_NAMES = list(FIGURES)  # every registered phase's figures
@@ -99,13 +111,13 @@ CACHE_FILES = [
     f"results/datasets/{name}/cache/{decoder}/cache.json"
     for name, decoder in inputs.decoded_caches(GRID)
 ]
-STORAGE_CHECKED = plan_storage.checked_profiles(config)
+STORAGE_CHECKED = plan_storage.checked_profiles(config)  # the searches' profiles too
 
 
 wildcard_constraints:
     dataset="|".join(re.escape(name) for name in DATASETS),
     phase="|".join(PHASES),
-    variant="[a-z-]+",
+    variant="[a-z0-9_-]+",  # a plug-in's name: lower-case letters, digits, - or _
     params="default|[a-z0-9_+-]+",
     decoder="[a-z0-9-]+",
     output="[a-z0-9]+",
@@ -142,7 +154,7 @@ def reference_input(wildcards):
 def reference_size(wildcards):
     """Images a reference covers (imgread.plan.inputs.reference_size)."""
     w = wildcards
-    return inputs.reference_size(GRID, w.dataset, w.decoder, w.output)
+    return inputs.reference_size(GRID + SEARCH_CELLS, w.dataset, w.decoder, w.output)
 
 
 def cache_input(wildcards):
@@ -154,7 +166,7 @@ def cache_input(wildcards):
 
 def cache_size(wildcards):
     """Images a decoded cache covers (imgread.plan.inputs.cache_size)."""
-    return inputs.cache_size(GRID, wildcards.dataset, wildcards.decoder)
+    return inputs.cache_size(GRID + SEARCH_CELLS, wildcards.dataset, wildcards.decoder)
 
 
 def shards_input(wildcards):
@@ -231,3 +243,24 @@ def trial_group(wildcards):
     # for wildcard templates: record it here, so `trials=50` in profiles/slurm applies
     workflow.parent_groupids[name] = "trials"
     return name
+
+
+# A search (workflow/rules/search.smk) asks for the inputs of its cell as a trial does.
+SEARCH_OF = {s.name: s for s in SEARCHES}
+SEARCH_FILES = [s.output() for s in SEARCHES]
+
+
+def _cell_of(wildcards):
+    """The search's cell as a trial's wildcards (phase, variant, dataset, params)."""
+    s = SEARCH_OF[wildcards.name]
+    return SimpleNamespace(
+        phase=s.phase,
+        variant=s.variant,
+        dataset=s.dataset,
+        params=params_segment(s.probe_params()),
+    )
+
+
+def _of_cell(function):
+    """A trial's input function, asked for a search's cell."""
+    return lambda wildcards: function(_cell_of(wildcards))
