@@ -8,7 +8,7 @@ import pytest
 
 from imgread.dataset import generate
 
-from .helpers import SMALL
+from .support.helpers import SMALL
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,10 @@ imports inside functions included):
   the root ``bench`` and ``__main__``): never by another phase, the answer or any other room;
 - no import cycle; no ``__init__.py`` imports from another room (no cross-room re-export);
 - no phase is named as a string outside its own folder;
-- no file of ``src/`` or ``workflow/`` is over the line limit.
+- no file of ``src/`` or ``workflow/`` is over the line limit;
+- the tests mirror the rooms: one folder of ``tests/`` per room (``tests/phases/<phase>`` for a
+  phase's own), the end-to-end runs of the workflow (marked ``workflow`` or ``slurm``) in
+  ``tests/workflow/`` and only there, what they share in ``tests/support/``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from imgread.phases.registry import BUILTIN, PHASES
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = SRC / "imgread"
+TESTS = ROOT / "tests"
+# Beside the rooms' folders: the end-to-end runs and what the tests share
+TEST_FOLDERS = {"workflow", "support"}
+END_TO_END = {"workflow", "slurm"}  # the pytest marks of a run of the real workflow
 # The entry points may wire a phase's own modules (a command of its own); every other room
 # reaches a phase only through the registry and the Phase contract.
 ENTRY_ROOMS = {"cli"}
@@ -261,3 +268,58 @@ def test_no_file_is_over_the_line_limit():
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     ]
     assert long == [], f"files over {MAX_LINES} lines:\n" + "\n".join(long)
+
+
+def end_to_end_marks(path: Path) -> dict[str, bool]:
+    """Each test function of the module at ``path``: whether it is marked ``workflow`` or
+    ``slurm`` (by a decorator or by the module's ``pytestmark``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+
+    def marked(node: ast.AST) -> bool:
+        return any(
+            isinstance(n, ast.Attribute) and n.attr in END_TO_END and "mark" in ast.unparse(n)
+            for n in ast.walk(node)
+        )
+
+    module = any(
+        isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in n.targets)
+        and marked(n)
+        for n in tree.body
+    )
+    return {
+        n.name: module or any(marked(d) for d in n.decorator_list)
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name.startswith("test_")
+    }
+
+
+def test_the_tests_are_in_a_folder_per_room():
+    pkg = Package()
+    allowed = {*pkg.rooms, *(f"phases/{p}" for p in pkg.phase_folders), *TEST_FOLDERS}
+    modules = sorted(TESTS.rglob("test_*.py"))
+    assert len(modules) > 20  # the walk found the tests
+    folders = {p.parent.relative_to(TESTS).as_posix() for p in modules}
+    assert folders - {"."} <= allowed, f"test folders that are no room: {folders - allowed}"
+    loose = [p.name for p in TESTS.glob("test_*.py") if p.name != Path(__file__).name]
+    assert loose == [], f"tests at the root of tests/, to move into their room's folder: {loose}"
+    for folder in {TESTS / f for f in folders} | {TESTS / f for f in TEST_FOLDERS}:
+        # same-named modules of two rooms would collide without it
+        assert (folder / "__init__.py").is_file(), f"{folder.relative_to(ROOT)} has no __init__.py"
+    assert not list((TESTS / "support").glob("test_*.py"))
+
+
+def test_the_end_to_end_runs_are_in_tests_workflow_and_only_there():
+    wrong = []
+    for path in sorted(TESTS.rglob("test_*.py")):
+        inside = path.parent == TESTS / "workflow"
+        for name, marked in end_to_end_marks(path).items():
+            if marked != inside:
+                wrong.append(f"{path.relative_to(ROOT)}::{name} (marked: {marked})")
+    assert wrong == [], "tests/workflow/ holds exactly the workflow and slurm tests:\n" + "\n".join(
+        wrong
+    )
+    # The check cannot pass vacuously: it sees both kinds of mark.
+    marks = end_to_end_marks(TESTS / "workflow" / "test_ceiling_workflow.py")
+    assert marks and all(marks.values())
+    assert not any(end_to_end_marks(TESTS / "instruments" / "test_ceiling.py").values())
