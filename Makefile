@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CORES  ?= 1
 
-.PHONY: setup system-deps storage-deps storage data setup-slurm slurm-deps test-slurm test lint reproduce quick smoke report bench fuzz clean-results help
+.PHONY: limited peers-4mb searches setup system-deps storage-deps storage data setup-slurm slurm-deps test-slurm test lint reproduce quick smoke report bench fuzz clean-results help test-deps
 
 help:
 	@echo "make reproduce   set up .venv and run the full study (snakemake --cores $(CORES))"
@@ -17,7 +17,10 @@ help:
 	@echo "make data        the data study: small images, tar shards, encodings (config/data.yaml)"
 	@echo "make report      build results/report.html from the finished results"
 	@echo "make bench       print the package's own performance figures"
-	@echo "make fuzz        every decoder over 2000 mutated JPEG/PNG/WebP files (results/fuzz)"
+	@echo "make peers-4mb   the libraries users run on the study's 4 MB images (config/peers-4mb.yaml)"
+	@echo "make searches    accelerators fed and streams sustained, every library (config/searches.yaml)"
+	@echo "make limited     data larger than memory: page_cache limited vs cold and warm (config/limited.yaml)"
+	@echo "make fuzz        every decoder and pipeline library over 2000 mutated files (results/fuzz)"
 	@echo "make test-slurm  run the smoke study on a real SLURM cluster started here (root)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -63,9 +66,21 @@ storage-deps:
 	    echo "imgread: nginx and its echo module are not installed; the http storage profiles will be skipped (for them: sudo apt install nginx-light libnginx-mod-http-echo, and run as root)"; \
 	  fi; }
 
+# strace proves, in the tests, that the S3 SDKs reach only the emulated endpoint and open no
+# credential file (docs/storage-clients.md); without it that test is skipped and says why.
+test-deps:
+	@command -v strace >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing strace with apt-get (the S3 clients' network trace test)"; \
+	    apt-get install -y -q strace >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q strace >/dev/null 2>&1; } || \
+	      echo "imgread: apt-get could not install strace; the S3 clients' trace test will be skipped"; \
+	  else \
+	    echo "imgread: strace is not installed; the S3 clients' trace test will be skipped (for it: sudo apt install strace)"; \
+	  fi; }
+
 setup: $(STAMP) system-deps
 
-test: setup
+test: setup test-deps
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -77,34 +92,33 @@ reproduce: setup
 	@mkdir -p results && : > $(LAST_STUDY)
 	$(BIN)/snakemake --cores $(CORES)
 
-# Two cores draw the figures two at a time; trials stay one at a time (timing=1), and every job
-# that could run beside one (references, caches, the device ceiling) holds `timing` too.
-quick: setup
-	@mkdir -p results && echo config/quick.yaml > $(LAST_STUDY)
-	$(BIN)/snakemake --cores 2 --configfile config/quick.yaml
-
-# The storage study (config/storage.yaml, docs/storage.md): every load reader on every storage
-# profile, 1 to 64 requests in flight, on small images. About 20 minutes here (measured 18.5).
-storage: setup
-	@mkdir -p results && echo config/storage.yaml > $(LAST_STUDY)
-	$(BIN)/snakemake --cores 2 --configfile config/storage.yaml
-
-# The data study (config/data.yaml, docs/data.md): ImageNet-like images as loose files and tar
-# shards, load readers and the DataLoader, local and object store; decode rate per encoding.
-data: setup
-	@mkdir -p results && echo config/data.yaml > $(LAST_STUDY)
-	$(BIN)/snakemake --cores 2 --configfile config/data.yaml
-
-smoke: setup
-	@mkdir -p results && echo config/smoke.yaml > $(LAST_STUDY)
-	$(BIN)/snakemake --cores 2 --configfile config/smoke.yaml
+# The studies of an overlay config, each config/<target>.yaml on top of config.yaml, noted in
+# $(LAST_STUDY) for `make report`. Two cores draw the figures two at a time; trials stay one at
+# a time (timing=1), and every job that could run beside one (references, caches, the device
+# ceiling) holds `timing` too.
+#   quick      the shorter study (under 10 minutes here)
+#   storage    every load reader on every storage profile, 1 to 64 in flight (docs/storage.md;
+#              about 20 minutes, measured 18.5)
+#   data       ImageNet-like images loose and in tar shards, load and DataLoader, local and
+#              object store; decode rate per encoding (docs/data.md)
+#   peers-4mb  the libraries users run on the study's 4 MB images beside torch
+#              (docs/pipelines.md; about 25 minutes)
+#   searches   the answer in the job's units for every pipeline and stream producer: the
+#              bounded searches alone (docs/searches.md; about 45 minutes)
+#   limited    data larger than memory: page_cache limited, 4 shuffled epochs under a memory
+#              limit, beside cold and warm (docs/limited.md; about 25 minutes)
+#   smoke      the tiny grid the tests run
+OVERLAYS := quick storage data peers-4mb searches limited smoke
+$(OVERLAYS): setup
+	@mkdir -p results && echo config/$@.yaml > $(LAST_STUDY)
+	$(BIN)/snakemake --cores 2 --configfile config/$@.yaml
 
 # `make report` shows the study make last ran: reproduce, quick and smoke note their config
 # here. The workflow refuses a report whose tables were made with another config.
 LAST_STUDY := results/.last-study-config
 STUDY_CONFIG = $(shell cat $(LAST_STUDY) 2>/dev/null)
 
-# The study on a real SLURM cluster started on this machine for the test (see tests/test_slurm.py):
+# The study on a real SLURM cluster started on this machine for the test (see tests/workflow/test_slurm.py):
 # slurm-wlm and munge are installed with apt when missing (as root), the executor plugin with pip.
 SLURM_STAMP := $(VENV)/.slurm-stamp
 
@@ -126,7 +140,7 @@ slurm-deps:
 	fi
 
 test-slurm: setup-slurm slurm-deps
-	$(BIN)/python -m pytest -m slurm -s tests/test_slurm.py
+	$(BIN)/python -m pytest -m slurm -s tests/workflow/test_slurm.py
 
 report: setup
 	$(BIN)/snakemake --cores 1 $(if $(STUDY_CONFIG),--configfile $(STUDY_CONFIG)) --report results/report.html
@@ -139,7 +153,7 @@ bench: setup
 FUZZ_FILES ?= 2000
 FUZZ_SEED  ?= 0
 fuzz: setup
-	$(BIN)/python -m imgread.decoders.fuzz --files $(FUZZ_FILES) --seed $(FUZZ_SEED) --out results/fuzz
+	$(BIN)/python -m imgread.decoders.fuzz --pipelines --files $(FUZZ_FILES) --seed $(FUZZ_SEED) --out results/fuzz
 
 clean-results:
 	rm -rf results/datasets results/trials results/tables results/figures results/logs results/report results/report.html $(LAST_STUDY)
