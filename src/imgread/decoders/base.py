@@ -75,15 +75,20 @@ def resize_target(width: int, height: int) -> tuple[int, int]:
     return max(RESIZE_SHORTER, round(width * scale)), max(RESIZE_SHORTER, round(height * scale))
 
 
-def resize_crop(rgb: np.ndarray) -> np.ndarray:
-    """The one resize of every decoder: shorter side to 256 (INTER_AREA), centre crop 224."""
-    cv2 = cv2_single_threaded()
-
+def resize_shorter(rgb: np.ndarray) -> np.ndarray:
+    """The shorter side to 256 (INTER_AREA), the aspect ratio kept: the crop's source."""
     h, w = rgb.shape[:2]
     tw, th = resize_target(w, h)
-    if (tw, th) != (w, h):
-        rgb = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA)
-    top, left = (th - CROP) // 2, (tw - CROP) // 2
+    if (tw, th) == (w, h):
+        return rgb
+    cv2 = cv2_single_threaded()
+    return cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA)
+
+
+def resize_crop(rgb: np.ndarray) -> np.ndarray:
+    """The one resize of every decoder: shorter side to 256 (INTER_AREA), centre crop 224."""
+    rgb = resize_shorter(rgb)
+    top, left = (rgb.shape[0] - CROP) // 2, (rgb.shape[1] - CROP) // 2
     return np.ascontiguousarray(rgb[top : top + CROP, left : left + CROP])
 
 

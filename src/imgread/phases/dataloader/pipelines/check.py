@@ -8,7 +8,8 @@ one of the n entries exactly once (a library that pads or wraps its last batch, 
 by default, or drops it, fails here), each sample's class label, and its pixels near the
 project's reference of the same transform (the ``decoder`` key's decode, shorter side to 256
 with INTER_AREA, centre crop 224): decoders and resizers round differently, so the pixels are
-compared by a stated metric, not bit for bit.
+compared by a stated metric, not bit for bit, at the best crop window within a pixel of the
+reference's.
 
 The metric: the mean absolute difference, in 0-255 levels, between the sample (mapped back
 from the seed's normalisation) and the reference, per sample; a sample fails above
@@ -24,15 +25,21 @@ import numpy as np
 
 from imgread.dataset.labels import labels as class_labels
 from imgread.decoders import CROP, get_decoder
+from imgread.decoders.base import resize_shorter
 from imgread.errors import VerificationError
 from imgread.phases import base
 
-# Levels of 0-255 a sample may differ from the reference by, on average over its pixels.
-# Measured on the generated sets (docs/pipelines.md): torchvision's PIL Resize(256) +
-# CenterCrop(224) differs from the reference by at most 0.5 (320 x 240), 1.1 (500 x 375) and
-# 2.8 levels (2000 x 1500); the crop moved by one pixel by 16 to 23, by 16 pixels by about 50;
-# BGR for RGB and un-normalised samples far more.
-MAE_LIMIT = 6.0
+# Levels of 0-255 a sample may differ from the reference by, on average over its pixels, at the
+# best of the crop windows within SHIFT_TOLERANCE pixels of the reference's: libraries round the
+# crop's corner and the resized long side differently (torchvision rounds (h - 224) / 2, the
+# reference floors it), which on finely textured images alone costs 6 to 13 levels.
+# Measured on 2,000 of the 10,000-image ImageNet-like set (394 x 324 to 622 x 464,
+# docs/pipelines.md): torchvision's PIL Resize(256) + CenterCrop(224) is at most 7.2 levels
+# from the reference at its best window (at the reference's own window: median 4.4, up to 12.7);
+# the crop moved by 4 pixels is at least 10.5 away, by 16 pixels at least 24, BGR for RGB at
+# least 28, and un-normalised samples far more.
+MAE_LIMIT = 10.0
+SHIFT_TOLERANCE = 1
 
 
 def to_hwc_uint8_levels(sample: np.ndarray, layout: str) -> np.ndarray:
@@ -92,12 +99,26 @@ def _samples(batch, b: int, name: str, layout: str, n: int, labels):
         yield sample, key
 
 
+def window_error(levels: np.ndarray, resized: np.ndarray) -> float:
+    """The least mean absolute difference between ``levels`` (224 x 224 x 3, 0-255 floats) and
+    the 224 x 224 windows of ``resized`` whose corner is within :data:`SHIFT_TOLERANCE` pixels
+    of the centre crop's."""
+    h, w = resized.shape[:2]
+    top, left = (h - CROP) // 2, (w - CROP) // 2
+    best = np.inf
+    for t in range(max(0, top - SHIFT_TOLERANCE), min(h - CROP, top + SHIFT_TOLERANCE) + 1):
+        for lft in range(max(0, left - SHIFT_TOLERANCE), min(w - CROP, left + SHIFT_TOLERANCE) + 1):
+            window = resized[t : t + CROP, lft : lft + CROP].astype(np.float32)
+            best = min(best, float(np.abs(levels - window).mean()))
+    return best
+
+
 def _pixel_error(ctx, decoder, key: int, sample, name: str, layout: str) -> float:
     """The sample's mean absolute difference from the reference crop of its entry, in levels;
     VerificationError above :data:`MAE_LIMIT`."""
     entry = ctx.entries[key]
-    ref = decoder.decode(str(ctx.root / entry.path), "crop224")
-    error = float(np.abs(to_hwc_uint8_levels(sample, layout) - ref.astype(np.float32)).mean())
+    resized = resize_shorter(decoder.decode(str(ctx.root / entry.path), "full"))
+    error = window_error(to_hwc_uint8_levels(sample, layout), resized)
     if error > MAE_LIMIT:
         raise VerificationError(
             f"{name}: sample {key} ({entry.path}) differs from the reference "
@@ -137,6 +158,7 @@ def verify_peer(ctx, results: list, name: str, layout: str = "NCHW") -> base.Ver
             "pixel_mae_max": float(errors.max()) if n else 0.0,
             "pixel_mae_mean": float(errors.mean()) if n else 0.0,
             "pixel_mae_limit": MAE_LIMIT,
+            "pixel_shift_tolerance": SHIFT_TOLERANCE,
             "verify_seconds": time.perf_counter() - t0,
             "output_pixels": n * CROP * CROP,
         },
