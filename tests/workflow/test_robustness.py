@@ -265,6 +265,7 @@ def _interrupt_config(saturate_dir: Path) -> dict:
             "max_resident_fraction": 1.0,
         },
         "ceiling": {"jobs": [1], "repetitions": 1},  # quick: the trials are what is stopped
+        "searches": [],
     }
 
 
@@ -372,9 +373,11 @@ def test_an_interrupted_run_leaves_nothing_half_done_and_resumes(tmp_path, stop,
         record = json.loads(path.read_text())
         assert record["seconds"] > 0 and record["images"] == 300
 
-    # Running again resumes, keeps every completed trial and finishes.
+    # Running again resumes, keeps every completed trial and finishes them (to the tables: the
+    # figures and the report after them are not what an interruption can leave half done).
     (project / "override.yaml").write_text(yaml.safe_dump(config))
-    snakemake(project, "--cores", "2", "--configfile", "config/smoke.yaml", "override.yaml")
+    configs = ("--configfile", "config/smoke.yaml", "override.yaml")
+    snakemake(project, "aggregate", "--cores", "2", *configs)
     done_after = _trials(project)[0]
     assert len(done_after) == 3
     for path, mtime in done_before.items():
@@ -421,9 +424,9 @@ def test_the_smoke_workflow_on_a_read_only_photo_folder_changes_nothing_in_it(tm
             "phases": _one_cell_per_variant(smoke),
         }
         (project / "override.yaml").write_text(yaml.safe_dump(override))
-        run = snakemake(
-            project, "--cores", "2", "--configfile", "config/smoke.yaml", "override.yaml"
-        )
+        # to the tables: the figures read the records, never the photos
+        configs = ("--configfile", "config/smoke.yaml", "override.yaml")
+        run = snakemake(project, "aggregate", "--cores", "2", *configs)
         assert tree_state(src) == before
         assert (project / "results/tables/trials.csv").is_file()
         assert (project / "results/datasets/mine/manifest.csv").is_file()
@@ -478,9 +481,11 @@ def test_on_invalid_keep_measures_what_each_decoder_reads_and_says_what_it_left_
         "dataset": {"name": "mine", "source": str(src), "count": 8, "on_invalid": "keep"},
         "sizes": [8],
         "phases": phases,
+        "searches": [],
     }
     (project / "override.yaml").write_text(yaml.safe_dump(override))
-    run = snakemake(project, "--cores", "1", "--configfile", "config/smoke.yaml", "override.yaml")
+    configs = ("--configfile", "config/smoke.yaml", "override.yaml")
+    run = snakemake(project, "aggregate", "--cores", "2", *configs)  # to the answer
     trials = pd.read_csv(project / "results/tables/trials.csv")
     measured = set(zip(trials["phase"], trials["decoder"].fillna("-"), strict=True))
     assert ("decode", "pillow") in measured and ("load", "-") in measured
