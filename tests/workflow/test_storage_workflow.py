@@ -62,7 +62,7 @@ def test_every_reader_reads_through_each_profile_and_records_it(storage_run):
     assert http["storage_qdisc"].str.contains("tbf").all()
     # the probe held the profile: 10 ms within max(25 %, 2 ms), bandwidth at most the cap
     assert http["probe_latency_ms"].between(7.5, 12.5).all()
-    assert http["probe_attempts"].between(1, 3).all()
+    assert http["probe_attempts"].between(1, registry.PROBE_ATTEMPTS).all()
     assert (http["probe_bandwidth_mb_per_s"] <= 125 * 1.10).all()
     # the server's work, in its own column (in clock ticks of 10 ms: a short trial may show 0)
     assert (http["server_cpu_seconds"] >= 0).all() and http["server_cpu_seconds"].sum() > 0

@@ -161,15 +161,19 @@ def probe_fault(profile: Profile, probe: Probe) -> str | None:
     return None
 
 
-PROBE_ATTEMPTS = 3
+PROBE_ATTEMPTS = 4
+PROBE_PAUSE_S = 0.5  # then 1 s, then 1.5 s: at most 3 s of waiting before a trial is refused
 
 
 def _probed(opened: Session, profile: Profile) -> Probe:
     """The session's probe, checked against the profile. A probe off the profile is taken
-    again (at most PROBE_ATTEMPTS in all: a moment's disturbance of a shared machine is not a
-    broken emulation); the attempts are recorded (``probe_attempts``)."""
+    again (at most PROBE_ATTEMPTS in all, PROBE_PAUSE_S x the attempts so far apart: a few
+    seconds' disturbance of a shared machine is not a broken emulation); the attempts are
+    recorded (``probe_attempts``)."""
     fault = None
     for attempt in range(1, PROBE_ATTEMPTS + 1):
+        if attempt > 1:
+            time.sleep(PROBE_PAUSE_S * (attempt - 1))
         t0 = time.perf_counter()
         probe = opened.probe()
         seconds = probe.seconds or time.perf_counter() - t0
