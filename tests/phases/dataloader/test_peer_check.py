@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from imgread.decoders import CROP, get_decoder
-from imgread.decoders.base import resize_target
+from imgread.decoders.base import resize_shorter
 from imgread.errors import VerificationError
 from imgread.phases.dataloader.pipelines.check import (
     MAE_LIMIT,
@@ -64,11 +64,8 @@ def _epoch(samples, keys=None, batch=BATCH) -> list:
 
 def _shifted(path: str, by: int = 16) -> np.ndarray:
     """The reference's resize, its crop window moved ``by`` pixels right and down."""
-    import cv2
-
-    rgb = np.asarray(Image.open(path).convert("RGB"))
-    tw, th = resize_target(rgb.shape[1], rgb.shape[0])
-    small = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA)
+    small = resize_shorter(np.asarray(Image.open(path).convert("RGB")))
+    th, tw = small.shape[:2]
     top, left = (th - CROP) // 2 + by, (tw - CROP) // 2 + by
     return small[top : top + CROP, left : left + CROP]
 
